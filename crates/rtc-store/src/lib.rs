@@ -1,0 +1,274 @@
+//! Storage for the RTC suite: one connection pool, three SQL engines.
+//!
+//! A daemon or the admin CLI calls [`Store::connect`] with a database URL (SQLite by
+//! default, PostgreSQL or MariaDB/MySQL for shared deployments), runs the migration for
+//! the service it hosts (for example [`Store::migrate_turn`]), then calls plain async
+//! methods that each run one or two SQL statements and return owned Rust values. All
+//! credential *algorithms* live in `rtc-auth`; this crate only moves rows.
+//!
+//! Data flow: URL -> [`Store`] (an `sqlx` `Any` pool plus the [`Backend`] it talks to) ->
+//! per-service module (`turn` now; `sip` for Kamailio tables and `xmpp` later) -> SQL
+//! written once in the portable subset of the three dialects, with `?` placeholders that
+//! [`Store`] rewrites to `$n` for PostgreSQL, because sqlx's `Any` driver passes SQL
+//! through untouched.
+//!
+//! Each service's tables keep the layout of the server this suite replaces, so an
+//! existing database (coturn's `turndb`, say) works as it is, and migrations only ever
+//! create missing tables, never alter existing ones.
+//!
+//! Cargo features pick the compiled-in engines: `sqlite` (default), `postgres`, `mysql`.
+
+#![forbid(unsafe_code)]
+
+mod dburl;
+pub mod turn;
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+
+pub use turn::{PeerIpList, RealmOption, RealmOptions, TurnStore};
+
+/// The SQL engine behind a [`Store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// SQLite file (or in-memory) database; coturn's default `turndb`.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+    /// MariaDB or MySQL server.
+    Mysql,
+}
+
+impl Backend {
+    /// The cargo feature of this crate that compiles the engine in.
+    pub fn feature(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::Mysql => "mysql",
+        }
+    }
+
+    fn compiled_in(self) -> bool {
+        match self {
+            Backend::Sqlite => cfg!(feature = "sqlite"),
+            Backend::Postgres => cfg!(feature = "postgres"),
+            Backend::Mysql => cfg!(feature = "mysql"),
+        }
+    }
+}
+
+/// Everything that can go wrong talking to the database.
+///
+/// Every variant names the database (URL with any password masked) so that a message in a
+/// log or on the admin CLI's stderr says which configuration entry to fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The URL's scheme or shape is not one we understand.
+    #[error("database URL {url}: {reason}")]
+    BadUrl { url: String, reason: String },
+    /// The URL names an engine whose cargo feature was not compiled in.
+    #[error("database URL {url}: {backend:?} support is not compiled in (cargo feature `{}` of rtc-store)", .backend.feature())]
+    BackendNotCompiled { url: String, backend: Backend },
+    /// Opening the pool failed: server down, bad credentials, unwritable file...
+    #[error("cannot open database {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A statement failed; `what` names the operation.
+    #[error("database {url}: {what} failed: {source}")]
+    Query {
+        url: String,
+        what: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A stored value cannot be understood (e.g. a non-numeric realm option).
+    #[error("database {url}: bad value {value:?} in {table}.{column}")]
+    BadValue {
+        url: String,
+        table: &'static str,
+        column: &'static str,
+        value: String,
+    },
+}
+
+/// A pool of connections to one database, shared by all services of a process.
+///
+/// Cloning is cheap (the pool is reference counted).
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    /// The URL with the password masked, for error messages.
+    shown_url: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .field("url", &self.shown_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens a pool to the database at `url` and checks that one connection works.
+    ///
+    /// Accepted forms: `sqlite:///abs/path/turndb`, `sqlite://relative/path`,
+    /// `sqlite:relative`, `sqlite::memory:`, a bare filesystem path (taken as SQLite),
+    /// `postgres://user:pass@host:port/db` (or `postgresql://`), and
+    /// `mysql://user:pass@host:port/db` (or `mariadb://`). A SQLite file is created if
+    /// missing (`mode=rwc`) unless the URL sets its own `mode`.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let target = dburl::parse(url)?;
+        if !target.backend.compiled_in() {
+            return Err(StoreError::BackendNotCompiled {
+                url: target.shown_url,
+                backend: target.backend,
+            });
+        }
+        sqlx::any::install_default_drivers();
+        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        if target.in_memory {
+            // An in-memory SQLite database lives only while a connection to it is open.
+            options = options
+                .min_connections(1)
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        } else {
+            options = options.max_connections(8);
+        }
+        let pool = options
+            .connect(&target.sqlx_url)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: target.shown_url.clone(),
+                source,
+            })?;
+        Ok(Store {
+            pool,
+            backend: target.backend,
+            shown_url: target.shown_url,
+        })
+    }
+
+    /// The engine this store talks to.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The database URL with any password masked, as shown in errors.
+    pub fn url(&self) -> &str {
+        &self.shown_url
+    }
+
+    /// Closes all connections, waiting for those in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// `q` in this backend's placeholder syntax (see [`numbered_placeholders`]).
+    pub(crate) fn sql<'q>(&self, q: &'q str) -> Cow<'q, str> {
+        match self.backend {
+            Backend::Postgres => Cow::Owned(numbered_placeholders(q)),
+            Backend::Sqlite | Backend::Mysql => Cow::Borrowed(q),
+        }
+    }
+
+    pub(crate) fn query_error(&self, what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
+        move |source| StoreError::Query {
+            url: self.shown_url.clone(),
+            what,
+            source,
+        }
+    }
+
+    /// Runs DDL statements one by one (not all drivers take several per call).
+    pub(crate) async fn execute_all(
+        &self,
+        what: &'static str,
+        statements: &[&str],
+    ) -> Result<(), StoreError> {
+        for statement in statements {
+            sqlx::query(statement)
+                .execute(&self.pool)
+                .await
+                .map_err(self.query_error(what))?;
+        }
+        Ok(())
+    }
+}
+
+/// Rewrites `?` placeholders to PostgreSQL's `$1, $2, ...`.
+///
+/// SQLite and MySQL take `?` but PostgreSQL only takes numbered parameters, and sqlx's
+/// `Any` driver does not translate. Question marks inside single-quoted literals, double
+/// -quoted identifiers and `--` comments are left alone.
+pub fn numbered_placeholders(q: &str) -> String {
+    let mut out = String::with_capacity(q.len() + 8);
+    let mut n = 0u32;
+    let mut quote: Option<char> = None;
+    let mut chars = q.chars().peekable();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(open) => {
+                // A quote (or, for a `--` comment, the newline) ends the span; a
+                // doubled quote simply reopens it on the next character.
+                out.push(c);
+                if c == open {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '\'' | '"' => {
+                    quote = Some(c);
+                    out.push(c);
+                }
+                '-' if chars.peek() == Some(&'-') => {
+                    quote = Some('\n');
+                    out.push(c);
+                }
+                '?' => {
+                    n += 1;
+                    out.push('$');
+                    out.push_str(&n.to_string());
+                }
+                _ => out.push(c),
+            },
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numbered_placeholders as np;
+
+    #[test]
+    fn placeholders_are_numbered() {
+        assert_eq!(
+            np("SELECT a FROM t WHERE b = ? AND c = ?"),
+            "SELECT a FROM t WHERE b = $1 AND c = $2"
+        );
+        assert_eq!(np("SELECT 1"), "SELECT 1");
+        assert_eq!(np("INSERT INTO t VALUES (?,?,?)"), "INSERT INTO t VALUES ($1,$2,$3)");
+    }
+
+    #[test]
+    fn quoted_question_marks_are_kept() {
+        assert_eq!(
+            np("SELECT '?', \"a?\" FROM t WHERE x = ? -- why?\n AND y = ?"),
+            "SELECT '?', \"a?\" FROM t WHERE x = $1 -- why?\n AND y = $2"
+        );
+        assert_eq!(np("WHERE a = 'it''s?' AND b = ?"), "WHERE a = 'it''s?' AND b = $1");
+    }
+}

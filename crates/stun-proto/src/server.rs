@@ -1,0 +1,1407 @@
+//! The TURN server state machine (RFC 8656) with STUN Binding (RFC 8489) and NAT behaviour
+//! discovery (RFC 5780).
+//!
+//! One [`Server`] owns the allocations of one shard. The daemon feeds it client bytes with
+//! [`Server::handle_client`], peer bytes with [`Server::handle_peer`], and ticks it with
+//! [`Server::handle_timeout`]. Responses queue up for [`Server::poll_transmit`]; relayed data
+//! comes back directly from the handle call so the daemon can send it without a copy.
+//! Everything that needs the outside world (binding relay sockets, looking up a user's key
+//! in the database) goes through the [`ServerIo`] trait the daemon implements, so this
+//! module never touches a socket, a clock or a random number generator.
+
+use crate::attr;
+use crate::auth::{
+    negotiated_algorithm, password_algorithms_value, Credential, NonceCheck, NonceKey,
+};
+use crate::channel::{channel_header, parse_channel_data, CHANNEL_MAX, CHANNEL_MIN};
+use crate::message::{method, Class, IntegrityKind, Message, MessageBuilder, ParseError};
+use crate::peer_policy::PeerPolicy;
+use rtc_auth::turn::StoredKey;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How a client reached us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+    Dtls,
+}
+
+/// The 5-tuple that identifies an allocation (RFC 8656 §2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientTuple {
+    pub transport: Transport,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+/// A relay socket the daemon bound for us, named by the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RelayId(pub u32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn of(ip: IpAddr) -> Family {
+        if ip.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+}
+
+/// Port constraints from EVEN-PORT (RFC 8656 §14.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortRequest {
+    Any,
+    Even,
+    /// An even port and the next (odd) one kept for a later RESERVATION-TOKEN.
+    EvenReserveNext,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundRelay {
+    pub id: RelayId,
+    /// The local address the socket is bound to.
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayBindError {
+    /// This server has no relay address of that family: 440.
+    FamilyUnsupported,
+    /// No port left in `min-port..=max-port`: 508.
+    NoPorts,
+}
+
+/// Result of asking the daemon for a user's stored key.
+#[derive(Debug, Clone)]
+pub enum KeyLookup {
+    Found(StoredKey),
+    Unknown,
+    /// The daemon is fetching it; it calls [`Server::key_ready`] when done.
+    Pending,
+}
+
+/// What the core needs from the outside world.
+pub trait ServerIo {
+    /// Bind relay socket(s). For [`PortRequest::EvenReserveNext`] the second element is the
+    /// reserved odd port.
+    fn bind_relay(
+        &mut self,
+        family: Family,
+        port: PortRequest,
+    ) -> Result<Vec<BoundRelay>, RelayBindError>;
+    fn release_relay(&mut self, id: RelayId);
+    /// Long-term key for (realm, user) from the user database.
+    fn lookup_key(&mut self, realm: &str, user: &str) -> KeyLookup;
+}
+
+/// Allocation counts shared by every shard so `user-quota` and `total-quota` hold for the
+/// whole server.
+#[derive(Debug, Default)]
+pub struct Quotas {
+    total: AtomicU64,
+    per_user: Mutex<HashMap<String, u32>>,
+}
+
+impl Quotas {
+    /// Reserve one allocation for `user`; `Err(code)` is 486 (user) or 508 (total).
+    fn acquire(&self, user: &str, user_quota: u32, total_quota: u32) -> Result<(), u16> {
+        let mut map = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.get(user).copied().unwrap_or(0);
+        if user_quota > 0 && n >= user_quota {
+            return Err(486);
+        }
+        if total_quota > 0 && self.total.load(Ordering::Relaxed) >= u64::from(total_quota) {
+            return Err(508);
+        }
+        map.insert(user.to_string(), n + 1);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn release(&self, user: &str) {
+        let mut map = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(user);
+            }
+        }
+        self.total.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// Limits that may come from the config file or, per realm, from the database
+/// (`turn_realm_option`), and so can change on reload. Zero means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub user_quota: u32,
+    pub total_quota: u32,
+    /// Bytes per second per allocation, both directions together (coturn's `max-bps`).
+    pub max_bps: u64,
+}
+
+/// Static configuration of the protocol core.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub realm: String,
+    /// SOFTWARE attribute value, if any.
+    pub software: Option<String>,
+    /// Long-term credentials (`lt-cred-mech`) checked against config users and the database.
+    pub lt_cred_mech: bool,
+    /// TURN REST API (`use-auth-secret`).
+    pub use_auth_secret: bool,
+    /// `no-auth`: allocations without credentials (tests and closed networks only).
+    pub no_auth: bool,
+    /// Users from the config file (`user = ["name:password"]`).
+    pub static_users: HashMap<String, Credential>,
+    pub default_lifetime: Duration,
+    pub max_lifetime: Duration,
+    pub permission_lifetime: Duration,
+    pub channel_lifetime: Duration,
+    pub limits: Limits,
+    pub peer_policy: PeerPolicy,
+    /// Relay addresses to advertise instead of the bound ones (`external-ip`): private ->
+    /// public.
+    pub external_ip: Vec<(IpAddr, IpAddr)>,
+    /// RFC 5780: the second IP and port of this server, when it has them.
+    pub alternate: Option<(IpAddr, u16)>,
+    /// Unauthenticated requests per second allowed from one IP (0: unlimited).
+    pub unauthenticated_rate: u32,
+    /// Whether TCP allocations (RFC 6062) are offered. Not implemented yet: 442.
+    pub tcp_relay: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            realm: "localhost".into(),
+            software: None,
+            lt_cred_mech: true,
+            use_auth_secret: false,
+            no_auth: false,
+            static_users: HashMap::new(),
+            // RFC 8656 §3.2 / coturn defaults.
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            limits: Limits::default(),
+            peer_policy: PeerPolicy::default(),
+            external_ip: Vec::new(),
+            alternate: None,
+            unauthenticated_rate: 0,
+            tcp_relay: false,
+        }
+    }
+}
+
+/// A response for a client.
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    pub to: ClientTuple,
+    /// Send from this local address instead of `to.local` (RFC 5780 CHANGE-REQUEST).
+    pub from: Option<SocketAddr>,
+    pub data: Vec<u8>,
+}
+
+/// What the daemon does with a client packet after [`Server::handle_client`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientAction<'a> {
+    /// Nothing to relay (responses, if any, are queued).
+    Done,
+    /// Send `payload` from relay socket `relay` to `peer`.
+    ToPeer {
+        relay: RelayId,
+        peer: SocketAddr,
+        payload: &'a [u8],
+    },
+}
+
+/// What the daemon does with a peer packet after [`Server::handle_peer`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum PeerAction {
+    Drop,
+    /// Send `header` followed by the payload (ChannelData, RFC 8656 §12.4); over TCP/TLS
+    /// pad to a multiple of 4.
+    ChannelData {
+        client: ClientTuple,
+        header: [u8; 4],
+    },
+    /// Send this Data indication (RFC 8656 §11.4).
+    Data {
+        client: ClientTuple,
+        message: Vec<u8>,
+    },
+}
+
+/// Counters for the daemon to export. Plain integers: each shard owns its own.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub packets_from_clients: u64,
+    pub bytes_from_clients: u64,
+    pub packets_to_peers: u64,
+    pub bytes_to_peers: u64,
+    pub packets_from_peers: u64,
+    pub bytes_from_peers: u64,
+    pub packets_to_clients: u64,
+    pub bytes_to_clients: u64,
+    /// Malformed datagrams silently dropped (RFC 8489 §6.3).
+    pub malformed: u64,
+    /// Relayed packets dropped for lack of permission, channel or bandwidth.
+    pub relay_dropped: u64,
+    /// Requests dropped by the unauthenticated rate limit.
+    pub rate_limited: u64,
+    pub auth_failures: u64,
+    pub allocations_created: u64,
+    /// Error responses sent, by code.
+    pub errors: BTreeMap<u16, u64>,
+}
+
+/// One channel binding (RFC 8656 §12).
+#[derive(Debug, Clone, Copy)]
+struct Channel {
+    peer: SocketAddr,
+    expires: Instant,
+}
+
+/// Per-allocation bandwidth bucket (`max-bps`).
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+#[derive(Debug)]
+struct Allocation {
+    client: ClientTuple,
+    username: String,
+    key: Vec<u8>,
+    integrity: IntegrityKind,
+    relays: Vec<BoundRelay>,
+    expires: Instant,
+    permissions: HashMap<IpAddr, Instant>,
+    channels: HashMap<u16, Channel>,
+    channel_by_peer: HashMap<SocketAddr, u16>,
+    /// Transaction id and response of the Allocate, for retransmissions (RFC 8656 §7.2).
+    allocate_tid: [u8; 12],
+    allocate_response: Vec<u8>,
+    bucket: Option<Bucket>,
+}
+
+/// A reserved odd port (RFC 8656 §14.9: kept for 30 seconds).
+#[derive(Debug)]
+struct Reservation {
+    relay: BoundRelay,
+    expires: Instant,
+}
+
+/// A request waiting for the daemon's key lookup.
+#[derive(Debug)]
+struct Parked {
+    from: ClientTuple,
+    data: Vec<u8>,
+    realm: String,
+    user: String,
+    since: Instant,
+}
+
+/// Successful authentication: the key to sign the response with.
+#[derive(Debug)]
+struct Authed {
+    user: String,
+    key: Vec<u8>,
+    integrity: IntegrityKind,
+}
+
+/// A request failed; answer with this error (RFC 8489 §14.8).
+#[derive(Debug)]
+struct Reject {
+    code: u16,
+    reason: &'static str,
+    /// 401/438 carry REALM and NONCE; 420 carries UNKNOWN-ATTRIBUTES.
+    challenge: bool,
+    unknown: Vec<u16>,
+    /// Sign with this key (errors after successful authentication).
+    key: Option<(Vec<u8>, IntegrityKind)>,
+}
+
+impl Reject {
+    fn new(code: u16, reason: &'static str) -> Reject {
+        Reject {
+            code,
+            reason,
+            challenge: false,
+            unknown: Vec::new(),
+            key: None,
+        }
+    }
+    fn challenge(code: u16, reason: &'static str) -> Reject {
+        Reject {
+            challenge: true,
+            ..Reject::new(code, reason)
+        }
+    }
+    fn signed(mut self, a: &Authed) -> Reject {
+        self.key = Some((a.key.clone(), a.integrity));
+        self
+    }
+}
+
+/// Outcome of authenticating a request.
+enum AuthResult {
+    Ok(Authed),
+    Reject(Reject),
+    /// Parked until the key lookup finishes.
+    Parked,
+}
+
+const PARKED_MAX: usize = 4096;
+const PARKED_TIMEOUT: Duration = Duration::from_secs(5);
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+/// RFC 8656 §12: a channel number stays blocked 5 minutes after its binding expires.
+const CHANNEL_QUARANTINE: Duration = Duration::from_secs(300);
+const RATE_TABLE_MAX: usize = 65536;
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The TURN server core for one shard.
+#[derive(Debug)]
+pub struct Server {
+    config: Arc<ServerConfig>,
+    limits: Limits,
+    secrets: Vec<String>,
+    nonces: NonceKey,
+    quotas: Arc<Quotas>,
+    allocations: HashMap<ClientTuple, Allocation>,
+    by_relay: HashMap<RelayId, ClientTuple>,
+    reservations: HashMap<[u8; 8], Reservation>,
+    parked: Vec<Parked>,
+    /// Unauthenticated-request buckets per source IP: (tokens, last refill).
+    rate: HashMap<IpAddr, (f64, Instant)>,
+    transmits: VecDeque<Transmit>,
+    next_sweep: Option<Instant>,
+    next_token: u64,
+    token_seed: u64,
+    stats: Stats,
+    permissions: usize,
+    channels: usize,
+}
+
+impl Server {
+    /// `seed` is randomness from the daemon (reservation tokens); `nonces` is shared by all
+    /// shards.
+    pub fn new(
+        config: Arc<ServerConfig>,
+        nonces: NonceKey,
+        quotas: Arc<Quotas>,
+        seed: u64,
+    ) -> Server {
+        Server {
+            limits: config.limits,
+            config,
+            secrets: Vec::new(),
+            nonces,
+            quotas,
+            allocations: HashMap::new(),
+            by_relay: HashMap::new(),
+            reservations: HashMap::new(),
+            parked: Vec::new(),
+            rate: HashMap::new(),
+            transmits: VecDeque::new(),
+            next_sweep: None,
+            next_token: 0,
+            token_seed: seed,
+            stats: Stats::default(),
+            permissions: 0,
+            channels: 0,
+        }
+    }
+
+    /// TURN REST shared secrets (config `static-auth-secret` plus the database), replaced on
+    /// reload.
+    pub fn set_secrets(&mut self, secrets: Vec<String>) {
+        self.secrets = secrets;
+    }
+
+    /// Quotas and bandwidth, replaced on reload; existing allocations keep running.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.len()
+    }
+    pub fn permission_count(&self) -> usize {
+        self.permissions
+    }
+    pub fn channel_count(&self) -> usize {
+        self.channels
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// When [`Server::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_sweep
+    }
+
+    /// Bytes from a client. `unix` is wall-clock seconds (nonce and REST expiry).
+    pub fn handle_client<'a>(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        from: ClientTuple,
+        data: &'a [u8],
+        io: &mut dyn ServerIo,
+    ) -> ClientAction<'a> {
+        self.stats.packets_from_clients += 1;
+        self.stats.bytes_from_clients += data.len() as u64;
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now + SWEEP_INTERVAL);
+        }
+        if crate::channel::is_channel_data(data) {
+            return self.client_channel_data(now, from, data);
+        }
+        let msg = match Message::parse(data) {
+            Ok(m) => m,
+            Err(e) => {
+                self.malformed(e);
+                return ClientAction::Done;
+            }
+        };
+        match msg.class() {
+            Class::Request => {
+                self.handle_request(now, unix, from, &msg, io);
+                ClientAction::Done
+            }
+            Class::Indication if msg.method() == method::SEND => self.send_indication(now, from, &msg),
+            // Responses and other indications from clients are not for us.
+            _ => ClientAction::Done,
+        }
+    }
+
+    fn malformed(&mut self, _e: ParseError) {
+        self.stats.malformed += 1;
+    }
+
+    /// Bytes from `peer` arriving on relay socket `relay`.
+    pub fn handle_peer(
+        &mut self,
+        now: Instant,
+        relay: RelayId,
+        peer: SocketAddr,
+        data: &[u8],
+    ) -> PeerAction {
+        self.stats.packets_from_peers += 1;
+        self.stats.bytes_from_peers += data.len() as u64;
+        let Some(tuple) = self.by_relay.get(&relay) else {
+            self.stats.relay_dropped += 1;
+            return PeerAction::Drop;
+        };
+        let Some(alloc) = self.allocations.get_mut(tuple) else {
+            self.stats.relay_dropped += 1;
+            return PeerAction::Drop;
+        };
+        // RFC 8656 §11.3/§12: only peers with a live permission reach the client.
+        let permitted = alloc
+            .permissions
+            .get(&peer.ip())
+            .is_some_and(|&exp| exp > now);
+        if !permitted || !take_bandwidth(alloc, now, data.len(), self.limits.max_bps) {
+            self.stats.relay_dropped += 1;
+            return PeerAction::Drop;
+        }
+        let client = alloc.client;
+        self.stats.packets_to_clients += 1;
+        self.stats.bytes_to_clients += data.len() as u64;
+        if let Some(&ch) = alloc.channel_by_peer.get(&peer) {
+            if alloc.channels.get(&ch).is_some_and(|c| c.expires > now) {
+                return PeerAction::ChannelData {
+                    client,
+                    header: channel_header(ch, data.len()),
+                };
+            }
+        }
+        let tid = self.new_tid();
+        let mut b = MessageBuilder::new(method::DATA, Class::Indication, tid);
+        b.xor_address(attr::XOR_PEER_ADDRESS, peer);
+        b.attr(attr::DATA, data);
+        PeerAction::Data {
+            client,
+            message: b.finish(),
+        }
+    }
+
+    fn new_tid(&mut self) -> [u8; 12] {
+        // Indications need distinct ids, not secret ones (RFC 8489 §6): a counter mixed with
+        // the daemon's seed is enough.
+        self.next_token = self.next_token.wrapping_add(1);
+        let mut t = [0u8; 12];
+        t[..8].copy_from_slice(&(self.token_seed ^ self.next_token).to_be_bytes());
+        t[8..].copy_from_slice(&(self.next_token as u32).to_be_bytes());
+        t
+    }
+
+    fn client_channel_data<'a>(
+        &mut self,
+        now: Instant,
+        from: ClientTuple,
+        data: &'a [u8],
+    ) -> ClientAction<'a> {
+        let Some((ch, payload)) = parse_channel_data(data) else {
+            self.stats.malformed += 1;
+            return ClientAction::Done;
+        };
+        let max_bps = self.limits.max_bps;
+        let Some(alloc) = self.allocations.get_mut(&from) else {
+            self.stats.relay_dropped += 1;
+            return ClientAction::Done;
+        };
+        let Some(c) = alloc.channels.get(&ch).copied().filter(|c| c.expires > now) else {
+            self.stats.relay_dropped += 1;
+            return ClientAction::Done;
+        };
+        let permitted = alloc
+            .permissions
+            .get(&c.peer.ip())
+            .is_some_and(|&exp| exp > now);
+        let Some(relay) = relay_for(&alloc.relays, c.peer) else {
+            self.stats.relay_dropped += 1;
+            return ClientAction::Done;
+        };
+        if !permitted || !take_bandwidth(alloc, now, payload.len(), max_bps) {
+            self.stats.relay_dropped += 1;
+            return ClientAction::Done;
+        }
+        self.stats.packets_to_peers += 1;
+        self.stats.bytes_to_peers += payload.len() as u64;
+        ClientAction::ToPeer {
+            relay,
+            peer: c.peer,
+            payload,
+        }
+    }
+
+    /// Send indication (RFC 8656 §11.2): relayed only with a permission; never answered.
+    fn send_indication<'a>(
+        &mut self,
+        now: Instant,
+        from: ClientTuple,
+        msg: &Message<'a>,
+    ) -> ClientAction<'a> {
+        let max_bps = self.limits.max_bps;
+        let peer = msg.xor_addresses(attr::XOR_PEER_ADDRESS).next().flatten();
+        let payload = msg.get(attr::DATA);
+        let (Some(peer), Some(payload), Some(alloc)) =
+            (peer, payload, self.allocations.get_mut(&from))
+        else {
+            self.stats.relay_dropped += 1;
+            return ClientAction::Done;
+        };
+        let permitted = alloc
+            .permissions
+            .get(&peer.ip())
+            .is_some_and(|&exp| exp > now);
+        let relay = relay_for(&alloc.relays, peer);
+        match relay {
+            Some(relay) if permitted && take_bandwidth(alloc, now, payload.len(), max_bps) => {
+                self.stats.packets_to_peers += 1;
+                self.stats.bytes_to_peers += payload.len() as u64;
+                ClientAction::ToPeer {
+                    relay,
+                    peer,
+                    payload,
+                }
+            }
+            _ => {
+                self.stats.relay_dropped += 1;
+                ClientAction::Done
+            }
+        }
+    }
+
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        from: ClientTuple,
+        msg: &Message<'_>,
+        io: &mut dyn ServerIo,
+    ) {
+        // RFC 8489 §6.3.1.1: unknown comprehension-required attributes -> 420.
+        let unknown = msg.unknown_required(attr::is_known_required);
+        if !unknown.is_empty() {
+            let mut r = Reject::new(420, "Unknown Attribute");
+            r.unknown = unknown;
+            self.reject(from, msg, unix, r);
+            return;
+        }
+        let result = match msg.method() {
+            method::BINDING => self.binding(now, from, msg),
+            method::ALLOCATE => self.allocate(now, unix, from, msg, io),
+            method::REFRESH => self.refresh(now, unix, from, msg, io),
+            method::CREATE_PERMISSION => self.create_permission(now, unix, from, msg, io),
+            method::CHANNEL_BIND => self.channel_bind(now, unix, from, msg, io),
+            _ => Err(Reject::new(400, "Unsupported Method")),
+        };
+        if let Err(r) = result {
+            self.reject(from, msg, unix, r);
+        }
+    }
+
+    /// Token bucket for requests that do not (yet) carry valid credentials.
+    fn rate_ok(&mut self, now: Instant, ip: IpAddr) -> bool {
+        let rate = f64::from(self.config.unauthenticated_rate);
+        if rate == 0.0 {
+            return true;
+        }
+        if self.rate.len() >= RATE_TABLE_MAX && !self.rate.contains_key(&ip) {
+            // Table full (many sources at once): refuse rather than grow without bound.
+            return false;
+        }
+        let e = self.rate.entry(ip).or_insert((rate * 2.0, now));
+        let elapsed = now.saturating_duration_since(e.1).as_secs_f64();
+        e.0 = (e.0 + elapsed * rate).min(rate * 2.0);
+        e.1 = now;
+        if e.0 >= 1.0 {
+            e.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn binding(&mut self, now: Instant, from: ClientTuple, msg: &Message<'_>) -> Result<(), Reject> {
+        if !self.rate_ok(now, from.remote.ip()) {
+            self.stats.rate_limited += 1;
+            return Ok(());
+        }
+        let mut send_from = None;
+        if let Some(v) = msg.get(attr::CHANGE_REQUEST) {
+            // RFC 5780 §7.2: flags A (change IP, 0x4) and B (change port, 0x2).
+            let Some((alt_ip, alt_port)) = self.config.alternate else {
+                let mut r = Reject::new(420, "Unknown Attribute");
+                r.unknown = vec![attr::CHANGE_REQUEST];
+                return Err(r);
+            };
+            if v.len() != 4 || from.transport != Transport::Udp {
+                return Err(Reject::new(400, "Bad CHANGE-REQUEST"));
+            }
+            let (change_ip, change_port) = (v[3] & 0x4 != 0, v[3] & 0x2 != 0);
+            if change_ip || change_port {
+                let ip = if change_ip { alt_ip } else { from.local.ip() };
+                let port = if change_port { alt_port } else { from.local.port() };
+                let ip = if change_ip && from.local.ip() == alt_ip {
+                    // We were reached on the alternate address: "other" is the primary.
+                    return Err(Reject::new(400, "Bad CHANGE-REQUEST"));
+                } else {
+                    ip
+                };
+                send_from = Some(SocketAddr::new(ip, port));
+            }
+        }
+        let mut b = MessageBuilder::new(method::BINDING, Class::Success, msg.transaction_id());
+        b.xor_address(attr::XOR_MAPPED_ADDRESS, from.remote);
+        b.address(attr::MAPPED_ADDRESS, from.remote);
+        if let Some((alt_ip, alt_port)) = self.config.alternate {
+            if from.transport == Transport::Udp {
+                b.address(attr::RESPONSE_ORIGIN, send_from.unwrap_or(from.local));
+                b.address(attr::OTHER_ADDRESS, SocketAddr::new(alt_ip, alt_port));
+            }
+        }
+        self.finish(from, send_from, msg, b, None);
+        Ok(())
+    }
+
+    /// Adds SOFTWARE, integrity and FINGERPRINT as the request had them, and queues it.
+    fn finish(
+        &mut self,
+        to: ClientTuple,
+        from: Option<SocketAddr>,
+        req: &Message<'_>,
+        mut b: MessageBuilder,
+        key: Option<(&[u8], IntegrityKind)>,
+    ) {
+        if let Some(s) = &self.config.software {
+            b.attr(attr::SOFTWARE, s.as_bytes());
+        }
+        if let Some((k, kind)) = key {
+            b.integrity(kind, k);
+        }
+        if req.has_fingerprint() {
+            b.fingerprint();
+        }
+        self.transmits.push_back(Transmit {
+            to,
+            from,
+            data: b.finish(),
+        });
+    }
+
+    fn reject(&mut self, to: ClientTuple, req: &Message<'_>, unix: u64, r: Reject) {
+        *self.stats.errors.entry(r.code).or_default() += 1;
+        if matches!(r.code, 401 | 438 | 441) {
+            self.stats.auth_failures += 1;
+        }
+        let mut b = MessageBuilder::new(req.method(), Class::Error, req.transaction_id());
+        b.error_code(r.code, r.reason);
+        if !r.unknown.is_empty() {
+            let v: Vec<u8> = r.unknown.iter().flat_map(|t| t.to_be_bytes()).collect();
+            b.attr(attr::UNKNOWN_ATTRIBUTES, &v);
+        }
+        if r.challenge {
+            let nonce = self.nonces.issue(unix, to.remote.ip());
+            b.attr(attr::REALM, self.config.realm.as_bytes());
+            b.attr(attr::NONCE, nonce.as_bytes());
+            b.attr(attr::PASSWORD_ALGORITHMS, &password_algorithms_value());
+        }
+        let key = r.key.as_ref().map(|(k, kind)| (k.as_slice(), *kind));
+        self.finish(to, None, req, b, key);
+    }
+
+    /// RFC 8489 §9.2.4 server side of the long-term credential mechanism, plus the TURN
+    /// REST API. On success returns the key for signing the response.
+    fn authenticate(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        from: ClientTuple,
+        msg: &Message<'_>,
+        io: &mut dyn ServerIo,
+    ) -> AuthResult {
+        if self.config.no_auth {
+            return AuthResult::Ok(Authed {
+                user: String::new(),
+                key: Vec::new(),
+                integrity: IntegrityKind::Sha1,
+            });
+        }
+        let Some(kind) = msg.integrity() else {
+            if !self.rate_ok(now, from.remote.ip()) {
+                self.stats.rate_limited += 1;
+                return AuthResult::Parked; // dropped: nothing to send
+            }
+            return AuthResult::Reject(Reject::challenge(401, "Unauthorized"));
+        };
+        let (Some(user), Some(realm), Some(nonce)) = (
+            msg.get_str(attr::USERNAME),
+            msg.get_str(attr::REALM),
+            msg.get_str(attr::NONCE),
+        ) else {
+            return AuthResult::Reject(Reject::new(400, "Missing USERNAME, REALM or NONCE"));
+        };
+        let Ok(alg) = negotiated_algorithm(msg) else {
+            return AuthResult::Reject(Reject::new(400, "Password algorithm mismatch"));
+        };
+        match self.nonces.check(nonce, unix, from.remote.ip()) {
+            NonceCheck::Valid => {}
+            NonceCheck::Stale => return AuthResult::Reject(Reject::challenge(438, "Stale Nonce")),
+            NonceCheck::Invalid => {
+                return AuthResult::Reject(Reject::challenge(401, "Unauthorized"))
+            }
+        }
+        if realm != self.config.realm {
+            return AuthResult::Reject(Reject::challenge(401, "Unauthorized"));
+        }
+        // Requests on an existing allocation reuse its key: no lookup per Refresh.
+        if let Some(a) = self.allocations.get(&from) {
+            if a.username == user && a.integrity == kind {
+                if msg.verify_integrity(&a.key) {
+                    return AuthResult::Ok(Authed {
+                        user: user.to_string(),
+                        key: a.key.clone(),
+                        integrity: kind,
+                    });
+                }
+                return AuthResult::Reject(Reject::challenge(401, "Unauthorized"));
+            }
+        }
+        let mut candidates: Vec<Credential> = Vec::new();
+        if self.config.use_auth_secret {
+            if let Some(expiry) = rtc_auth::turn::rest_expiry(user) {
+                if expiry < unix {
+                    return AuthResult::Reject(Reject::challenge(401, "Unauthorized"));
+                }
+                for s in &self.secrets {
+                    candidates.push(Credential::Password(rtc_auth::turn::rest_password(s, user)));
+                }
+            }
+        }
+        if self.config.lt_cred_mech && candidates.is_empty() {
+            if let Some(c) = self.config.static_users.get(user) {
+                candidates.push(c.clone());
+            } else {
+                match io.lookup_key(realm, user) {
+                    KeyLookup::Found(k) => candidates.push(Credential::Stored(k)),
+                    KeyLookup::Unknown => {}
+                    KeyLookup::Pending => {
+                        if self.parked.len() < PARKED_MAX {
+                            self.parked.push(Parked {
+                                from,
+                                data: msg.as_bytes().to_vec(),
+                                realm: realm.to_string(),
+                                user: user.to_string(),
+                                since: now,
+                            });
+                        }
+                        return AuthResult::Parked;
+                    }
+                }
+            }
+        }
+        for c in &candidates {
+            if let Some(key) = c.key(alg, user, realm) {
+                if msg.verify_integrity(&key) {
+                    return AuthResult::Ok(Authed {
+                        user: user.to_string(),
+                        key,
+                        integrity: kind,
+                    });
+                }
+            }
+        }
+        AuthResult::Reject(Reject::challenge(401, "Unauthorized"))
+    }
+
+    /// The daemon finished looking up (realm, user): re-run the requests that waited.
+    pub fn key_ready(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        realm: &str,
+        user: &str,
+        io: &mut dyn ServerIo,
+    ) {
+        let (ready, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| p.realm == realm && p.user == user);
+        self.parked = waiting;
+        for p in ready {
+            // Requests only: ClientAction::Done is the only possible outcome.
+            let _ = self.handle_client(now, unix, p.from, &p.data, io);
+        }
+    }
+
+    fn auth_or_reject(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        from: ClientTuple,
+        msg: &Message<'_>,
+        io: &mut dyn ServerIo,
+    ) -> Result<Option<Authed>, Reject> {
+        match self.authenticate(now, unix, from, msg, io) {
+            AuthResult::Ok(a) => Ok(Some(a)),
+            AuthResult::Reject(r) => Err(r),
+            AuthResult::Parked => Ok(None),
+        }
+    }
+
+    fn lifetime(&self, msg: &Message<'_>) -> Duration {
+        // RFC 8656 §7.2 step 10 / §7.3: requested values above the default are honoured up
+        // to the maximum; smaller ones get the default.
+        match msg.get_u32(attr::LIFETIME) {
+            Some(l) => Duration::from_secs(u64::from(l))
+                .max(self.config.default_lifetime)
+                .min(self.config.max_lifetime),
+            None => self.config.default_lifetime,
+        }
+    }
+
+    fn advertised(&self, addr: SocketAddr) -> SocketAddr {
+        for (private, public) in &self.config.external_ip {
+            if *private == addr.ip() {
+                return SocketAddr::new(*public, addr.port());
+            }
+        }
+        addr
+    }
+
+    fn new_reservation_token(&mut self) -> [u8; 8] {
+        // Tokens need only be unguessable enough not to collide with another client's by
+        // accident; they are bound to this shard. SplitMix64 over the daemon's seed.
+        self.next_token = self.next_token.wrapping_add(1);
+        let mut z = self
+            .token_seed
+            .wrapping_add(self.next_token.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)).to_be_bytes()
+    }
+
+    /// Allocate (RFC 8656 §7.2).
+    fn allocate(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        from: ClientTuple,
+        msg: &Message<'_>,
+        io: &mut dyn ServerIo,
+    ) -> Result<(), Reject> {
+        let Some(auth) = self.auth_or_reject(now, unix, from, msg, io)? else {
+            return Ok(());
+        };
+        if let Some(a) = self.allocations.get(&from) {
+            if a.allocate_tid == msg.transaction_id() {
+                let data = a.allocate_response.clone();
+                self.transmits.push_back(Transmit {
+                    to: from,
+                    from: None,
+                    data,
+                });
+                return Ok(());
+            }
+            return Err(Reject::new(437, "Allocation Mismatch").signed(&auth));
+        }
+        match msg.get(attr::REQUESTED_TRANSPORT) {
+            None => return Err(Reject::new(400, "Missing REQUESTED-TRANSPORT").signed(&auth)),
+            Some(v) if v.len() == 4 && v[0] == 17 => {}
+            Some(_) => {
+                return Err(Reject::new(442, "Unsupported Transport Protocol").signed(&auth))
+            }
+        }
+        let token = msg.get(attr::RESERVATION_TOKEN);
+        let even = msg.get(attr::EVEN_PORT);
+        let family = msg.get(attr::REQUESTED_ADDRESS_FAMILY);
+        let additional = msg.get(attr::ADDITIONAL_ADDRESS_FAMILY);
+        if token.is_some() && (even.is_some() || family.is_some() || additional.is_some()) {
+            return Err(Reject::new(400, "RESERVATION-TOKEN with EVEN-PORT or family").signed(&auth));
+        }
+        if family.is_some() && additional.is_some() {
+            return Err(Reject::new(400, "Both address family attributes").signed(&auth));
+        }
+        let parse_family = |v: &[u8]| match v.first() {
+            Some(1) => Some(Family::V4),
+            Some(2) => Some(Family::V6),
+            _ => None,
+        };
+        let primary = match family {
+            None => Family::V4,
+            Some(v) => parse_family(v)
+                .ok_or_else(|| Reject::new(440, "Address Family not Supported").signed(&auth))?,
+        };
+        let want_v6_too = match additional {
+            None => false,
+            Some(v) if parse_family(v) == Some(Family::V6) => true,
+            Some(_) => return Err(Reject::new(400, "ADDITIONAL-ADDRESS-FAMILY must be IPv6").signed(&auth)),
+        };
+        let port_req = match even {
+            None => PortRequest::Any,
+            Some(v) if v.first().is_some_and(|b| b & 0x80 != 0) => PortRequest::EvenReserveNext,
+            Some(_) => PortRequest::Even,
+        };
+
+        self.quotas
+            .acquire(&auth.user, self.limits.user_quota, self.limits.total_quota)
+            .map_err(|code| {
+                let reason = if code == 486 {
+                    "Allocation Quota Reached"
+                } else {
+                    "Insufficient Capacity"
+                };
+                Reject::new(code, reason).signed(&auth)
+            })?;
+
+        let mut relays = Vec::new();
+        let mut reserved_token = None;
+        let mut v6_error = None;
+        let bind_result = if let Some(t) = token {
+            let key: Option<[u8; 8]> = t.try_into().ok();
+            match key.and_then(|k| self.reservations.remove(&k)) {
+                Some(r) => Ok(vec![r.relay]),
+                None => Err(Reject::new(508, "Insufficient Capacity")),
+            }
+        } else {
+            io.bind_relay(primary, port_req).map_err(|e| match e {
+                RelayBindError::FamilyUnsupported => Reject::new(440, "Address Family not Supported"),
+                RelayBindError::NoPorts => Reject::new(508, "Insufficient Capacity"),
+            })
+        };
+        match bind_result {
+            Ok(mut bound) => {
+                if port_req == PortRequest::EvenReserveNext && bound.len() == 2 {
+                    let odd = bound.pop().expect("two");
+                    let t = self.new_reservation_token();
+                    self.reservations.insert(
+                        t,
+                        Reservation {
+                            relay: odd,
+                            expires: now + RESERVATION_LIFETIME,
+                        },
+                    );
+                    reserved_token = Some(t);
+                }
+                relays.extend(bound);
+            }
+            Err(r) => {
+                self.quotas.release(&auth.user);
+                return Err(r.signed(&auth));
+            }
+        }
+        if want_v6_too {
+            match io.bind_relay(Family::V6, PortRequest::Any) {
+                Ok(b) => relays.extend(b),
+                Err(RelayBindError::FamilyUnsupported) => v6_error = Some(440u16),
+                Err(RelayBindError::NoPorts) => v6_error = Some(508u16),
+            }
+        }
+
+        let lifetime = self.lifetime(msg);
+        let mut b = MessageBuilder::new(method::ALLOCATE, Class::Success, msg.transaction_id());
+        for r in &relays {
+            b.xor_address(attr::XOR_RELAYED_ADDRESS, self.advertised(r.addr));
+        }
+        if let Some(code) = v6_error {
+            // RFC 8656 §7.2: the IPv6 half failed, report it without failing the request.
+            let reason = if code == 440 {
+                "Address Family not Supported"
+            } else {
+                "Insufficient Capacity"
+            };
+            let mut v = vec![2, 0, (code / 100) as u8, (code % 100) as u8];
+            v.extend_from_slice(reason.as_bytes());
+            b.attr(attr::ADDRESS_ERROR_CODE, &v);
+        }
+        b.u32_attr(attr::LIFETIME, lifetime.as_secs() as u32);
+        if let Some(t) = reserved_token {
+            b.attr(attr::RESERVATION_TOKEN, &t);
+        }
+        b.xor_address(attr::XOR_MAPPED_ADDRESS, from.remote);
+        if let Some(s) = &self.config.software {
+            b.attr(attr::SOFTWARE, s.as_bytes());
+        }
+        if !self.config.no_auth {
+            b.integrity(auth.integrity, &auth.key);
+        }
+        if msg.has_fingerprint() {
+            b.fingerprint();
+        }
+        let response = b.finish();
+        for r in &relays {
+            self.by_relay.insert(r.id, from);
+        }
+        let bucket = (self.limits.max_bps > 0).then_some(Bucket {
+            tokens: self.limits.max_bps as f64,
+            last: now,
+        });
+        self.allocations.insert(
+            from,
+            Allocation {
+                client: from,
+                username: auth.user,
+                key: auth.key,
+                integrity: auth.integrity,
+                relays,
+                expires: now + lifetime,
+                permissions: HashMap::new(),
+                channels: HashMap::new(),
+                channel_by_peer: HashMap::new(),
+                allocate_tid: msg.transaction_id(),
+                allocate_response: response.clone(),
+                bucket,
+            },
+        );
+        self.stats.allocations_created += 1;
+        self.transmits.push_back(Transmit {
+            to: from,
+            from: None,
+            data: response,
+        });
+        Ok(())
+    }
+
+    fn success(&mut self, from: ClientTuple, msg: &Message<'_>, auth: &Authed, b: MessageBuilder) {
+        let key = (!self.config.no_auth).then_some((auth.key.as_slice(), auth.integrity));
+        self.finish(from, None, msg, b, key);
+    }
+
+    /// Refresh (RFC 8656 §7.3).
+    fn refresh(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        from: ClientTuple,
+        msg: &Message<'_>,
+        io: &mut dyn ServerIo,
+    ) -> Result<(), Reject> {
+        let Some(auth) = self.auth_or_reject(now, unix, from, msg, io)? else {
+            return Ok(());
+        };
+        let requested = msg.get_u32(attr::LIFETIME);
+        let Some(alloc) = self.allocations.get(&from) else {
+            return Err(Reject::new(437, "Allocation Mismatch").signed(&auth));
+        };
+        if alloc.username != auth.user {
+            return Err(Reject::new(441, "Wrong Credentials").signed(&auth));
+        }
+        if let Some(v) = msg.get(attr::REQUESTED_ADDRESS_FAMILY) {
+            let fam = match v.first() {
+                Some(1) => Family::V4,
+                Some(2) => Family::V6,
+                _ => return Err(Reject::new(440, "Address Family not Supported").signed(&auth)),
+            };
+            if !alloc.relays.iter().any(|r| Family::of(r.addr.ip()) == fam) {
+                return Err(Reject::new(443, "Peer Address Family Mismatch").signed(&auth));
+            }
+        }
+        let lifetime = if requested == Some(0) {
+            Duration::ZERO
+        } else {
+            self.lifetime(msg)
+        };
+        if lifetime.is_zero() {
+            self.remove_allocation(&from, io);
+        } else if let Some(a) = self.allocations.get_mut(&from) {
+            a.expires = now + lifetime;
+        }
+        let mut b = MessageBuilder::new(method::REFRESH, Class::Success, msg.transaction_id());
+        b.u32_attr(attr::LIFETIME, lifetime.as_secs() as u32);
+        self.success(from, msg, &auth, b);
+        Ok(())
+    }
+
+    /// Checks a peer address against the policy and the allocation's families.
+    fn check_peer(&self, alloc: &Allocation, peer: SocketAddr) -> Result<(), Reject> {
+        if relay_for(&alloc.relays, peer).is_none() {
+            return Err(Reject::new(443, "Peer Address Family Mismatch"));
+        }
+        if !self.config.peer_policy.permits(peer.ip()) {
+            return Err(Reject::new(403, "Forbidden IP"));
+        }
+        Ok(())
+    }
+
+    /// CreatePermission (RFC 8656 §9).
+    fn create_permission(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        from: ClientTuple,
+        msg: &Message<'_>,
+        io: &mut dyn ServerIo,
+    ) -> Result<(), Reject> {
+        let Some(auth) = self.auth_or_reject(now, unix, from, msg, io)? else {
+            return Ok(());
+        };
+        let Some(alloc) = self.allocations.get(&from) else {
+            return Err(Reject::new(437, "Allocation Mismatch").signed(&auth));
+        };
+        if alloc.username != auth.user {
+            return Err(Reject::new(441, "Wrong Credentials").signed(&auth));
+        }
+        let mut peers = Vec::new();
+        for p in msg.xor_addresses(attr::XOR_PEER_ADDRESS) {
+            let p = p.ok_or_else(|| Reject::new(400, "Bad XOR-PEER-ADDRESS").signed(&auth))?;
+            self.check_peer(alloc, p).map_err(|r| r.signed(&auth))?;
+            peers.push(p.ip());
+        }
+        if peers.is_empty() {
+            return Err(Reject::new(400, "Missing XOR-PEER-ADDRESS").signed(&auth));
+        }
+        let expires = now + self.config.permission_lifetime;
+        let alloc = self.allocations.get_mut(&from).expect("checked above");
+        for ip in peers {
+            if alloc.permissions.insert(ip, expires).is_none() {
+                self.permissions += 1;
+            }
+        }
+        let b = MessageBuilder::new(method::CREATE_PERMISSION, Class::Success, msg.transaction_id());
+        self.success(from, msg, &auth, b);
+        Ok(())
+    }
+
+    /// ChannelBind (RFC 8656 §11.2).
+    fn channel_bind(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        from: ClientTuple,
+        msg: &Message<'_>,
+        io: &mut dyn ServerIo,
+    ) -> Result<(), Reject> {
+        let Some(auth) = self.auth_or_reject(now, unix, from, msg, io)? else {
+            return Ok(());
+        };
+        let Some(alloc) = self.allocations.get(&from) else {
+            return Err(Reject::new(437, "Allocation Mismatch").signed(&auth));
+        };
+        if alloc.username != auth.user {
+            return Err(Reject::new(441, "Wrong Credentials").signed(&auth));
+        }
+        let ch = match msg.get(attr::CHANNEL_NUMBER) {
+            Some(v) if v.len() == 4 => u16::from_be_bytes([v[0], v[1]]),
+            _ => return Err(Reject::new(400, "Missing CHANNEL-NUMBER").signed(&auth)),
+        };
+        if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&ch) {
+            return Err(Reject::new(400, "Bad channel number").signed(&auth));
+        }
+        let peer = msg
+            .xor_addresses(attr::XOR_PEER_ADDRESS)
+            .next()
+            .flatten()
+            .ok_or_else(|| Reject::new(400, "Missing XOR-PEER-ADDRESS").signed(&auth))?;
+        self.check_peer(alloc, peer).map_err(|r| r.signed(&auth))?;
+        // RFC 8656 §11.2: the channel may not be bound to another peer (even in its
+        // quarantine after expiry), nor the peer to another channel.
+        if let Some(c) = alloc.channels.get(&ch) {
+            if c.peer != peer {
+                return Err(Reject::new(400, "Channel bound to another peer").signed(&auth));
+            }
+        }
+        if let Some(&other) = alloc.channel_by_peer.get(&peer) {
+            if other != ch {
+                return Err(Reject::new(400, "Peer bound to another channel").signed(&auth));
+            }
+        }
+        let ch_expires = now + self.config.channel_lifetime;
+        let perm_expires = now + self.config.permission_lifetime;
+        let alloc = self.allocations.get_mut(&from).expect("checked above");
+        if alloc
+            .channels
+            .insert(
+                ch,
+                Channel {
+                    peer,
+                    expires: ch_expires,
+                },
+            )
+            .is_none()
+        {
+            self.channels += 1;
+        }
+        alloc.channel_by_peer.insert(peer, ch);
+        // A channel binding also installs or refreshes the permission (RFC 8656 §11.2).
+        match alloc.permissions.entry(peer.ip()) {
+            Entry::Occupied(mut e) => {
+                e.insert(perm_expires.max(*e.get()));
+            }
+            Entry::Vacant(e) => {
+                e.insert(perm_expires);
+                self.permissions += 1;
+            }
+        }
+        let b = MessageBuilder::new(method::CHANNEL_BIND, Class::Success, msg.transaction_id());
+        self.success(from, msg, &auth, b);
+        Ok(())
+    }
+
+    fn remove_allocation(&mut self, tuple: &ClientTuple, io: &mut dyn ServerIo) {
+        if let Some(a) = self.allocations.remove(tuple) {
+            for r in &a.relays {
+                self.by_relay.remove(&r.id);
+                io.release_relay(r.id);
+            }
+            self.permissions -= a.permissions.len();
+            self.channels -= a.channels.len();
+            self.quotas.release(&a.username);
+        }
+    }
+
+    /// Removes everything of a client whose stream connection closed (RFC 8656 §2.2: a TCP
+    /// or TLS allocation ends with its connection).
+    pub fn client_closed(&mut self, tuple: &ClientTuple, io: &mut dyn ServerIo) {
+        self.remove_allocation(tuple, io);
+    }
+
+    /// Expires allocations, permissions, channels, reservations and parked requests.
+    pub fn handle_timeout(&mut self, now: Instant, io: &mut dyn ServerIo) {
+        match self.next_sweep {
+            Some(t) if t <= now => {}
+            _ => return,
+        }
+        self.next_sweep = Some(now + SWEEP_INTERVAL);
+        let expired: Vec<ClientTuple> = self
+            .allocations
+            .iter()
+            .filter(|(_, a)| a.expires <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in expired {
+            self.remove_allocation(&t, io);
+        }
+        let (mut perms, mut chans) = (0, 0);
+        for a in self.allocations.values_mut() {
+            a.permissions.retain(|_, exp| *exp > now);
+            let channels = &mut a.channels;
+            channels.retain(|_, c| c.expires + CHANNEL_QUARANTINE > now);
+            a.channel_by_peer.retain(|_, ch| channels.contains_key(ch));
+            perms += a.permissions.len();
+            chans += a.channels.len();
+        }
+        self.permissions = perms;
+        self.channels = chans;
+        let expired: Vec<[u8; 8]> = self
+            .reservations
+            .iter()
+            .filter(|(_, r)| r.expires <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in expired {
+            if let Some(r) = self.reservations.remove(&k) {
+                io.release_relay(r.relay.id);
+            }
+        }
+        self.parked
+            .retain(|p| now.saturating_duration_since(p.since) < PARKED_TIMEOUT);
+        let rate = f64::from(self.config.unauthenticated_rate);
+        self.rate.retain(|_, (tokens, last)| {
+            *tokens + now.saturating_duration_since(*last).as_secs_f64() * rate < rate * 2.0
+        });
+    }
+}
+
+/// The relay of the allocation whose family matches the peer (dual allocations have one
+/// of each, RFC 8656 §7).
+fn relay_for(relays: &[BoundRelay], peer: SocketAddr) -> Option<RelayId> {
+    let fam = Family::of(crate::peer_policy::canonical(peer.ip()));
+    let fam = if peer.is_ipv6() && fam == Family::V4 {
+        // An IPv4-mapped peer is reached through an IPv6 socket only if we have one.
+        Family::V6
+    } else {
+        fam
+    };
+    relays
+        .iter()
+        .find(|r| Family::of(r.addr.ip()) == fam)
+        .map(|r| r.id)
+}
+
+fn take_bandwidth(alloc: &mut Allocation, now: Instant, len: usize, max_bps: u64) -> bool {
+    let Some(b) = alloc.bucket.as_mut() else {
+        return true;
+    };
+    if max_bps == 0 {
+        return true;
+    }
+    let rate = max_bps as f64;
+    b.tokens = (b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate).min(rate);
+    b.last = now;
+    if b.tokens >= len as f64 {
+        b.tokens -= len as f64;
+        true
+    } else {
+        false
+    }
+}
