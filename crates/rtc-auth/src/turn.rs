@@ -113,8 +113,8 @@ impl StoredKey {
 /// draft-uberti-behave-turn-rest-00 §2.2; SHA-1 is what coturn uses unless told
 /// otherwise, and what every WebRTC credential service computes.
 pub fn rest_password(secret: &str, username: &str) -> String {
-    let mut mac =
-        <Hmac<Sha1> as Mac>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(secret.as_bytes())
+        .expect("HMAC accepts any key length");
     mac.update(username.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
@@ -191,10 +191,7 @@ mod tests {
     fn rest_username_round_trips() {
         assert_eq!(rest_username(1_700_000_000, "alice"), "1700000000:alice");
         assert_eq!(rest_username(1_700_000_000, ""), "1700000000");
-        assert_eq!(
-            rest_expiry(&rest_username(42, "bob:with:colons")),
-            Some(42)
-        );
+        assert_eq!(rest_expiry(&rest_username(42, "bob:with:colons")), Some(42));
     }
 
     #[test]

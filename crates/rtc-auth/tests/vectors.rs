@@ -20,7 +20,11 @@ fn md5_key_simple() {
 fn md5_key_matches_coturn_turnadmin() {
     // The value coturn's turnadmin stores for this user (md5sum agrees).
     assert_eq!(
-        hex::encode(turn::key_md5("ninefingers", "north.gov", "youhavetoberealistic")),
+        hex::encode(turn::key_md5(
+            "ninefingers",
+            "north.gov",
+            "youhavetoberealistic"
+        )),
         "bc807ee29df3c9ffa736523fb2c4e8ee"
     );
     assert_eq!(
@@ -72,7 +76,10 @@ fn rest_password_vectors() {
     );
     let user = turn::rest_username(1_700_000_000, "alice");
     assert_eq!(turn::rest_expiry(&user), Some(1_700_000_000));
-    assert_eq!(turn::rest_password("north", &user), "Cd/49soE35ICqcJF/bCTn8Z4OyE=");
+    assert_eq!(
+        turn::rest_password("north", &user),
+        "Cd/49soE35ICqcJF/bCTn8Z4OyE="
+    );
 }
 
 #[test]

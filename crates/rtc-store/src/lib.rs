@@ -136,6 +136,20 @@ impl Store {
             });
         }
         sqlx::any::install_default_drivers();
+        let connect_error = |source| StoreError::Connect {
+            url: target.shown_url.clone(),
+            source,
+        };
+        // One plain connection first: the pool would retry a refused connection until
+        // its acquire timeout, where a daemon starting up (or an admin typing a command)
+        // wants the server's reason at once.
+        if !target.in_memory {
+            use sqlx::Connection as _;
+            let probe = sqlx::AnyConnection::connect(&target.sqlx_url)
+                .await
+                .map_err(connect_error)?;
+            probe.close().await.map_err(connect_error)?;
+        }
         let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
         if target.in_memory {
             // An in-memory SQLite database lives only while a connection to it is open.
@@ -150,10 +164,7 @@ impl Store {
         let pool = options
             .connect(&target.sqlx_url)
             .await
-            .map_err(|source| StoreError::Connect {
-                url: target.shown_url.clone(),
-                source,
-            })?;
+            .map_err(connect_error)?;
         Ok(Store {
             pool,
             backend: target.backend,
@@ -184,7 +195,10 @@ impl Store {
         }
     }
 
-    pub(crate) fn query_error(&self, what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
+    pub(crate) fn query_error(
+        &self,
+        what: &'static str,
+    ) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
         move |source| StoreError::Query {
             url: self.shown_url.clone(),
             what,
@@ -260,7 +274,10 @@ mod tests {
             "SELECT a FROM t WHERE b = $1 AND c = $2"
         );
         assert_eq!(np("SELECT 1"), "SELECT 1");
-        assert_eq!(np("INSERT INTO t VALUES (?,?,?)"), "INSERT INTO t VALUES ($1,$2,$3)");
+        assert_eq!(
+            np("INSERT INTO t VALUES (?,?,?)"),
+            "INSERT INTO t VALUES ($1,$2,$3)"
+        );
     }
 
     #[test]
@@ -269,6 +286,9 @@ mod tests {
             np("SELECT '?', \"a?\" FROM t WHERE x = ? -- why?\n AND y = ?"),
             "SELECT '?', \"a?\" FROM t WHERE x = $1 -- why?\n AND y = $2"
         );
-        assert_eq!(np("WHERE a = 'it''s?' AND b = ?"), "WHERE a = 'it''s?' AND b = $1");
+        assert_eq!(
+            np("WHERE a = 'it''s?' AND b = ?"),
+            "WHERE a = 'it''s?' AND b = $1"
+        );
     }
 }

@@ -146,7 +146,11 @@ impl TurnStore<'_> {
     /// The stored long-term key (hex) of `name` in `realm`, as `turnadmin -a` wrote it.
     ///
     /// `char(128)` padding (PostgreSQL returns it) is trimmed.
-    pub async fn get_user_key(&self, realm: &str, name: &str) -> Result<Option<String>, StoreError> {
+    pub async fn get_user_key(
+        &self,
+        realm: &str,
+        name: &str,
+    ) -> Result<Option<String>, StoreError> {
         let s = self.store;
         // TRIM also turns PostgreSQL's `bpchar` into `text`, which sqlx's Any driver
         // can decode.
@@ -166,7 +170,12 @@ impl TurnStore<'_> {
     }
 
     /// Sets the key of `name` in `realm`, creating the user if needed (`turnadmin -a`).
-    pub async fn add_user(&self, realm: &str, name: &str, hmackey_hex: &str) -> Result<(), StoreError> {
+    pub async fn add_user(
+        &self,
+        realm: &str,
+        name: &str,
+        hmackey_hex: &str,
+    ) -> Result<(), StoreError> {
         self.replace(
             "storing user key",
             "DELETE FROM turnusers_lt WHERE realm = ? AND name = ?",
@@ -189,7 +198,10 @@ impl TurnStore<'_> {
     }
 
     /// `(realm, name)` of every user, or of one realm's users, sorted.
-    pub async fn list_users(&self, realm: Option<&str>) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn list_users(
+        &self,
+        realm: Option<&str>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         match realm {
             Some(r) => {
                 self.pairs(
@@ -247,16 +259,26 @@ impl TurnStore<'_> {
     pub async fn delete_all_secrets(&self, realm: Option<&str>) -> Result<u64, StoreError> {
         match realm {
             Some(r) => {
-                self.delete("deleting secrets", "DELETE FROM turn_secret WHERE realm = ?", &[r])
+                self.delete(
+                    "deleting secrets",
+                    "DELETE FROM turn_secret WHERE realm = ?",
+                    &[r],
+                )
+                .await
+            }
+            None => {
+                self.delete("deleting secrets", "DELETE FROM turn_secret", &[])
                     .await
             }
-            None => self.delete("deleting secrets", "DELETE FROM turn_secret", &[]).await,
         }
     }
 
     /// `(allowed, denied)` peer address ranges that apply to `realm`: its own rows plus
     /// the global ones (realm `''`, or NULL in databases made by older coturn schemas).
-    pub async fn peer_ip_lists(&self, realm: &str) -> Result<(Vec<String>, Vec<String>), StoreError> {
+    pub async fn peer_ip_lists(
+        &self,
+        realm: &str,
+    ) -> Result<(Vec<String>, Vec<String>), StoreError> {
         let allowed = self
             .strings(
                 "reading allowed peer addresses",
@@ -278,7 +300,12 @@ impl TurnStore<'_> {
 
     /// Adds an address or range (`"10.0.0.1"`, `"10.0.0.1-10.0.0.9"`, `"::1"`) to a list;
     /// realm `""` makes it global.
-    pub async fn add_peer_ip(&self, list: PeerIpList, realm: &str, ip_range: &str) -> Result<(), StoreError> {
+    pub async fn add_peer_ip(
+        &self,
+        list: PeerIpList,
+        realm: &str,
+        ip_range: &str,
+    ) -> Result<(), StoreError> {
         let (del, ins) = match list {
             PeerIpList::Allowed => (
                 "DELETE FROM allowed_peer_ip WHERE realm = ? AND ip_range = ?",
@@ -289,12 +316,23 @@ impl TurnStore<'_> {
                 "INSERT INTO denied_peer_ip (realm, ip_range) VALUES (?, ?)",
             ),
         };
-        self.replace("storing peer address", del, ins, &[realm, ip_range], &[realm, ip_range])
-            .await
+        self.replace(
+            "storing peer address",
+            del,
+            ins,
+            &[realm, ip_range],
+            &[realm, ip_range],
+        )
+        .await
     }
 
     /// Removes an address or range from a list; `false` if it was not there.
-    pub async fn delete_peer_ip(&self, list: PeerIpList, realm: &str, ip_range: &str) -> Result<bool, StoreError> {
+    pub async fn delete_peer_ip(
+        &self,
+        list: PeerIpList,
+        realm: &str,
+        ip_range: &str,
+    ) -> Result<bool, StoreError> {
         let q = match list {
             PeerIpList::Allowed => "DELETE FROM allowed_peer_ip WHERE realm = ? AND ip_range = ?",
             PeerIpList::Denied => "DELETE FROM denied_peer_ip WHERE realm = ? AND ip_range = ?",
@@ -319,12 +357,15 @@ impl TurnStore<'_> {
             let Some(opt) = RealmOption::from_name(&opt) else {
                 continue;
             };
-            let parsed = value.trim().parse::<u64>().map_err(|_| StoreError::BadValue {
-                url: self.store.shown_url.clone(),
-                table: "turn_realm_option",
-                column: "value",
-                value: value.clone(),
-            })?;
+            let parsed = value
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| StoreError::BadValue {
+                    url: self.store.shown_url.clone(),
+                    table: "turn_realm_option",
+                    column: "value",
+                    value: value.clone(),
+                })?;
             match opt {
                 RealmOption::MaxBps => options.max_bps = Some(parsed),
                 RealmOption::UserQuota => options.user_quota = Some(parsed),
@@ -335,7 +376,12 @@ impl TurnStore<'_> {
     }
 
     /// Sets (`Some`) or removes (`None`) one realm override.
-    pub async fn set_realm_option(&self, realm: &str, opt: RealmOption, value: Option<u64>) -> Result<(), StoreError> {
+    pub async fn set_realm_option(
+        &self,
+        realm: &str,
+        opt: RealmOption,
+        value: Option<u64>,
+    ) -> Result<(), StoreError> {
         let del = "DELETE FROM turn_realm_option WHERE realm = ? AND opt = ?";
         match value {
             None => self
@@ -372,7 +418,10 @@ impl TurnStore<'_> {
         if let Some(r) = realm {
             query = query.bind(r);
         }
-        let rows = query.fetch_all(&s.pool).await.map_err(s.query_error(what))?;
+        let rows = query
+            .fetch_all(&s.pool)
+            .await
+            .map_err(s.query_error(what))?;
         rows.iter()
             .map(|row| {
                 Ok((
@@ -387,7 +436,12 @@ impl TurnStore<'_> {
 
     /// Creates or updates an admin account (`turnadmin -A`). `realm` `""` makes a
     /// superuser; `password_hash` comes from `rtc_auth::admin_password::hash`.
-    pub async fn add_admin(&self, name: &str, realm: &str, password_hash: &str) -> Result<(), StoreError> {
+    pub async fn add_admin(
+        &self,
+        name: &str,
+        realm: &str,
+        password_hash: &str,
+    ) -> Result<(), StoreError> {
         self.replace(
             "storing admin",
             "DELETE FROM admin_user WHERE name = ?",
@@ -412,9 +466,13 @@ impl TurnStore<'_> {
 
     /// Deletes an admin account; `false` if there was none.
     pub async fn delete_admin(&self, name: &str) -> Result<bool, StoreError> {
-        self.delete("deleting admin", "DELETE FROM admin_user WHERE name = ?", &[name])
-            .await
-            .map(|n| n > 0)
+        self.delete(
+            "deleting admin",
+            "DELETE FROM admin_user WHERE name = ?",
+            &[name],
+        )
+        .await
+        .map(|n| n > 0)
     }
 
     /// `(name, realm)` of every admin account, sorted by name.
@@ -468,28 +526,44 @@ impl TurnStore<'_> {
         Ok(done.rows_affected())
     }
 
-    async fn strings(&self, what: &'static str, q: &str, args: &[&str]) -> Result<Vec<String>, StoreError> {
+    async fn strings(
+        &self,
+        what: &'static str,
+        q: &str,
+        args: &[&str],
+    ) -> Result<Vec<String>, StoreError> {
         let s = self.store;
         let q = s.sql(q);
         let mut query = sqlx::query(&q);
         for a in args {
             query = query.bind(*a);
         }
-        let rows = query.fetch_all(&s.pool).await.map_err(s.query_error(what))?;
+        let rows = query
+            .fetch_all(&s.pool)
+            .await
+            .map_err(s.query_error(what))?;
         rows.iter()
             .map(|row| row.try_get::<String, _>(0))
             .collect::<Result<_, _>>()
             .map_err(s.query_error(what))
     }
 
-    async fn pairs(&self, what: &'static str, q: &str, args: &[&str]) -> Result<Vec<(String, String)>, StoreError> {
+    async fn pairs(
+        &self,
+        what: &'static str,
+        q: &str,
+        args: &[&str],
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let s = self.store;
         let q = s.sql(q);
         let mut query = sqlx::query(&q);
         for a in args {
             query = query.bind(*a);
         }
-        let rows = query.fetch_all(&s.pool).await.map_err(s.query_error(what))?;
+        let rows = query
+            .fetch_all(&s.pool)
+            .await
+            .map_err(s.query_error(what))?;
         rows.iter()
             .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?)))
             .collect::<Result<_, sqlx::Error>>()

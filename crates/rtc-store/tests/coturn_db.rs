@@ -2,6 +2,8 @@
 //! `sqlite3 turndb < schema.sql`) and filled the way `turnadmin` fills it must be usable
 //! as it is: migration must not fail or alter it, and every row must read back.
 
+#![cfg(feature = "sqlite")]
+
 use rtc_store::{PeerIpList, RealmOptions, Store};
 use sqlx::{Connection as _, Executor as _};
 
@@ -74,19 +76,26 @@ async fn reads_a_database_made_by_coturn() {
     let path = dir.path().join("turndb");
     {
         sqlx::any::install_default_drivers();
-        let mut conn = sqlx::AnyConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
-            .await
-            .unwrap();
+        let mut conn =
+            sqlx::AnyConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+                .await
+                .unwrap();
         conn.execute(COTURN_SCHEMA).await.unwrap();
         conn.execute(TURNADMIN_ROWS).await.unwrap();
         conn.close().await.unwrap();
     }
 
-    let store = Store::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    let store = Store::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
     store.migrate_turn().await.unwrap();
     let turn = store.turn();
 
-    let key = turn.get_user_key("north.gov", "ninefingers").await.unwrap().unwrap();
+    let key = turn
+        .get_user_key("north.gov", "ninefingers")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         key,
         rtc_auth::turn::StoredKey::Md5(rtc_auth::turn::key_md5(
@@ -99,7 +108,10 @@ async fn reads_a_database_made_by_coturn() {
     assert_eq!(turn.secrets("north.gov").await.unwrap(), vec!["logen"]);
     assert_eq!(
         turn.realm_options("north.gov").await.unwrap(),
-        RealmOptions { max_bps: Some(500_000), ..RealmOptions::default() }
+        RealmOptions {
+            max_bps: Some(500_000),
+            ..RealmOptions::default()
+        }
     );
     let (allowed, denied) = turn.peer_ip_lists("north.gov").await.unwrap();
     assert_eq!(allowed, vec!["172.17.13.200"]);
@@ -109,8 +121,12 @@ async fn reads_a_database_made_by_coturn() {
     assert!(rtc_auth::admin_password::verify("hoodless", &password));
 
     // Writing through the store keeps coturn's layout usable by coturn.
-    turn.add_peer_ip(PeerIpList::Denied, "", "10.0.0.1").await.unwrap();
-    turn.add_user("north.gov", "gorst", "7da2270ccfa49786e0115366d3a3d14d").await.unwrap();
+    turn.add_peer_ip(PeerIpList::Denied, "", "10.0.0.1")
+        .await
+        .unwrap();
+    turn.add_user("north.gov", "gorst", "7da2270ccfa49786e0115366d3a3d14d")
+        .await
+        .unwrap();
     assert_eq!(turn.list_users(Some("north.gov")).await.unwrap().len(), 2);
     store.close().await;
 

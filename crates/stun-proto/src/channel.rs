@@ -2,15 +2,18 @@
 //! in front of application data. This is the hot path of a relay, so nothing here
 //! allocates.
 
-/// RFC 8656 §12: valid channel numbers.
+/// Valid channel numbers. RFC 8656 §12 narrowed the range to 0x4000-0x4FFF, but clients
+/// written against RFC 5766 §11 (coturn's own `turnutils_uclient` among them) still pick
+/// numbers up to 0x7FFF, and nothing else can start with the bits 01 on a TURN connection,
+/// so the old range is accepted.
 pub const CHANNEL_MIN: u16 = 0x4000;
-pub const CHANNEL_MAX: u16 = 0x4FFF;
+pub const CHANNEL_MAX: u16 = 0x7FFF;
 /// Size of the ChannelData header.
 pub const CHANNEL_HEADER_LEN: usize = 4;
 
-/// True if the first byte marks a ChannelData message (RFC 7983: 64..=79).
+/// True if the first byte marks a ChannelData message (first two bits 01, RFC 5766 §11).
 pub fn is_channel_data(buf: &[u8]) -> bool {
-    !buf.is_empty() && (0x40..=0x4F).contains(&buf[0])
+    !buf.is_empty() && (0x40..=0x7F).contains(&buf[0])
 }
 
 /// Splits a ChannelData message into (channel, payload). Over UDP the datagram may carry
@@ -60,8 +63,8 @@ mod tests {
         // Length beyond the datagram.
         let bad = channel_header(0x4001, 100);
         assert_eq!(parse_channel_data(&bad), None);
-        // Channel number outside 0x4000..=0x4FFF.
-        let mut bad = channel_header(0x5000, 0).to_vec();
+        // Channel number outside 0x4000..=0x7FFF.
+        let mut bad = channel_header(0x8000, 0).to_vec();
         bad.extend_from_slice(&[0; 4]);
         assert_eq!(parse_channel_data(&bad), None);
     }

@@ -24,5 +24,5 @@ pub mod server;
 pub use message::{Class, IntegrityKind, Message, MessageBuilder, ParseError};
 pub use server::{
     BoundRelay, ClientAction, ClientTuple, Family, KeyLookup, Limits, PeerAction, PortRequest,
-    Quotas, RelayBindError, RelayId, Server, ServerConfig, ServerIo, Stats, Transmit, Transport,
+    RelayBindError, ServerShared, RelayId, Server, ServerConfig, ServerIo, Stats, Transmit, Transport,
 };

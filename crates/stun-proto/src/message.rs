@@ -71,8 +71,9 @@ pub enum ParseError {
 #[derive(Debug, Clone, Copy, Default)]
 struct AttrSlot {
     typ: u16,
-    /// Offset of the attribute value (after the 4-byte TLV header).
-    start: u16,
+    /// Offset of the attribute value (after the 4-byte TLV header). u32, not u16: a
+    /// message may be 20 + 65532 bytes long (RFC 8489 §5), so a value can start past 65535.
+    start: u32,
     len: u16,
 }
 
@@ -217,7 +218,7 @@ impl<'a> Message<'a> {
                     }
                     msg.attrs[msg.n_attrs] = AttrSlot {
                         typ,
-                        start: start as u16,
+                        start: start as u32,
                         len: alen as u16,
                     };
                     msg.n_attrs += 1;
@@ -595,6 +596,19 @@ mod tests {
         let n = bad.len();
         bad[n - 1] ^= 1;
         assert_eq!(Message::parse(&bad).unwrap_err(), ParseError::BadFingerprint);
+    }
+
+    #[test]
+    fn attribute_values_past_64k_are_found_where_they_are() {
+        // PADDING pushes the next attribute header to offset 65532: its value starts at
+        // 65536, which does not fit in 16 bits.
+        let mut b = MessageBuilder::new(method::BINDING, Class::Request, [1; 12]);
+        b.attr(attr::PADDING, &vec![0; 65532 - HEADER_LEN - 4]);
+        b.attr(attr::SOFTWARE, b"abcd");
+        let bytes = b.finish();
+        assert_eq!(bytes.len(), 65540);
+        let m = Message::parse(&bytes).unwrap();
+        assert_eq!(m.get(attr::SOFTWARE), Some(&b"abcd"[..]));
     }
 
     #[test]

@@ -66,8 +66,11 @@ impl Family {
 pub enum PortRequest {
     Any,
     Even,
-    /// An even port and the next (odd) one kept for a later RESERVATION-TOKEN.
+    /// An even port, with the next (odd) one held back for a later RESERVATION-TOKEN
+    /// until [`ServerIo::release_reservation`] or a [`PortRequest::Reserved`] bind.
     EvenReserveNext,
+    /// The port held back by an earlier `EvenReserveNext` (RFC 8656 §7.2, step 9).
+    Reserved(SocketAddr),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,27 +99,27 @@ pub enum KeyLookup {
 
 /// What the core needs from the outside world.
 pub trait ServerIo {
-    /// Bind relay socket(s). For [`PortRequest::EvenReserveNext`] the second element is the
-    /// reserved odd port.
-    fn bind_relay(
-        &mut self,
-        family: Family,
-        port: PortRequest,
-    ) -> Result<Vec<BoundRelay>, RelayBindError>;
+    /// Bind a relay socket.
+    fn bind_relay(&mut self, family: Family, port: PortRequest)
+        -> Result<BoundRelay, RelayBindError>;
     fn release_relay(&mut self, id: RelayId);
+    /// A reservation made with [`PortRequest::EvenReserveNext`] expired unused.
+    fn release_reservation(&mut self, addr: SocketAddr);
     /// Long-term key for (realm, user) from the user database.
     fn lookup_key(&mut self, realm: &str, user: &str) -> KeyLookup;
 }
 
-/// Allocation counts shared by every shard so `user-quota` and `total-quota` hold for the
-/// whole server.
+/// What every shard of one server shares: allocation counts, so `user-quota` and
+/// `total-quota` hold for the whole server, and RESERVATION-TOKENs, which a client may
+/// present on a 5-tuple that the kernel steered to another shard.
 #[derive(Debug, Default)]
-pub struct Quotas {
+pub struct ServerShared {
     total: AtomicU64,
     per_user: Mutex<HashMap<String, u32>>,
+    reservations: Mutex<HashMap<[u8; 8], Reservation>>,
 }
 
-impl Quotas {
+impl ServerShared {
     /// Reserve one allocation for `user`; `Err(code)` is 486 (user) or 508 (total).
     fn acquire(&self, user: &str, user_quota: u32, total_quota: u32) -> Result<(), u16> {
         let mut map = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
@@ -183,6 +186,9 @@ pub struct ServerConfig {
     pub external_ip: Vec<(IpAddr, IpAddr)>,
     /// RFC 5780: the second IP and port of this server, when it has them.
     pub alternate: Option<(IpAddr, u16)>,
+    /// RFC 5780: the primary IP and port, so a request reaching the alternate address is
+    /// told the primary one as OTHER-ADDRESS. Without it the alternate is always "other".
+    pub primary: Option<(IpAddr, u16)>,
     /// Unauthenticated requests per second allowed from one IP (0: unlimited).
     pub unauthenticated_rate: u32,
     /// Whether TCP allocations (RFC 6062) are offered. Not implemented yet: 442.
@@ -207,6 +213,7 @@ impl Default for ServerConfig {
             peer_policy: PeerPolicy::default(),
             external_ip: Vec::new(),
             alternate: None,
+            primary: None,
             unauthenticated_rate: 0,
             tcp_relay: false,
         }
@@ -309,7 +316,7 @@ struct Allocation {
 /// A reserved odd port (RFC 8656 §14.9: kept for 30 seconds).
 #[derive(Debug)]
 struct Reservation {
-    relay: BoundRelay,
+    addr: SocketAddr,
     expires: Instant,
 }
 
@@ -386,12 +393,12 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Server {
     config: Arc<ServerConfig>,
     limits: Limits,
+    peer_policy: PeerPolicy,
     secrets: Vec<String>,
     nonces: NonceKey,
-    quotas: Arc<Quotas>,
+    quotas: Arc<ServerShared>,
     allocations: HashMap<ClientTuple, Allocation>,
     by_relay: HashMap<RelayId, ClientTuple>,
-    reservations: HashMap<[u8; 8], Reservation>,
     parked: Vec<Parked>,
     /// Unauthenticated-request buckets per source IP: (tokens, last refill).
     rate: HashMap<IpAddr, (f64, Instant)>,
@@ -410,18 +417,18 @@ impl Server {
     pub fn new(
         config: Arc<ServerConfig>,
         nonces: NonceKey,
-        quotas: Arc<Quotas>,
+        quotas: Arc<ServerShared>,
         seed: u64,
     ) -> Server {
         Server {
             limits: config.limits,
+            peer_policy: config.peer_policy.clone(),
             config,
             secrets: Vec::new(),
             nonces,
             quotas,
             allocations: HashMap::new(),
             by_relay: HashMap::new(),
-            reservations: HashMap::new(),
             parked: Vec::new(),
             rate: HashMap::new(),
             transmits: VecDeque::new(),
@@ -443,6 +450,12 @@ impl Server {
     /// Quotas and bandwidth, replaced on reload; existing allocations keep running.
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
+    }
+
+    /// Peer policy (config lists plus the database's `allowed_peer_ip`/`denied_peer_ip`),
+    /// replaced on reload. Existing permissions stay until they expire.
+    pub fn set_peer_policy(&mut self, policy: PeerPolicy) {
+        self.peer_policy = policy;
     }
 
     pub fn stats(&self) -> &Stats {
@@ -655,7 +668,7 @@ impl Server {
         if !unknown.is_empty() {
             let mut r = Reject::new(420, "Unknown Attribute");
             r.unknown = unknown;
-            self.reject(from, msg, unix, r);
+            self.reject(now, from, msg, unix, r);
             return;
         }
         let result = match msg.method() {
@@ -667,7 +680,7 @@ impl Server {
             _ => Err(Reject::new(400, "Unsupported Method")),
         };
         if let Err(r) = result {
-            self.reject(from, msg, unix, r);
+            self.reject(now, from, msg, unix, r);
         }
     }
 
@@ -694,14 +707,11 @@ impl Server {
     }
 
     fn binding(&mut self, now: Instant, from: ClientTuple, msg: &Message<'_>) -> Result<(), Reject> {
-        if !self.rate_ok(now, from.remote.ip()) {
-            self.stats.rate_limited += 1;
-            return Ok(());
-        }
+        let other = self.other_address(from.local);
         let mut send_from = None;
         if let Some(v) = msg.get(attr::CHANGE_REQUEST) {
             // RFC 5780 §7.2: flags A (change IP, 0x4) and B (change port, 0x2).
-            let Some((alt_ip, alt_port)) = self.config.alternate else {
+            let Some(other) = other else {
                 let mut r = Reject::new(420, "Unknown Attribute");
                 r.unknown = vec![attr::CHANGE_REQUEST];
                 return Err(r);
@@ -711,28 +721,37 @@ impl Server {
             }
             let (change_ip, change_port) = (v[3] & 0x4 != 0, v[3] & 0x2 != 0);
             if change_ip || change_port {
-                let ip = if change_ip { alt_ip } else { from.local.ip() };
-                let port = if change_port { alt_port } else { from.local.port() };
-                let ip = if change_ip && from.local.ip() == alt_ip {
-                    // We were reached on the alternate address: "other" is the primary.
-                    return Err(Reject::new(400, "Bad CHANGE-REQUEST"));
-                } else {
-                    ip
-                };
+                let ip = if change_ip { other.ip() } else { from.local.ip() };
+                let port = if change_port { other.port() } else { from.local.port() };
                 send_from = Some(SocketAddr::new(ip, port));
             }
         }
         let mut b = MessageBuilder::new(method::BINDING, Class::Success, msg.transaction_id());
         b.xor_address(attr::XOR_MAPPED_ADDRESS, from.remote);
         b.address(attr::MAPPED_ADDRESS, from.remote);
-        if let Some((alt_ip, alt_port)) = self.config.alternate {
+        if let Some(other) = other {
             if from.transport == Transport::Udp {
                 b.address(attr::RESPONSE_ORIGIN, send_from.unwrap_or(from.local));
-                b.address(attr::OTHER_ADDRESS, SocketAddr::new(alt_ip, alt_port));
+                b.address(attr::OTHER_ADDRESS, other);
             }
+        }
+        // Charged here, not on entry: errors are charged by `reject`, once.
+        if !self.rate_ok(now, from.remote.ip()) {
+            self.stats.rate_limited += 1;
+            return Ok(());
         }
         self.finish(from, send_from, msg, b, None);
         Ok(())
+    }
+
+    /// RFC 5780 §7.4 OTHER-ADDRESS for a request that reached `local`: the IP and the port
+    /// that differ from the ones it used.
+    fn other_address(&self, local: SocketAddr) -> Option<SocketAddr> {
+        let (alt_ip, alt_port) = self.config.alternate?;
+        let (pri_ip, pri_port) = self.config.primary.unwrap_or((alt_ip, alt_port));
+        let ip = if local.ip() == alt_ip { pri_ip } else { alt_ip };
+        let port = if local.port() == alt_port { pri_port } else { alt_port };
+        Some(SocketAddr::new(ip, port))
     }
 
     /// Adds SOFTWARE, integrity and FINGERPRINT as the request had them, and queues it.
@@ -760,7 +779,16 @@ impl Server {
         });
     }
 
-    fn reject(&mut self, to: ClientTuple, req: &Message<'_>, unix: u64, r: Reject) {
+    fn reject(&mut self, now: Instant, to: ClientTuple, req: &Message<'_>, unix: u64, r: Reject) {
+        // An unsigned error answers a request that proved no key (no credentials, forged or
+        // stale nonce, wrong password, 420, unknown method...), so it draws on the same
+        // per-IP budget as Binding. Otherwise a spoofed source gets 401s, larger than the
+        // request, reflected without limit by adding any MESSAGE-INTEGRITY (the reflection
+        // and amplification concerns of RFC 8489 §16 and RFC 8656 §21).
+        if r.key.is_none() && !self.rate_ok(now, to.remote.ip()) {
+            self.stats.rate_limited += 1;
+            return;
+        }
         *self.stats.errors.entry(r.code).or_default() += 1;
         if matches!(r.code, 401 | 438 | 441) {
             self.stats.auth_failures += 1;
@@ -799,10 +827,7 @@ impl Server {
             });
         }
         let Some(kind) = msg.integrity() else {
-            if !self.rate_ok(now, from.remote.ip()) {
-                self.stats.rate_limited += 1;
-                return AuthResult::Parked; // dropped: nothing to send
-            }
+            // Rate limited in `reject`, like every unsigned error.
             return AuthResult::Reject(Reject::challenge(401, "Unauthorized"));
         };
         let (Some(user), Some(realm), Some(nonce)) = (
@@ -1027,42 +1052,55 @@ impl Server {
         let mut relays = Vec::new();
         let mut reserved_token = None;
         let mut v6_error = None;
-        let bind_result = if let Some(t) = token {
-            let key: Option<[u8; 8]> = t.try_into().ok();
-            match key.and_then(|k| self.reservations.remove(&k)) {
-                Some(r) => Ok(vec![r.relay]),
-                None => Err(Reject::new(508, "Insufficient Capacity")),
+        let port_req = match token {
+            Some(t) => {
+                let key: Option<[u8; 8]> = t.try_into().ok();
+                let mut map = self.quotas.reservations.lock().unwrap_or_else(|e| e.into_inner());
+                match key.and_then(|k| map.remove(&k)) {
+                    Some(r) => PortRequest::Reserved(r.addr),
+                    None => {
+                        drop(map);
+                        self.quotas.release(&auth.user);
+                        return Err(Reject::new(508, "Insufficient Capacity").signed(&auth));
+                    }
+                }
             }
-        } else {
-            io.bind_relay(primary, port_req).map_err(|e| match e {
-                RelayBindError::FamilyUnsupported => Reject::new(440, "Address Family not Supported"),
-                RelayBindError::NoPorts => Reject::new(508, "Insufficient Capacity"),
-            })
+            None => port_req,
         };
-        match bind_result {
-            Ok(mut bound) => {
-                if port_req == PortRequest::EvenReserveNext && bound.len() == 2 {
-                    let odd = bound.pop().expect("two");
+        match io.bind_relay(primary, port_req) {
+            Ok(bound) => {
+                if port_req == PortRequest::EvenReserveNext {
                     let t = self.new_reservation_token();
-                    self.reservations.insert(
-                        t,
-                        Reservation {
-                            relay: odd,
-                            expires: now + RESERVATION_LIFETIME,
-                        },
-                    );
+                    let odd = SocketAddr::new(bound.addr.ip(), bound.addr.port() + 1);
+                    self.quotas
+                        .reservations
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(
+                            t,
+                            Reservation {
+                                addr: odd,
+                                expires: now + RESERVATION_LIFETIME,
+                            },
+                        );
                     reserved_token = Some(t);
                 }
-                relays.extend(bound);
+                relays.push(bound);
             }
-            Err(r) => {
+            Err(e) => {
                 self.quotas.release(&auth.user);
+                let r = match e {
+                    RelayBindError::FamilyUnsupported => {
+                        Reject::new(440, "Address Family not Supported")
+                    }
+                    RelayBindError::NoPorts => Reject::new(508, "Insufficient Capacity"),
+                };
                 return Err(r.signed(&auth));
             }
         }
         if want_v6_too {
             match io.bind_relay(Family::V6, PortRequest::Any) {
-                Ok(b) => relays.extend(b),
+                Ok(b) => relays.push(b),
                 Err(RelayBindError::FamilyUnsupported) => v6_error = Some(440u16),
                 Err(RelayBindError::NoPorts) => v6_error = Some(508u16),
             }
@@ -1187,7 +1225,7 @@ impl Server {
         if relay_for(&alloc.relays, peer).is_none() {
             return Err(Reject::new(443, "Peer Address Family Mismatch"));
         }
-        if !self.config.peer_policy.permits(peer.ip()) {
+        if !self.peer_policy.permits(peer.ip()) {
             return Err(Reject::new(403, "Forbidden IP"));
         }
         Ok(())
@@ -1352,16 +1390,20 @@ impl Server {
         }
         self.permissions = perms;
         self.channels = chans;
-        let expired: Vec<[u8; 8]> = self
-            .reservations
-            .iter()
-            .filter(|(_, r)| r.expires <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in expired {
-            if let Some(r) = self.reservations.remove(&k) {
-                io.release_relay(r.relay.id);
-            }
+        let expired: Vec<SocketAddr> = {
+            let mut map = self.quotas.reservations.lock().unwrap_or_else(|e| e.into_inner());
+            let mut gone = Vec::new();
+            map.retain(|_, r| {
+                let keep = r.expires > now;
+                if !keep {
+                    gone.push(r.addr);
+                }
+                keep
+            });
+            gone
+        };
+        for addr in expired {
+            io.release_reservation(addr);
         }
         self.parked
             .retain(|p| now.saturating_duration_since(p.since) < PARKED_TIMEOUT);
