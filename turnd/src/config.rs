@@ -50,6 +50,8 @@ pub struct Config {
     pub no_udp: bool,
     pub no_tcp: bool,
     pub no_tls: bool,
+    /// Refuse TCP allocations (RFC 6062), as coturn's `no-tcp-relay`.
+    pub no_tcp_relay: bool,
     /// Accepted for coturn compatibility; turnd has no DTLS listener yet.
     pub no_dtls: bool,
     pub cert: Option<PathBuf>,
@@ -102,6 +104,7 @@ impl Default for Config {
             no_udp: false,
             no_tcp: false,
             no_tls: false,
+            no_tcp_relay: false,
             no_dtls: true,
             cert: None,
             pkey: None,
@@ -151,13 +154,19 @@ pub fn load(path: &Path) -> Result<Resolved, ConfigError> {
 pub fn resolve(cfg: Config, file: &str) -> Result<Resolved, ConfigError> {
     let mut p = Problems::new(file);
     if cfg.min_port == 0 || cfg.min_port > cfg.max_port {
-        p.push("min-port", format!("must be between 1 and max-port ({})", cfg.max_port));
+        p.push(
+            "min-port",
+            format!("must be between 1 and max-port ({})", cfg.max_port),
+        );
     }
     if cfg.listening_ip.is_empty() {
         p.push("listening-ip", "needs at least one address");
     }
     if !cfg.no_auth && cfg.realm.trim().is_empty() {
-        p.push("realm", "must be set (it is part of every user's key) unless no-auth = true");
+        p.push(
+            "realm",
+            "must be set (it is part of every user's key) unless no-auth = true",
+        );
     }
     if !cfg.no_auth && !cfg.lt_cred_mech && !cfg.use_auth_secret {
         p.push(
@@ -170,7 +179,10 @@ pub fn resolve(cfg: Config, file: &str) -> Result<Resolved, ConfigError> {
         .filter(|d| d.is_some())
         .count();
     if dbs > 1 {
-        p.push("userdb", "set only one of userdb, psql-userdb and mysql-userdb");
+        p.push(
+            "userdb",
+            "set only one of userdb, psql-userdb and mysql-userdb",
+        );
     }
     match (&cfg.cert, &cfg.pkey) {
         (Some(_), None) => p.push("pkey", "cert is set but pkey is not"),
@@ -190,7 +202,10 @@ pub fn resolve(cfg: Config, file: &str) -> Result<Resolved, ConfigError> {
     if cfg.max_allocate_lifetime > 0 && cfg.max_allocate_lifetime < 600 {
         // RFC 8656 §3.2: the default lifetime is 10 minutes; a lower maximum would make
         // every client's default request invalid.
-        p.push("max-allocate-lifetime", "must be at least 600 (RFC 8656 default lifetime)");
+        p.push(
+            "max-allocate-lifetime",
+            "must be at least 600 (RFC 8656 default lifetime)",
+        );
     }
     let ranges = |key: &str, list: &[String], p: &mut Problems| -> Vec<IpRange> {
         let mut out = Vec::new();
@@ -217,7 +232,10 @@ pub fn resolve(cfg: Config, file: &str) -> Result<Resolved, ConfigError> {
         ) {
             (Ok(pb), None) => external.push((None, pb)),
             (Ok(pb), Some(Ok(pr))) => external.push((Some(pr), pb)),
-            _ => p.push("external-ip", format!("`{e}` is not PUBLIC or PUBLIC/PRIVATE")),
+            _ => p.push(
+                "external-ip",
+                format!("`{e}` is not PUBLIC or PUBLIC/PRIVATE"),
+            ),
         }
     }
 
@@ -231,7 +249,10 @@ pub fn resolve(cfg: Config, file: &str) -> Result<Resolved, ConfigError> {
             Some(hex) => match rtc_auth::turn::StoredKey::from_hex(hex) {
                 Some(k) => Credential::Stored(k),
                 None => {
-                    p.push("user", format!("user `{name}`: key after 0x is not 32 or 64 hex digits"));
+                    p.push(
+                        "user",
+                        format!("user `{name}`: key after 0x is not 32 or 64 hex digits"),
+                    );
                     continue;
                 }
             },
@@ -281,7 +302,10 @@ pub fn resolve(cfg: Config, file: &str) -> Result<Resolved, ConfigError> {
         });
     }
     if relay_v4.is_none() && relay_v6.is_none() {
-        p.push("relay-ip", "no relay address: set relay-ip to this host's address");
+        p.push(
+            "relay-ip",
+            "no relay address: set relay-ip to this host's address",
+        );
     }
 
     let external_ip = external
@@ -300,10 +324,9 @@ pub fn resolve(cfg: Config, file: &str) -> Result<Resolved, ConfigError> {
         .filter(|ip| !ip.is_unspecified())
         .collect();
     let (primary, alternate) = match (cfg.alt_listening_port, specific.as_slice()) {
-        (Some(alt), [a, b, ..]) if a.is_ipv4() == b.is_ipv4() => (
-            Some((*a, cfg.listening_port)),
-            Some((*b, alt)),
-        ),
+        (Some(alt), [a, b, ..]) if a.is_ipv4() == b.is_ipv4() => {
+            (Some((*a, cfg.listening_port)), Some((*b, alt)))
+        }
         (Some(_), _) => {
             p.push(
                 "alt-listening-port",
@@ -320,7 +343,7 @@ pub fn resolve(cfg: Config, file: &str) -> Result<Resolved, ConfigError> {
         .psql_userdb
         .clone()
         .or_else(|| cfg.mysql_userdb.clone())
-        .or_else(|| cfg.userdb.as_ref().map(|p| sqlite_url(p)));
+        .or_else(|| cfg.userdb.as_ref().map(|p| sqlite_url(p, Path::new(file))));
 
     let core = ServerConfig {
         realm: cfg.realm.clone(),
@@ -343,7 +366,7 @@ pub fn resolve(cfg: Config, file: &str) -> Result<Resolved, ConfigError> {
         alternate,
         primary,
         unauthenticated_rate: cfg.unauthenticated_rate,
-        tcp_relay: false,
+        tcp_relay: !cfg.no_tcp_relay,
     };
     Ok(Resolved {
         core,
@@ -358,11 +381,21 @@ pub fn resolve(cfg: Config, file: &str) -> Result<Resolved, ConfigError> {
 }
 
 /// `userdb` is a path in coturn; also accept a full `sqlite://` URL.
-fn sqlite_url(p: &str) -> String {
+///
+/// A relative path is taken relative to the directory of the config file, not the
+/// daemon's working directory: a unit started from `/` and `rtc-admin` run from a shell
+/// must open the same database, and a self-contained instance directory (`rtc-admin
+/// init`) must keep working wherever it is started from. `rtc-admin` resolves it alike.
+fn sqlite_url(p: &str, config_file: &Path) -> String {
     if p.contains("://") {
-        p.to_string()
-    } else {
-        format!("sqlite://{p}")
+        return p.to_string();
+    }
+    let path = Path::new(p);
+    match config_file.parent() {
+        Some(dir) if path.is_relative() && !dir.as_os_str().is_empty() => {
+            format!("sqlite://{}", dir.join(path).display())
+        }
+        _ => format!("sqlite://{p}"),
     }
 }
 
@@ -401,16 +434,18 @@ mod tests {
 
     #[test]
     fn errors_name_file_and_key() {
-        let e = parse("realm = \"x\"\nmin-port = 5000\nmax-port = 4000\nlistening-ip=[\"127.0.0.1\"]")
-            .unwrap_err();
+        let e =
+            parse("realm = \"x\"\nmin-port = 5000\nmax-port = 4000\nlistening-ip=[\"127.0.0.1\"]")
+                .unwrap_err();
         assert_eq!(e.file, "t.toml");
         assert!(e.to_string().contains("min-port"), "{e}");
         let e = parse("realm = \"x\"\nmin-prot = 5000").unwrap_err();
         assert!(e.to_string().contains("min-prot"), "{e}");
         let e = parse("listening-ip=[\"127.0.0.1\"]").unwrap_err();
         assert!(e.to_string().contains("realm"), "{e}");
-        let e = parse("realm=\"x\"\nlistening-ip=[\"127.0.0.1\"]\ndenied-peer-ip=[\"1.2.3.4-1.2.3\"]")
-            .unwrap_err();
+        let e =
+            parse("realm=\"x\"\nlistening-ip=[\"127.0.0.1\"]\ndenied-peer-ip=[\"1.2.3.4-1.2.3\"]")
+                .unwrap_err();
         assert!(e.to_string().contains("denied-peer-ip"), "{e}");
         let e = parse("realm=\"x\"\nlistening-ip=[\"127.0.0.1\"]\ncert=\"/a\"").unwrap_err();
         assert!(e.to_string().contains("pkey"), "{e}");
@@ -430,6 +465,21 @@ mod tests {
         assert_eq!(r.core.static_users.len(), 2);
         let e = parse("realm=\"x\"\nlistening-ip=[\"127.0.0.1\"]\nuser=[\"nocolon\"]").unwrap_err();
         assert!(e.to_string().contains("user"), "{e}");
+    }
+
+    #[test]
+    fn relative_userdb_is_relative_to_the_config_file() {
+        let dir = Path::new("/etc/rtc/turnd.toml");
+        assert_eq!(
+            sqlite_url("turnd.sqlite", dir),
+            "sqlite:///etc/rtc/turnd.sqlite"
+        );
+        assert_eq!(
+            sqlite_url("/var/lib/turndb", dir),
+            "sqlite:///var/lib/turndb"
+        );
+        assert_eq!(sqlite_url("sqlite://x.db", dir), "sqlite://x.db");
+        assert_eq!(sqlite_url("turndb", Path::new("t.toml")), "sqlite://turndb");
     }
 
     #[test]

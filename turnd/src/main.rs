@@ -107,8 +107,11 @@ fn run(r: config::Resolved) -> Result<(), String> {
     if let Some(alt) = cfg.alt_listening_port {
         ports.push(alt);
     }
+    // UDP sockets are opened once per shard (SO_REUSEPORT spreads clients by 5-tuple).
+    // TCP and TLS are served by shard 0 alone: an RFC 6062 data connection arrives on a
+    // new 5-tuple and must reach the shard that holds its allocation.
     let mut per_shard = Vec::new();
-    for _ in 0..threads {
+    for shard in 0..threads {
         let mut l = shard::Listeners {
             udp: Vec::new(),
             tcp: Vec::new(),
@@ -118,15 +121,18 @@ fn run(r: config::Resolved) -> Result<(), String> {
             for port in &ports {
                 let addr = SocketAddr::new(*ip, *port);
                 if !cfg.no_udp {
-                    l.udp.push(shard::listen_udp(addr).map_err(|e| format!("UDP {addr}: {e}"))?);
+                    l.udp
+                        .push(shard::listen_udp(addr).map_err(|e| format!("UDP {addr}: {e}"))?);
                 }
-                if !cfg.no_tcp && *port == cfg.listening_port {
-                    l.tcp.push(shard::listen_tcp(addr).map_err(|e| format!("TCP {addr}: {e}"))?);
+                if shard == 0 && !cfg.no_tcp && *port == cfg.listening_port {
+                    l.tcp
+                        .push(shard::listen_tcp(addr).map_err(|e| format!("TCP {addr}: {e}"))?);
                 }
             }
-            if shared.tls_acceptor().is_some() {
+            if shard == 0 && shared.tls_acceptor().is_some() {
                 let addr = SocketAddr::new(*ip, cfg.tls_listening_port);
-                l.tls.push(shard::listen_tcp(addr).map_err(|e| format!("TLS {addr}: {e}"))?);
+                l.tls
+                    .push(shard::listen_tcp(addr).map_err(|e| format!("TLS {addr}: {e}"))?);
             }
         }
         per_shard.push(l);

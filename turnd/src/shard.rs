@@ -16,11 +16,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use stun_proto::channel::{channel_frame_len, is_channel_data};
 use stun_proto::message::stun_frame_len;
 use stun_proto::{
-    BoundRelay, ClientAction, ClientTuple, Family, KeyLookup, PeerAction, PortRequest,
-    RelayBindError, RelayId, Server, ServerIo, Stats, Transport,
+    BoundRelay, ClientAction, ClientTuple, ConnectionId, Family, KeyLookup, PeerAction,
+    PortRequest, RelayBindError, RelayId, Server, ServerIo, Stats, Transport,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -58,6 +58,21 @@ struct ShardIo {
     streams: HashMap<ClientTuple, mpsc::Sender<Vec<u8>>>,
     db_reply: mpsc::UnboundedSender<(String, String)>,
     lookups: HashSet<(String, String)>,
+    /// RFC 6062 relay listeners, by relay.
+    tcp_relays: HashMap<RelayId, JoinHandle<()>>,
+    tcp_relay_addrs: HashMap<RelayId, SocketAddr>,
+    /// RFC 6062 peer connections, by CONNECTION-ID.
+    tcp_peers: HashMap<ConnectionId, PeerConn>,
+    /// Client data connections whose ConnectionBind just succeeded.
+    splices: HashMap<ClientTuple, ConnectionId>,
+}
+
+/// A peer TCP connection (RFC 6062).
+enum PeerConn {
+    /// Waiting for the client's ConnectionBind.
+    Waiting(TcpStream),
+    /// Being copied; abort stops the peer-to-client half, which ends the splice.
+    Spliced(tokio::task::AbortHandle),
 }
 
 struct State {
@@ -107,6 +122,66 @@ impl ServerIo for ShardIo {
         if let Some(r) = self.relays.remove(&id) {
             r.task.abort();
         }
+        if let Some(t) = self.tcp_relays.remove(&id) {
+            t.abort();
+            if let Some(addr) = self.tcp_relay_addrs.remove(&id) {
+                self.shared.ports.unreserve(addr);
+            }
+        }
+    }
+
+    fn bind_tcp_relay(&mut self, family: Family) -> Result<BoundRelay, RelayBindError> {
+        let ip = match family {
+            Family::V4 => self.shared.relay_v4,
+            Family::V6 => self.shared.relay_v6,
+        }
+        .ok_or(RelayBindError::FamilyUnsupported)?;
+        let std_listener = self.shared.ports.bind_tcp(ip)?;
+        let addr = std_listener
+            .local_addr()
+            .map_err(|_| RelayBindError::NoPorts)?;
+        let listener = TcpListener::from_std(std_listener).map_err(|_| RelayBindError::NoPorts)?;
+        self.next_relay = self.next_relay.wrapping_add(1);
+        let id = RelayId(self.next_relay);
+        let task = tokio::task::spawn_local(tcp_relay_accept(listener, id, self.me.clone()));
+        self.tcp_relays.insert(id, task);
+        self.tcp_relay_addrs.insert(id, addr);
+        Ok(BoundRelay { id, addr })
+    }
+
+    fn connect_peer(&mut self, relay: RelayId, peer: SocketAddr, id: ConnectionId) {
+        let me = self.me.clone();
+        let local = self.tcp_relay_addr(relay);
+        tokio::task::spawn_local(async move {
+            let result = match local {
+                Some(local) => connect_from(local, peer).await,
+                None => Err(std::io::ErrorKind::NotFound.into()),
+            };
+            let Some(st) = me.upgrade() else { return };
+            let mut st = st.borrow_mut();
+            let ok = match result {
+                Ok(stream) => {
+                    st.io.tcp_peers.insert(id, PeerConn::Waiting(stream));
+                    true
+                }
+                Err(e) => {
+                    debug!("RFC 6062 connect to {peer}: {e}");
+                    false
+                }
+            };
+            st.core.peer_connected(Instant::now(), id, ok);
+            st.flush();
+        });
+    }
+
+    fn splice(&mut self, id: ConnectionId, data: ClientTuple) {
+        self.splices.insert(data, id);
+    }
+
+    fn close_connection(&mut self, id: ConnectionId) {
+        if let Some(PeerConn::Spliced(h)) = self.tcp_peers.remove(&id) {
+            h.abort();
+        }
     }
 
     fn lookup_key(&mut self, realm: &str, user: &str) -> KeyLookup {
@@ -137,6 +212,10 @@ impl ServerIo for ShardIo {
 }
 
 impl ShardIo {
+    fn tcp_relay_addr(&self, relay: RelayId) -> Option<SocketAddr> {
+        self.tcp_relay_addrs.get(&relay).copied()
+    }
+
     /// Sends to a client on the transport it used; over streams ChannelData is padded to
     /// 4 bytes (RFC 8656 §12.5).
     fn to_client(&self, to: ClientTuple, from: Option<SocketAddr>, data: &[u8], stats: &mut u64) {
@@ -230,6 +309,10 @@ pub fn run(index: usize, shared: Arc<Shared>, listeners: Listeners) -> std::io::
                     streams: HashMap::new(),
                     db_reply: db_tx,
                     lookups: HashSet::new(),
+                    tcp_relays: HashMap::new(),
+                    tcp_relay_addrs: HashMap::new(),
+                    tcp_peers: HashMap::new(),
+                    splices: HashMap::new(),
                 },
             })
         });
@@ -289,7 +372,10 @@ async fn tick_loop(state: Rc<RefCell<State>>) {
 }
 
 /// Credentials fetched by the database task: resume the requests that waited for them.
-async fn db_replies(mut rx: mpsc::UnboundedReceiver<(String, String)>, state: Weak<RefCell<State>>) {
+async fn db_replies(
+    mut rx: mpsc::UnboundedReceiver<(String, String)>,
+    state: Weak<RefCell<State>>,
+) {
     while let Some((realm, user)) = rx.recv().await {
         let Some(st) = state.upgrade() else { return };
         let mut st = st.borrow_mut();
@@ -337,7 +423,10 @@ async fn relay_loop(sock: Rc<UdpSocket>, id: RelayId, state: Weak<RefCell<State>
         let mut st = st.borrow_mut();
         let st = &mut *st;
         let mut dropped = 0;
-        match st.core.handle_peer(Instant::now(), id, peer, &buf[4..4 + n]) {
+        match st
+            .core
+            .handle_peer(Instant::now(), id, peer, &buf[4..4 + n])
+        {
             PeerAction::Drop => {}
             PeerAction::ChannelData { client, header } => {
                 buf[..4].copy_from_slice(&header);
@@ -379,7 +468,9 @@ async fn accept_loop(listener: TcpListener, tls: bool, state: Weak<RefCell<State
         tokio::task::spawn_local(async move {
             let _guard = guard;
             if tls {
-                let Some(acceptor) = shared.tls_acceptor() else { return };
+                let Some(acceptor) = shared.tls_acceptor() else {
+                    return;
+                };
                 let hs = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
                 match hs {
                     Ok(Ok(s)) => serve_stream(s, Transport::Tls, local, remote, state).await,
@@ -414,6 +505,7 @@ async fn serve_stream<S>(
     };
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
+    let tx_clone = tx.clone();
     {
         let Some(st) = state.upgrade() else { return };
         st.borrow_mut().io.streams.insert(tuple, tx);
@@ -449,18 +541,46 @@ async fn serve_stream<S>(
             let Some(frame) = frame.filter(|&f| f <= MAX_FRAME) else {
                 // Not STUN, not ChannelData: there is no way to resynchronise a stream.
                 debug!("{remote}: garbage on {transport:?} stream, closing");
-                let Some(st) = state.upgrade() else { break 'conn };
+                let Some(st) = state.upgrade() else {
+                    break 'conn;
+                };
                 st.borrow().io.shared.metrics.stream_garbage.inc();
                 break 'conn;
             };
             if buf.len() < frame {
                 break;
             }
-            let Some(st) = state.upgrade() else { break 'conn };
+            let Some(st) = state.upgrade() else {
+                break 'conn;
+            };
             // The frame may include ChannelData padding; the core ignores it.
             st.borrow_mut().client_input(tuple, &buf[..frame]);
             buf.drain(..frame);
             timeout = IDLE_STREAM_TIMEOUT;
+            // RFC 6062 §5.4: after a successful ConnectionBind this connection carries the
+            // peer's raw bytes.
+            let spliced = {
+                let mut st = st.borrow_mut();
+                let io = &mut st.io;
+                io.splices
+                    .remove(&tuple)
+                    .and_then(|id| match io.tcp_peers.remove(&id) {
+                        Some(PeerConn::Waiting(stream)) => Some((id, stream)),
+                        _ => None,
+                    })
+            };
+            if let Some((id, peer)) = spliced {
+                splice(
+                    id,
+                    rd,
+                    peer,
+                    std::mem::take(&mut buf),
+                    tx_clone,
+                    state.clone(),
+                )
+                .await;
+                break 'conn;
+            }
         }
     }
     if let Some(st) = state.upgrade() {
@@ -471,6 +591,64 @@ async fn serve_stream<S>(
     }
     writer.abort();
     info!("{remote}: {transport:?} connection closed");
+}
+
+/// Copies bytes between a client data connection and its peer connection until either
+/// side closes (RFC 6062 §5.4), then tells the core.
+async fn splice<R>(
+    id: ConnectionId,
+    mut client_rd: R,
+    peer: TcpStream,
+    leftover: Vec<u8>,
+    client_tx: mpsc::Sender<Vec<u8>>,
+    state: Weak<RefCell<State>>,
+) where
+    R: AsyncRead + Unpin,
+{
+    let (mut peer_rd, mut peer_wr) = peer.into_split();
+    let to_client = tokio::task::spawn_local(async move {
+        let mut chunk = vec![0u8; 16384];
+        loop {
+            match peer_rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if client_tx.send(chunk[..n].to_vec()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    if let Some(st) = state.upgrade() {
+        st.borrow_mut()
+            .io
+            .tcp_peers
+            .insert(id, PeerConn::Spliced(to_client.abort_handle()));
+    }
+    let to_peer = async {
+        if !leftover.is_empty() {
+            peer_wr.write_all(&leftover).await?;
+        }
+        let mut chunk = vec![0u8; 16384];
+        loop {
+            let n = client_rd.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+            peer_wr.write_all(&chunk[..n]).await?;
+        }
+    };
+    tokio::select! {
+        _ = to_peer => {}
+        _ = to_client => {}
+    }
+    if let Some(st) = state.upgrade() {
+        let mut st = st.borrow_mut();
+        if let Some(PeerConn::Spliced(h)) = st.io.tcp_peers.remove(&id) {
+            h.abort();
+        }
+        st.core.connection_closed(id);
+    }
 }
 
 /// Picks relay ports from `min-port..=max-port` for every shard, starting at a random
@@ -511,7 +689,11 @@ impl PortPool {
     }
 
     /// Binds a relay socket as `req` asks (RFC 8656 §14.6 EVEN-PORT).
-    pub fn bind(&self, ip: IpAddr, req: PortRequest) -> Result<std::net::UdpSocket, RelayBindError> {
+    pub fn bind(
+        &self,
+        ip: IpAddr,
+        req: PortRequest,
+    ) -> Result<std::net::UdpSocket, RelayBindError> {
         if let PortRequest::Reserved(addr) = req {
             let held = self.reserved().remove(&addr);
             return match held {
@@ -548,6 +730,63 @@ impl PortPool {
                 self.reserved().insert(next);
             }
             return Ok(sock);
+        }
+        Err(RelayBindError::NoPorts)
+    }
+}
+
+/// Peers connecting to a TCP allocation's relayed address (RFC 6062 §5.3).
+async fn tcp_relay_accept(listener: TcpListener, relay: RelayId, state: Weak<RefCell<State>>) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Some(st) = state.upgrade() else { return };
+        let mut st = st.borrow_mut();
+        if let Some(id) = st
+            .core
+            .peer_connection_incoming(Instant::now(), relay, peer)
+        {
+            st.io.tcp_peers.insert(id, PeerConn::Waiting(stream));
+        }
+        st.flush();
+    }
+}
+
+/// RFC 6062 §5.2: the connection to the peer comes from the relayed transport address,
+/// which the relay's listener also uses (hence SO_REUSEADDR/SO_REUSEPORT on both).
+async fn connect_from(local: SocketAddr, peer: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = if local.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.set_reuseport(true)?;
+    sock.bind(local)?;
+    match tokio::time::timeout(Duration::from_secs(30), sock.connect(peer)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+impl PortPool {
+    /// A listening TCP socket on a free relay port for an RFC 6062 allocation.
+    pub fn bind_tcp(&self, ip: IpAddr) -> Result<std::net::TcpListener, RelayBindError> {
+        let span = u32::from(self.max - self.min) + 1;
+        for _ in 0..span {
+            let addr = SocketAddr::new(ip, self.candidate());
+            // SO_REUSEPORT (needed for connecting from the relayed address) would let a
+            // second allocation bind the same port: the pool keeps the ones in use.
+            let mut held = self.reserved();
+            if held.contains(&addr) {
+                continue;
+            }
+            if let Ok(l) = listen_tcp(addr) {
+                held.insert(addr);
+                return Ok(l);
+            }
         }
         Err(RelayBindError::NoPorts)
     }

@@ -149,7 +149,10 @@ impl Metrics {
             rcvb: r.counter("turn_total_traffic_rcvb", "Bytes received from clients"),
             sentp: r.counter("turn_total_traffic_sentp", "Packets relayed to clients"),
             sentb: r.counter("turn_total_traffic_sentb", "Bytes relayed to clients"),
-            peer_rcvp: r.counter("turn_total_traffic_peer_rcvp", "Packets received from peers"),
+            peer_rcvp: r.counter(
+                "turn_total_traffic_peer_rcvp",
+                "Packets received from peers",
+            ),
             peer_rcvb: r.counter("turn_total_traffic_peer_rcvb", "Bytes received from peers"),
             peer_sentp: r.counter("turn_total_traffic_peer_sentp", "Packets relayed to peers"),
             peer_sentb: r.counter("turn_total_traffic_peer_sentb", "Bytes relayed to peers"),
@@ -173,7 +176,10 @@ impl Metrics {
                 "turnd_connections_refused_total",
                 "TCP/TLS connections refused by max-connections-per-ip",
             ),
-            tls_failures: r.counter("turnd_tls_handshake_failures_total", "Failed TLS handshakes"),
+            tls_failures: r.counter(
+                "turnd_tls_handshake_failures_total",
+                "Failed TLS handshakes",
+            ),
             stream_garbage: r.counter(
                 "turnd_stream_garbage_total",
                 "TCP/TLS connections closed for bytes that are neither STUN nor ChannelData",
@@ -188,18 +194,29 @@ impl Metrics {
     /// Adds what a shard counted since its last report.
     pub fn publish(&self, before: &Stats, now: &Stats) {
         let d = |a: u64, b: u64| b.saturating_sub(a);
-        self.rcvp.add(d(before.packets_from_clients, now.packets_from_clients));
-        self.rcvb.add(d(before.bytes_from_clients, now.bytes_from_clients));
-        self.sentp.add(d(before.packets_to_clients, now.packets_to_clients));
-        self.sentb.add(d(before.bytes_to_clients, now.bytes_to_clients));
-        self.peer_rcvp.add(d(before.packets_from_peers, now.packets_from_peers));
-        self.peer_rcvb.add(d(before.bytes_from_peers, now.bytes_from_peers));
-        self.peer_sentp.add(d(before.packets_to_peers, now.packets_to_peers));
-        self.peer_sentb.add(d(before.bytes_to_peers, now.bytes_to_peers));
+        self.rcvp
+            .add(d(before.packets_from_clients, now.packets_from_clients));
+        self.rcvb
+            .add(d(before.bytes_from_clients, now.bytes_from_clients));
+        self.sentp
+            .add(d(before.packets_to_clients, now.packets_to_clients));
+        self.sentb
+            .add(d(before.bytes_to_clients, now.bytes_to_clients));
+        self.peer_rcvp
+            .add(d(before.packets_from_peers, now.packets_from_peers));
+        self.peer_rcvb
+            .add(d(before.bytes_from_peers, now.bytes_from_peers));
+        self.peer_sentp
+            .add(d(before.packets_to_peers, now.packets_to_peers));
+        self.peer_sentb
+            .add(d(before.bytes_to_peers, now.bytes_to_peers));
         self.malformed.add(d(before.malformed, now.malformed));
-        self.relay_dropped.add(d(before.relay_dropped, now.relay_dropped));
-        self.rate_limited.add(d(before.rate_limited, now.rate_limited));
-        self.auth_failures.add(d(before.auth_failures, now.auth_failures));
+        self.relay_dropped
+            .add(d(before.relay_dropped, now.relay_dropped));
+        self.rate_limited
+            .add(d(before.rate_limited, now.rate_limited));
+        self.auth_failures
+            .add(d(before.auth_failures, now.auth_failures));
         self.allocations_created
             .add(d(before.allocations_created, now.allocations_created));
         for (code, n) in &now.errors {
@@ -368,7 +385,10 @@ pub async fn db_task(
                 Ok(Some(hex)) => {
                     let k = StoredKey::from_hex(&hex);
                     if k.is_none() {
-                        warn!("user {}@{}: hmackey is not a 32/64-digit hex key", req.user, req.realm);
+                        warn!(
+                            "user {}@{}: hmackey is not a 32/64-digit hex key",
+                            req.user, req.realm
+                        );
                     }
                     k
                 }

@@ -141,7 +141,7 @@ impl NonceKey {
             return NonceCheck::Invalid;
         };
         let want = hex_lower(&self.tag(expiry, ip));
-        if !rtc_auth::ct_eq(want.as_bytes(), rest[16..].as_bytes()) {
+        if !rtc_auth::ct_eq(want.as_bytes(), &rest.as_bytes()[16..]) {
             return NonceCheck::Invalid;
         }
         if expiry <= unix_now {
@@ -222,6 +222,8 @@ mod tests {
             key_md5("user", "realm", "pass").to_vec()
         );
         let stored = Credential::Stored(StoredKey::Md5(key_md5("user", "realm", "pass")));
-        assert!(stored.key(PasswordAlgorithm::Sha256, "user", "realm").is_none());
+        assert!(stored
+            .key(PasswordAlgorithm::Sha256, "user", "realm")
+            .is_none());
     }
 }

@@ -23,6 +23,7 @@ pub mod server;
 
 pub use message::{Class, IntegrityKind, Message, MessageBuilder, ParseError};
 pub use server::{
-    BoundRelay, ClientAction, ClientTuple, Family, KeyLookup, Limits, PeerAction, PortRequest,
-    RelayBindError, ServerShared, RelayId, Server, ServerConfig, ServerIo, Stats, Transmit, Transport,
+    BoundRelay, ClientAction, ClientTuple, ConnectionId, Family, KeyLookup, Limits, PeerAction,
+    PortRequest, RelayBindError, RelayId, Server, ServerConfig, ServerIo, ServerShared, Stats,
+    Transmit, Transport,
 };

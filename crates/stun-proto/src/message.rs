@@ -524,7 +524,12 @@ mod tests {
     #[test]
     fn type_encoding_round_trips() {
         for m in [1u16, 3, 4, 6, 7, 8, 9, 0xA, 0xB, 0xC, 0xFFF] {
-            for c in [Class::Request, Class::Indication, Class::Success, Class::Error] {
+            for c in [
+                Class::Request,
+                Class::Indication,
+                Class::Success,
+                Class::Error,
+            ] {
                 assert_eq!(decode_type(encode_type(m, c)), (m, c));
             }
         }
@@ -539,7 +544,10 @@ mod tests {
         let mut b = MessageBuilder::new(method::ALLOCATE, Class::Request, tid);
         b.u32_attr(attr::REQUESTED_TRANSPORT, 17 << 24);
         b.attr(attr::USERNAME, b"alice");
-        b.xor_address(attr::XOR_PEER_ADDRESS, "[2001:db8::1]:4000".parse().unwrap());
+        b.xor_address(
+            attr::XOR_PEER_ADDRESS,
+            "[2001:db8::1]:4000".parse().unwrap(),
+        );
         b.integrity(IntegrityKind::Sha1, b"key");
         b.integrity(IntegrityKind::Sha256, b"key");
         b.fingerprint();
@@ -595,7 +603,10 @@ mod tests {
         let mut bad = b.finish();
         let n = bad.len();
         bad[n - 1] ^= 1;
-        assert_eq!(Message::parse(&bad).unwrap_err(), ParseError::BadFingerprint);
+        assert_eq!(
+            Message::parse(&bad).unwrap_err(),
+            ParseError::BadFingerprint
+        );
     }
 
     #[test]

@@ -29,7 +29,11 @@ impl IpRange {
 
     fn cidr4(a: [u8; 4], bits: u32) -> IpRange {
         let base = u32::from_be_bytes(a);
-        let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+        let mask = if bits == 0 {
+            0
+        } else {
+            u32::MAX << (32 - bits)
+        };
         IpRange {
             first: IpAddr::V4(Ipv4Addr::from(base & mask)),
             last: IpAddr::V4(Ipv4Addr::from((base & mask) | !mask)),
@@ -38,7 +42,11 @@ impl IpRange {
 
     fn cidr6(a: Ipv6Addr, bits: u32) -> IpRange {
         let base = u128::from(a);
-        let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+        let mask = if bits == 0 {
+            0
+        } else {
+            u128::MAX << (128 - bits)
+        };
         IpRange {
             first: IpAddr::V6(Ipv6Addr::from(base & mask)),
             last: IpAddr::V6(Ipv6Addr::from((base & mask) | !mask)),
@@ -68,7 +76,10 @@ impl FromStr for IpRange {
             };
         }
         let ip: IpAddr = s.parse().map_err(|_| format!("bad address `{s}`"))?;
-        Ok(IpRange { first: ip, last: ip })
+        Ok(IpRange {
+            first: ip,
+            last: ip,
+        })
     }
 }
 
@@ -223,7 +234,12 @@ mod tests {
         ] {
             assert!(!p.permits(ip(bad)), "{bad} must be refused");
         }
-        for good in ["8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"] {
+        for good in [
+            "8.8.8.8",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+        ] {
             assert!(p.permits(ip(good)), "{good} must be allowed");
         }
     }

@@ -24,6 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod tcp;
+
 /// How a client reached us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -100,14 +102,30 @@ pub enum KeyLookup {
 /// What the core needs from the outside world.
 pub trait ServerIo {
     /// Bind a relay socket.
-    fn bind_relay(&mut self, family: Family, port: PortRequest)
-        -> Result<BoundRelay, RelayBindError>;
+    fn bind_relay(
+        &mut self,
+        family: Family,
+        port: PortRequest,
+    ) -> Result<BoundRelay, RelayBindError>;
     fn release_relay(&mut self, id: RelayId);
     /// A reservation made with [`PortRequest::EvenReserveNext`] expired unused.
     fn release_reservation(&mut self, addr: SocketAddr);
     /// Long-term key for (realm, user) from the user database.
     fn lookup_key(&mut self, realm: &str, user: &str) -> KeyLookup;
+    /// RFC 6062: a TCP relay, listening on the relayed address for peer connections.
+    fn bind_tcp_relay(&mut self, family: Family) -> Result<BoundRelay, RelayBindError>;
+    /// RFC 6062 §5.2: open a TCP connection from relay `relay` to `peer`, then report
+    /// with [`Server::peer_connected`].
+    fn connect_peer(&mut self, relay: RelayId, peer: SocketAddr, id: ConnectionId);
+    /// RFC 6062 §5.4: from now on the client connection `data` and peer connection `id`
+    /// carry raw bytes between each other.
+    fn splice(&mut self, id: ConnectionId, data: ClientTuple);
+    /// Close peer connection `id` (and its spliced client connection, if any).
+    fn close_connection(&mut self, id: ConnectionId);
 }
+
+/// RFC 6062 CONNECTION-ID of a peer TCP connection.
+pub type ConnectionId = u32;
 
 /// What every shard of one server shares: allocation counts, so `user-quota` and
 /// `total-quota` hold for the whole server, and RESERVATION-TOKENs, which a client may
@@ -191,7 +209,7 @@ pub struct ServerConfig {
     pub primary: Option<(IpAddr, u16)>,
     /// Unauthenticated requests per second allowed from one IP (0: unlimited).
     pub unauthenticated_rate: u32,
-    /// Whether TCP allocations (RFC 6062) are offered. Not implemented yet: 442.
+    /// Whether TCP allocations (RFC 6062) are offered; otherwise 442.
     pub tcp_relay: bool,
 }
 
@@ -311,6 +329,8 @@ struct Allocation {
     allocate_tid: [u8; 12],
     allocate_response: Vec<u8>,
     bucket: Option<Bucket>,
+    /// RFC 6062 TCP allocation: peers are reached through TCP connections.
+    tcp: bool,
 }
 
 /// A reserved odd port (RFC 8656 §14.9: kept for 30 seconds).
@@ -407,6 +427,7 @@ pub struct Server {
     next_token: u64,
     token_seed: u64,
     stats: Stats,
+    tcp_conns: HashMap<ConnectionId, tcp::TcpConnection>,
     permissions: usize,
     channels: usize,
 }
@@ -436,6 +457,7 @@ impl Server {
             next_token: 0,
             token_seed: seed,
             stats: Stats::default(),
+            tcp_conns: HashMap::new(),
             permissions: 0,
             channels: 0,
         }
@@ -509,7 +531,9 @@ impl Server {
                 self.handle_request(now, unix, from, &msg, io);
                 ClientAction::Done
             }
-            Class::Indication if msg.method() == method::SEND => self.send_indication(now, from, &msg),
+            Class::Indication if msg.method() == method::SEND => {
+                self.send_indication(now, from, &msg)
+            }
             // Responses and other indications from clients are not for us.
             _ => ClientAction::Done,
         }
@@ -677,6 +701,10 @@ impl Server {
             method::REFRESH => self.refresh(now, unix, from, msg, io),
             method::CREATE_PERMISSION => self.create_permission(now, unix, from, msg, io),
             method::CHANNEL_BIND => self.channel_bind(now, unix, from, msg, io),
+            method::CONNECT if self.config.tcp_relay => self.connect(now, unix, from, msg, io),
+            method::CONNECTION_BIND if self.config.tcp_relay => {
+                self.connection_bind(now, unix, from, msg, io)
+            }
             _ => Err(Reject::new(400, "Unsupported Method")),
         };
         if let Err(r) = result {
@@ -706,7 +734,12 @@ impl Server {
         }
     }
 
-    fn binding(&mut self, now: Instant, from: ClientTuple, msg: &Message<'_>) -> Result<(), Reject> {
+    fn binding(
+        &mut self,
+        now: Instant,
+        from: ClientTuple,
+        msg: &Message<'_>,
+    ) -> Result<(), Reject> {
         let other = self.other_address(from.local);
         let mut send_from = None;
         if let Some(v) = msg.get(attr::CHANGE_REQUEST) {
@@ -721,8 +754,16 @@ impl Server {
             }
             let (change_ip, change_port) = (v[3] & 0x4 != 0, v[3] & 0x2 != 0);
             if change_ip || change_port {
-                let ip = if change_ip { other.ip() } else { from.local.ip() };
-                let port = if change_port { other.port() } else { from.local.port() };
+                let ip = if change_ip {
+                    other.ip()
+                } else {
+                    from.local.ip()
+                };
+                let port = if change_port {
+                    other.port()
+                } else {
+                    from.local.port()
+                };
                 send_from = Some(SocketAddr::new(ip, port));
             }
         }
@@ -750,7 +791,11 @@ impl Server {
         let (alt_ip, alt_port) = self.config.alternate?;
         let (pri_ip, pri_port) = self.config.primary.unwrap_or((alt_ip, alt_port));
         let ip = if local.ip() == alt_ip { pri_ip } else { alt_ip };
-        let port = if local.port() == alt_port { pri_port } else { alt_port };
+        let port = if local.port() == alt_port {
+            pri_port
+        } else {
+            alt_port
+        };
         Some(SocketAddr::new(ip, port))
     }
 
@@ -805,7 +850,11 @@ impl Server {
             b.attr(attr::NONCE, nonce.as_bytes());
             b.attr(attr::PASSWORD_ALGORITHMS, &password_algorithms_value());
         }
-        let key = r.key.as_ref().map(|(k, kind)| (k.as_slice(), *kind));
+        let key = r
+            .key
+            .as_ref()
+            .filter(|_| !self.config.no_auth)
+            .map(|(k, kind)| (k.as_slice(), *kind));
         self.finish(to, None, req, b, key);
     }
 
@@ -1000,19 +1049,34 @@ impl Server {
             }
             return Err(Reject::new(437, "Allocation Mismatch").signed(&auth));
         }
-        match msg.get(attr::REQUESTED_TRANSPORT) {
-            None => return Err(Reject::new(400, "Missing REQUESTED-TRANSPORT").signed(&auth)),
-            Some(v) if v.len() == 4 && v[0] == 17 => {}
-            Some(_) => {
-                return Err(Reject::new(442, "Unsupported Transport Protocol").signed(&auth))
-            }
-        }
         let token = msg.get(attr::RESERVATION_TOKEN);
         let even = msg.get(attr::EVEN_PORT);
         let family = msg.get(attr::REQUESTED_ADDRESS_FAMILY);
         let additional = msg.get(attr::ADDITIONAL_ADDRESS_FAMILY);
+        let tcp = match msg.get(attr::REQUESTED_TRANSPORT) {
+            None => return Err(Reject::new(400, "Missing REQUESTED-TRANSPORT").signed(&auth)),
+            Some(v) if v.len() == 4 && v[0] == 17 => false,
+            Some(v) if v.len() == 4 && v[0] == 6 && self.config.tcp_relay => {
+                // RFC 6062 §5.1: TCP allocations only over TCP/TLS control connections, and
+                // without the UDP-only port and family options.
+                if !matches!(from.transport, Transport::Tcp | Transport::Tls) {
+                    return Err(
+                        Reject::new(400, "TCP relay needs a TCP or TLS connection").signed(&auth)
+                    );
+                }
+                if token.is_some() || even.is_some() || additional.is_some() {
+                    return Err(
+                        Reject::new(400, "Option not valid for a TCP allocation").signed(&auth)
+                    );
+                }
+                true
+            }
+            Some(_) => return Err(Reject::new(442, "Unsupported Transport Protocol").signed(&auth)),
+        };
         if token.is_some() && (even.is_some() || family.is_some() || additional.is_some()) {
-            return Err(Reject::new(400, "RESERVATION-TOKEN with EVEN-PORT or family").signed(&auth));
+            return Err(
+                Reject::new(400, "RESERVATION-TOKEN with EVEN-PORT or family").signed(&auth),
+            );
         }
         if family.is_some() && additional.is_some() {
             return Err(Reject::new(400, "Both address family attributes").signed(&auth));
@@ -1030,7 +1094,9 @@ impl Server {
         let want_v6_too = match additional {
             None => false,
             Some(v) if parse_family(v) == Some(Family::V6) => true,
-            Some(_) => return Err(Reject::new(400, "ADDITIONAL-ADDRESS-FAMILY must be IPv6").signed(&auth)),
+            Some(_) => {
+                return Err(Reject::new(400, "ADDITIONAL-ADDRESS-FAMILY must be IPv6").signed(&auth))
+            }
         };
         let port_req = match even {
             None => PortRequest::Any,
@@ -1055,7 +1121,11 @@ impl Server {
         let port_req = match token {
             Some(t) => {
                 let key: Option<[u8; 8]> = t.try_into().ok();
-                let mut map = self.quotas.reservations.lock().unwrap_or_else(|e| e.into_inner());
+                let mut map = self
+                    .quotas
+                    .reservations
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
                 match key.and_then(|k| map.remove(&k)) {
                     Some(r) => PortRequest::Reserved(r.addr),
                     None => {
@@ -1067,7 +1137,12 @@ impl Server {
             }
             None => port_req,
         };
-        match io.bind_relay(primary, port_req) {
+        let bound = if tcp {
+            io.bind_tcp_relay(primary)
+        } else {
+            io.bind_relay(primary, port_req)
+        };
+        match bound {
             Ok(bound) => {
                 if port_req == PortRequest::EvenReserveNext {
                     let t = self.new_reservation_token();
@@ -1159,6 +1234,7 @@ impl Server {
                 allocate_tid: msg.transaction_id(),
                 allocate_response: response.clone(),
                 bucket,
+                tcp,
             },
         );
         self.stats.allocations_created += 1;
@@ -1265,7 +1341,11 @@ impl Server {
                 self.permissions += 1;
             }
         }
-        let b = MessageBuilder::new(method::CREATE_PERMISSION, Class::Success, msg.transaction_id());
+        let b = MessageBuilder::new(
+            method::CREATE_PERMISSION,
+            Class::Success,
+            msg.transaction_id(),
+        );
         self.success(from, msg, &auth, b);
         Ok(())
     }
@@ -1354,6 +1434,9 @@ impl Server {
             self.permissions -= a.permissions.len();
             self.channels -= a.channels.len();
             self.quotas.release(&a.username);
+            if a.tcp {
+                self.close_connections_of(tuple, io);
+            }
         }
     }
 
@@ -1361,6 +1444,7 @@ impl Server {
     /// or TLS allocation ends with its connection).
     pub fn client_closed(&mut self, tuple: &ClientTuple, io: &mut dyn ServerIo) {
         self.remove_allocation(tuple, io);
+        self.data_connection_closed(tuple, io);
     }
 
     /// Expires allocations, permissions, channels, reservations and parked requests.
@@ -1391,7 +1475,11 @@ impl Server {
         self.permissions = perms;
         self.channels = chans;
         let expired: Vec<SocketAddr> = {
-            let mut map = self.quotas.reservations.lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = self
+                .quotas
+                .reservations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let mut gone = Vec::new();
             map.retain(|_, r| {
                 let keep = r.expires > now;
@@ -1405,6 +1493,7 @@ impl Server {
         for addr in expired {
             io.release_reservation(addr);
         }
+        self.expire_connections(now, io);
         self.parked
             .retain(|p| now.saturating_duration_since(p.since) < PARKED_TIMEOUT);
         let rate = f64::from(self.config.unauthenticated_rate);

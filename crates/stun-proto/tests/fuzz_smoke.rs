@@ -107,5 +107,7 @@ fn decoders_and_server_survive_200k_inputs() {
     // The last driver saw 10,000 inputs; most were dropped and counted, not answered.
     let s = driver.server.stats();
     assert!(s.malformed > before.malformed);
+    // Mutated Send indications and ChannelData frames reached the relaying paths.
+    assert!(s.packets_to_peers > 0);
     assert!(s.packets_from_clients >= INPUTS_PER_DRIVER as u64);
 }

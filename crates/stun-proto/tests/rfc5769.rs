@@ -79,13 +79,19 @@ fn sample_ipv6_response() {
     let m = Message::parse(&bytes).unwrap();
     assert_eq!(
         m.xor_addresses(attr::XOR_MAPPED_ADDRESS).next().unwrap(),
-        Some("[2001:db8:1234:5678:11:2233:4455:6677]:32853".parse().unwrap())
+        Some(
+            "[2001:db8:1234:5678:11:2233:4455:6677]:32853"
+                .parse()
+                .unwrap()
+        )
     );
     assert!(m.verify_integrity(PASSWORD));
     let mut b = MessageBuilder::new(m.method(), Class::Success, m.transaction_id());
     b.xor_address(
         attr::XOR_MAPPED_ADDRESS,
-        "[2001:db8:1234:5678:11:2233:4455:6677]:32853".parse().unwrap(),
+        "[2001:db8:1234:5678:11:2233:4455:6677]:32853"
+            .parse()
+            .unwrap(),
     );
     let ours = b.finish();
     assert_eq!(&ours[20..44], &bytes[36..60]);
@@ -107,7 +113,12 @@ fn sample_long_term_request() {
 
 #[test]
 fn every_truncation_of_the_vectors_is_refused_without_panic() {
-    for v in [SAMPLE_REQUEST, SAMPLE_IPV4_RESPONSE, SAMPLE_IPV6_RESPONSE, SAMPLE_LONG_TERM] {
+    for v in [
+        SAMPLE_REQUEST,
+        SAMPLE_IPV4_RESPONSE,
+        SAMPLE_IPV6_RESPONSE,
+        SAMPLE_LONG_TERM,
+    ] {
         let bytes = unhex(v);
         for n in 0..bytes.len() {
             assert!(Message::parse(&bytes[..n]).is_err(), "prefix {n} accepted");

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use rtc_auth::turn::{key_md5, key_sha256, rest_password, StoredKey};
 use stun_proto::attr;
 use stun_proto::auth::{password_algorithms_value, Credential, NonceKey};
-use stun_proto::channel::channel_header;
+use stun_proto::channel::{channel_header, CHANNEL_MAX, CHANNEL_MIN};
 use stun_proto::message::method;
 use stun_proto::peer_policy::PeerPolicy;
 use stun_proto::{
-    BoundRelay, Class, ClientAction, ClientTuple, Family, IntegrityKind, KeyLookup, Limits,
-    Message, MessageBuilder, PeerAction, PortRequest, Quotas, RelayBindError, RelayId, Server,
-    ServerConfig, ServerIo, Transmit, Transport,
+    BoundRelay, Class, ClientAction, ClientTuple, ConnectionId, Family, IntegrityKind, KeyLookup,
+    Limits, Message, MessageBuilder, PeerAction, PortRequest, RelayBindError, RelayId, Server,
+    ServerConfig, ServerIo, ServerShared, Transmit, Transport,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -54,6 +54,11 @@ struct FakeIo {
     keys: HashMap<(String, String), StoredKey>,
     lookups: Vec<String>,
     released: Vec<RelayId>,
+    released_reservations: Vec<SocketAddr>,
+    /// RFC 6062: outbound connects asked for, splices made, connections closed.
+    connects: Vec<(RelayId, SocketAddr, ConnectionId)>,
+    splices: Vec<(ConnectionId, ClientTuple)>,
+    closed: Vec<ConnectionId>,
 }
 
 impl FakeIo {
@@ -72,15 +77,11 @@ impl FakeIo {
         );
     }
 
-    fn relay(&mut self, family: Family, port: u16) -> BoundRelay {
+    fn relay(&mut self, addr: SocketAddr) -> BoundRelay {
         self.next_id += 1;
-        let ip: IpAddr = match family {
-            Family::V4 => "198.51.100.1".parse().unwrap(),
-            Family::V6 => "2001:db8::1".parse().unwrap(),
-        };
         BoundRelay {
             id: RelayId(self.next_id),
-            addr: SocketAddr::new(ip, port),
+            addr,
         }
     }
 }
@@ -90,25 +91,51 @@ impl ServerIo for FakeIo {
         &mut self,
         family: Family,
         port: PortRequest,
-    ) -> Result<Vec<BoundRelay>, RelayBindError> {
+    ) -> Result<BoundRelay, RelayBindError> {
         if family == Family::V6 && self.refuse_v6 {
             return Err(RelayBindError::FamilyUnsupported);
+        }
+        if let PortRequest::Reserved(addr) = port {
+            return Ok(self.relay(addr));
         }
         if port != PortRequest::Any && self.next_port % 2 == 1 {
             self.next_port += 1;
         }
-        let p = 50_000 + self.next_port;
+        let ip: IpAddr = match family {
+            Family::V4 => "198.51.100.1".parse().unwrap(),
+            Family::V6 => "2001:db8::1".parse().unwrap(),
+        };
+        let addr = SocketAddr::new(ip, 50_000 + self.next_port);
         self.next_port += 1;
-        let mut out = vec![self.relay(family, p)];
         if port == PortRequest::EvenReserveNext {
+            // The odd port is held for the RESERVATION-TOKEN.
             self.next_port += 1;
-            out.push(self.relay(family, p + 1));
         }
-        Ok(out)
+        Ok(self.relay(addr))
     }
 
     fn release_relay(&mut self, id: RelayId) {
         self.released.push(id);
+    }
+
+    fn release_reservation(&mut self, addr: SocketAddr) {
+        self.released_reservations.push(addr);
+    }
+
+    fn bind_tcp_relay(&mut self, family: Family) -> Result<BoundRelay, RelayBindError> {
+        self.bind_relay(family, PortRequest::Any)
+    }
+
+    fn connect_peer(&mut self, relay: RelayId, peer: SocketAddr, id: ConnectionId) {
+        self.connects.push((relay, peer, id));
+    }
+
+    fn splice(&mut self, id: ConnectionId, data: ClientTuple) {
+        self.splices.push((id, data));
+    }
+
+    fn close_connection(&mut self, id: ConnectionId) {
+        self.closed.push(id);
     }
 
     fn lookup_key(&mut self, realm: &str, user: &str) -> KeyLookup {
@@ -140,10 +167,10 @@ struct Harness {
 
 impl Harness {
     fn new(config: ServerConfig, io: FakeIo) -> Harness {
-        Harness::with_quotas(config, io, Arc::new(Quotas::default()))
+        Harness::with_quotas(config, io, Arc::new(ServerShared::default()))
     }
 
-    fn with_quotas(config: ServerConfig, io: FakeIo, quotas: Arc<Quotas>) -> Harness {
+    fn with_quotas(config: ServerConfig, io: FakeIo, quotas: Arc<ServerShared>) -> Harness {
         let nonces = NonceKey::new([7; 32], 600);
         Harness {
             server: Server::new(Arc::new(config), nonces, quotas, 0x5eed),
@@ -216,7 +243,9 @@ impl Resp {
         match m.class() {
             Class::Success => None,
             Class::Error => {
-                let v = m.get(attr::ERROR_CODE).expect("error response has ERROR-CODE");
+                let v = m
+                    .get(attr::ERROR_CODE)
+                    .expect("error response has ERROR-CODE");
                 Some(u16::from(v[2] & 0x7) * 100 + u16::from(v[3]))
             }
             c => panic!("not a response: {c:?}"),
@@ -371,7 +400,10 @@ impl Client {
             b.attr(attr::NONCE, nonce.as_bytes());
             if let Some(list) = &self.algorithms {
                 b.attr(attr::PASSWORD_ALGORITHMS, list);
-                b.u32_attr(attr::PASSWORD_ALGORITHM, u32::from(attr::ALGORITHM_SHA256) << 16);
+                b.u32_attr(
+                    attr::PASSWORD_ALGORITHM,
+                    u32::from(attr::ALGORITHM_SHA256) << 16,
+                );
             }
             b.integrity(self.kind(), &self.key());
             for (t, v) in &req.after_integrity {
@@ -454,7 +486,11 @@ impl Client {
 
     #[track_caller]
     fn refresh(&mut self, h: &mut Harness, lifetime: u32) -> Resp {
-        self.call(h, method::REFRESH, &Req::new().u32(attr::LIFETIME, lifetime))
+        self.call(
+            h,
+            method::REFRESH,
+            &Req::new().u32(attr::LIFETIME, lifetime),
+        )
     }
 
     /// A Send indication (RFC 8656 §11.1); indications are never answered.
@@ -524,7 +560,10 @@ fn binding_change_request_uses_the_alternate_address() {
     assert_eq!(t.from, None);
     let r = Resp(t.data);
     assert_eq!(decode(r.get(attr::OTHER_ADDRESS).unwrap()), alternate);
-    assert_eq!(decode(r.get(attr::RESPONSE_ORIGIN).unwrap()), addr(SERVER_ADDR));
+    assert_eq!(
+        decode(r.get(attr::RESPONSE_ORIGIN).unwrap()),
+        addr(SERVER_ADDR)
+    );
 
     // Change IP and port (flags A|B).
     let req = Req::new().u32(attr::CHANGE_REQUEST, 0x6);
@@ -541,7 +580,10 @@ fn binding_change_request_uses_the_alternate_address() {
     let t = h.exchange(from, &binding([4; 12], &req)).unwrap();
     let want = SocketAddr::new(addr(SERVER_ADDR).ip(), alt_port);
     assert_eq!(t.from, Some(want));
-    assert_eq!(decode(Resp(t.data).get(attr::RESPONSE_ORIGIN).unwrap()), want);
+    assert_eq!(
+        decode(Resp(t.data).get(attr::RESPONSE_ORIGIN).unwrap()),
+        want
+    );
 }
 
 #[test]
@@ -592,7 +634,8 @@ fn allocate_with_wrong_password_is_401() {
     assert_eq!(h.server.stats().auth_failures, 2);
     // Unknown users get the same answer.
     let mut c = Client::new("192.0.2.100:40001", "nobody", "x");
-    c.call(&mut h, method::ALLOCATE, &Req::udp()).assert_error(401);
+    c.call(&mut h, method::ALLOCATE, &Req::udp())
+        .assert_error(401);
 }
 
 #[test]
@@ -605,7 +648,9 @@ fn allocate_succeeds_with_the_right_password() {
     assert_eq!(r.u32(attr::LIFETIME), Some(600));
     assert_eq!(r.xor_addrs(attr::XOR_MAPPED_ADDRESS), vec![c.tuple.remote]);
     assert_eq!(r.msg().integrity(), Some(IntegrityKind::Sha1));
-    assert!(r.msg().verify_integrity(&key_md5("alice", REALM, "alice-pw")));
+    assert!(r
+        .msg()
+        .verify_integrity(&key_md5("alice", REALM, "alice-pw")));
     assert!(!r.msg().verify_integrity(&key_md5("alice", REALM, "wrong")));
     assert_eq!(h.server.allocation_count(), 1);
     assert_eq!(h.server.stats().allocations_created, 1);
@@ -633,7 +678,10 @@ fn allocate_retransmission_is_answered_identically_and_a_new_one_is_437() {
     let first = h.exchange(c.tuple, &request).unwrap().data;
     Resp(first.clone()).assert_success();
     let again = h.exchange(c.tuple, &request).unwrap().data;
-    assert_eq!(first, again, "RFC 8656 §7.2: a retransmission gets the same response");
+    assert_eq!(
+        first, again,
+        "RFC 8656 §7.2: a retransmission gets the same response"
+    );
     assert_eq!(h.server.allocation_count(), 1);
     assert_eq!(h.server.stats().allocations_created, 1);
 
@@ -646,7 +694,8 @@ fn allocate_retransmission_is_answered_identically_and_a_new_one_is_437() {
 fn allocate_checks_requested_transport() {
     let mut h = Harness::standard();
     let mut c = Client::alice();
-    c.call(&mut h, method::ALLOCATE, &Req::new()).assert_error(400);
+    c.call(&mut h, method::ALLOCATE, &Req::new())
+        .assert_error(400);
     let tcp = Req::new().u32(attr::REQUESTED_TRANSPORT, 6 << 24);
     c.call(&mut h, method::ALLOCATE, &tcp).assert_error(442);
     assert_eq!(h.server.allocation_count(), 0);
@@ -682,16 +731,23 @@ fn sha256_password_algorithm_for_a_static_user() {
         ..ServerConfig::default()
     };
     let mut h = Harness::new(config, FakeIo::default());
-    let mut c = Client::new("192.0.2.100:40000", "dave", "dave-pw").sha256(&password_algorithms_value());
+    let mut c =
+        Client::new("192.0.2.100:40000", "dave", "dave-pw").sha256(&password_algorithms_value());
     let r = c.call(&mut h, method::ALLOCATE, &Req::udp());
     r.assert_success();
     assert_eq!(r.msg().integrity(), Some(IntegrityKind::Sha256));
-    assert!(r.msg().verify_integrity(&key_sha256("dave", REALM, "dave-pw")));
-    assert!(h.io.lookups.is_empty(), "static users need no database lookup");
+    assert!(r
+        .msg()
+        .verify_integrity(&key_sha256("dave", REALM, "dave-pw")));
+    assert!(
+        h.io.lookups.is_empty(),
+        "static users need no database lookup"
+    );
 
     // A different list than the server offered (a downgrade attempt): 400.
     let mut c = Client::new("192.0.2.100:40001", "dave", "dave-pw").sha256(&[0, 2, 0, 0]);
-    c.call(&mut h, method::ALLOCATE, &Req::udp()).assert_error(400);
+    c.call(&mut h, method::ALLOCATE, &Req::udp())
+        .assert_error(400);
     assert_eq!(h.server.allocation_count(), 1);
 }
 
@@ -717,12 +773,14 @@ fn turn_rest_credentials() {
     let expired = format!("{}:alice", h.unix - 1);
     let pass = rest_password("s3cret", &expired);
     let mut c = Client::new("192.0.2.100:40001", &expired, &pass);
-    c.call(&mut h, method::ALLOCATE, &Req::udp()).assert_error(401);
+    c.call(&mut h, method::ALLOCATE, &Req::udp())
+        .assert_error(401);
 
     let user = format!("{}:alice", h.unix + 3600);
     let pass = rest_password("not-the-secret", &user);
     let mut c = Client::new("192.0.2.100:40002", &user, &pass);
-    c.call(&mut h, method::ALLOCATE, &Req::udp()).assert_error(401);
+    c.call(&mut h, method::ALLOCATE, &Req::udp())
+        .assert_error(401);
     assert_eq!(h.server.allocation_count(), 1);
 }
 
@@ -870,7 +928,10 @@ fn peer_data_becomes_a_data_indication() {
         h.peer_bytes(RelayId(1), "93.184.216.35:9000", b"x"),
         PeerAction::Drop
     );
-    assert_eq!(h.peer_bytes(RelayId(77), PUBLIC_PEER, b"x"), PeerAction::Drop);
+    assert_eq!(
+        h.peer_bytes(RelayId(77), PUBLIC_PEER, b"x"),
+        PeerAction::Drop
+    );
     assert_eq!(h.server.stats().relay_dropped, 2);
 }
 
@@ -911,7 +972,7 @@ fn channels_carry_data_both_ways() {
 #[test]
 fn channel_bind_errors() {
     let (mut h, mut c) = relaying();
-    for ch in [0x3FFF, 0x5000, 0xFFFF] {
+    for ch in [CHANNEL_MIN - 1, CHANNEL_MAX + 1, 0xFFFF] {
         let r = c.bind_channel(&mut h, ch, PUBLIC_PEER);
         r.assert_error(400);
         assert!(r.msg().verify_integrity(&c.key()));
@@ -922,9 +983,11 @@ fn channel_bind_errors() {
     // The channel to another peer, or the peer to another channel: 400.
     c.bind_channel(&mut h, 0x4000, "93.184.216.35:9000")
         .assert_error(400);
-    c.bind_channel(&mut h, 0x4001, PUBLIC_PEER).assert_error(400);
+    c.bind_channel(&mut h, 0x4001, PUBLIC_PEER)
+        .assert_error(400);
     // And a refused peer: 403.
-    c.bind_channel(&mut h, 0x4002, "10.0.0.1:9").assert_error(403);
+    c.bind_channel(&mut h, 0x4002, "10.0.0.1:9")
+        .assert_error(403);
     assert_eq!(h.server.channel_count(), 1);
 }
 
@@ -942,7 +1005,10 @@ fn permissions_lapse_after_300_seconds() {
     ));
     h.advance(2);
     assert_eq!(h.server.permission_count(), 0);
-    assert_eq!(h.peer_bytes(RelayId(1), PUBLIC_PEER, b"x"), PeerAction::Drop);
+    assert_eq!(
+        h.peer_bytes(RelayId(1), PUBLIC_PEER, b"x"),
+        PeerAction::Drop
+    );
     assert_eq!(h.server.allocation_count(), 1);
 }
 
@@ -955,7 +1021,10 @@ fn allocations_expire_and_release_their_relay() {
     h.advance(2);
     assert_eq!(h.server.allocation_count(), 0);
     assert_eq!(h.io.released, vec![RelayId(1)]);
-    assert_eq!(h.peer_bytes(RelayId(1), PUBLIC_PEER, b"x"), PeerAction::Drop);
+    assert_eq!(
+        h.peer_bytes(RelayId(1), PUBLIC_PEER, b"x"),
+        PeerAction::Drop
+    );
 }
 
 #[test]
@@ -966,7 +1035,11 @@ fn refresh_extends_and_lifetime_zero_deletes() {
     r.assert_success();
     assert_eq!(r.u32(attr::LIFETIME), Some(600));
     h.advance(500);
-    assert_eq!(h.server.allocation_count(), 1, "refreshed at 500 s for 600 s");
+    assert_eq!(
+        h.server.allocation_count(),
+        1,
+        "refreshed at 500 s for 600 s"
+    );
 
     let r = c.refresh(&mut h, 0);
     r.assert_success();
@@ -1026,7 +1099,7 @@ fn user_and_total_quotas_are_enforced_and_released() {
 
 #[test]
 fn quotas_are_shared_between_shards() {
-    let quotas = Arc::new(Quotas::default());
+    let quotas = Arc::new(ServerShared::default());
     let limits = Limits {
         user_quota: 1,
         ..Limits::default()
@@ -1039,7 +1112,8 @@ fn quotas_are_shared_between_shards() {
     let mut b = Harness::with_quotas(config(), standard_io(), quotas.clone());
     Client::alice().allocate(&mut a);
     let mut c = Client::new("192.0.2.100:40001", "alice", "alice-pw");
-    c.call(&mut b, method::ALLOCATE, &Req::udp()).assert_error(486);
+    c.call(&mut b, method::ALLOCATE, &Req::udp())
+        .assert_error(486);
     assert_eq!(quotas.total(), 1);
 }
 
@@ -1097,8 +1171,11 @@ fn unused_reservations_are_released_after_30_seconds() {
     let mut h = Harness::standard();
     let mut c = Client::alice();
     c.allocate_with(&mut h, Req::udp().attr(attr::EVEN_PORT, &[0x80]));
-    h.advance(31);
-    assert_eq!(h.io.released, vec![RelayId(2)]);
+    h.advance(29);
+    assert!(h.io.released_reservations.is_empty());
+    h.advance(2);
+    assert_eq!(h.io.released_reservations, vec![addr("198.51.100.1:50001")]);
+    assert!(h.io.released.is_empty());
     assert_eq!(h.server.allocation_count(), 1);
 }
 
@@ -1197,7 +1274,10 @@ fn max_bps_drops_the_excess() {
     assert_eq!(h.server.stats().relay_dropped, 10);
     assert_eq!(h.server.stats().bytes_to_peers, 1000);
     // The peer direction draws on the same budget.
-    assert_eq!(h.peer_bytes(RelayId(1), PUBLIC_PEER, &payload), PeerAction::Drop);
+    assert_eq!(
+        h.peer_bytes(RelayId(1), PUBLIC_PEER, &payload),
+        PeerAction::Drop
+    );
     h.advance(1);
     assert_ne!(
         c.send_indication(&mut h, PUBLIC_PEER, &payload),
@@ -1290,8 +1370,10 @@ fn garbage_is_counted_and_never_answered() {
 
 #[test]
 fn parked_request_is_answered_when_the_key_arrives() {
-    let mut io = FakeIo::default();
-    io.pending = true;
+    let io = FakeIo {
+        pending: true,
+        ..FakeIo::default()
+    };
     let mut h = Harness::new(ServerConfig::default(), io);
     let mut c = Client::new("192.0.2.100:40000", "carol", "carol-pw");
     assert!(c.send(&mut h, method::ALLOCATE, &Req::udp()).is_none());

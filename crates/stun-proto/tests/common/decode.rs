@@ -20,8 +20,8 @@ use stun_proto::message::{
     MessageBuilder,
 };
 use stun_proto::{
-    BoundRelay, ClientAction, ClientTuple, Family, KeyLookup, PortRequest, RelayBindError,
-    RelayId, Server, ServerConfig, ServerIo, Transport,
+    BoundRelay, ClientAction, ClientTuple, ConnectionId, Family, KeyLookup, PortRequest,
+    RelayBindError, RelayId, Server, ServerConfig, ServerIo, Transport,
 };
 
 /// The key `verify_integrity` is tried with.
@@ -36,10 +36,17 @@ pub const CHANNEL: u16 = 0x4000;
 /// Parses `data` as STUN and as ChannelData and calls every accessor on the result.
 pub fn decode_all(data: &[u8]) {
     if let Ok(m) = Message::parse(data) {
-        // A message that parses is one whole, framed STUN message.
-        assert!(looks_like_stun(data));
+        // A message that parses is one whole, framed STUN message. (`looks_like_stun` is
+        // the narrower RFC 7983 demultiplexing test, first byte 0..=3, so no assertion.)
+        assert!(data[0] < 0x40);
+        black_box(looks_like_stun(data));
         assert_eq!(stun_frame_len(data), Some(data.len()));
-        black_box((m.method(), m.class(), m.transaction_id(), m.has_fingerprint()));
+        black_box((
+            m.method(),
+            m.class(),
+            m.transaction_id(),
+            m.has_fingerprint(),
+        ));
         black_box(m.integrity());
         assert_eq!(m.as_bytes().len(), data.len());
         for (t, v) in m.iter() {
@@ -59,7 +66,9 @@ pub fn decode_all(data: &[u8]) {
         }
         black_box(m.verify_integrity(FUZZ_KEY));
         let unknown = m.unknown_required(attr::is_known_required);
-        assert!(unknown.iter().all(|t| *t < 0x8000 && !attr::is_known_required(*t)));
+        assert!(unknown
+            .iter()
+            .all(|t| *t < 0x8000 && !attr::is_known_required(*t)));
         black_box(negotiated_algorithm(&m).is_ok());
     }
     if let Some((ch, payload)) = parse_channel_data(data) {
@@ -81,24 +90,35 @@ impl ServerIo for TrivialIo {
         &mut self,
         family: Family,
         port: PortRequest,
-    ) -> Result<Vec<BoundRelay>, RelayBindError> {
+    ) -> Result<BoundRelay, RelayBindError> {
+        self.next = self.next.wrapping_add(1);
         let ip: IpAddr = match family {
             Family::V4 => "198.51.100.1".parse().unwrap(),
             Family::V6 => "2001:db8::1".parse().unwrap(),
         };
-        let count = if port == PortRequest::EvenReserveNext { 2 } else { 1 };
-        let mut out = Vec::new();
-        for _ in 0..count {
-            self.next = self.next.wrapping_add(1);
-            out.push(BoundRelay {
-                id: RelayId(u32::from(self.next)),
-                addr: SocketAddr::new(ip, 50_000u16.wrapping_add(self.next)),
-            });
-        }
-        Ok(out)
+        let addr = match port {
+            PortRequest::Reserved(addr) => addr,
+            _ => SocketAddr::new(ip, 50_000u16.wrapping_add(self.next.wrapping_mul(2))),
+        };
+        Ok(BoundRelay {
+            id: RelayId(u32::from(self.next)),
+            addr,
+        })
     }
 
     fn release_relay(&mut self, _id: RelayId) {}
+
+    fn release_reservation(&mut self, _addr: SocketAddr) {}
+
+    fn bind_tcp_relay(&mut self, family: Family) -> Result<BoundRelay, RelayBindError> {
+        self.bind_relay(family, PortRequest::Any)
+    }
+
+    fn connect_peer(&mut self, _relay: RelayId, _peer: SocketAddr, _id: ConnectionId) {}
+
+    fn splice(&mut self, _id: ConnectionId, _data: ClientTuple) {}
+
+    fn close_connection(&mut self, _id: ConnectionId) {}
 
     fn lookup_key(&mut self, realm: &str, user: &str) -> KeyLookup {
         KeyLookup::Found(StoredKey::Md5(key_md5(user, realm, PASSWORD)))

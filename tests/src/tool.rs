@@ -1,0 +1,141 @@
+//! External programs (real clients such as coturn's `turnutils_*`, Python scripts) run with
+//! a hard timeout, so a hung client fails its test instead of hanging the suite.
+
+use std::fs::File;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// What a tool did. Output goes through files rather than pipes so that a tool whose
+/// children keep a pipe open cannot block the harness after the timeout.
+#[derive(Debug)]
+pub struct ToolOutput {
+    pub command: String,
+    /// `None` if the tool was killed at the timeout.
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ToolOutput {
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    pub fn timed_out(&self) -> bool {
+        self.status.is_none()
+    }
+
+    /// stdout followed by stderr.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+impl std::fmt::Display for ToolOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.status {
+            Some(s) => writeln!(f, "`{}` exited with {s}", self.command)?,
+            None => writeln!(f, "`{}` was killed at its timeout", self.command)?,
+        }
+        write!(f, "--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs `cmd args...` and kills it if it has not finished after `timeout`.
+///
+/// Panics if the program cannot be started (not installed: `scripts/test` installs the
+/// tools the suite needs).
+pub fn run_tool(cmd: &str, args: &[&str], timeout: Duration) -> ToolOutput {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let out_path = dir.path().join("stdout");
+    let err_path = dir.path().join("stderr");
+    let out = File::create(&out_path).expect("stdout file");
+    let err = File::create(&err_path).expect("stderr file");
+    let command = std::iter::once(cmd)
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run `{command}`: {e} (run scripts/test to install it)"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("waiting for `{command}`: {e}"),
+        }
+    };
+    let read = |p: &std::path::Path| {
+        String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()
+    };
+    ToolOutput {
+        command,
+        status,
+        stdout: read(&out_path),
+        stderr: read(&err_path),
+    }
+}
+
+/// A background helper process (a test peer, say), killed when dropped.
+#[derive(Debug)]
+pub struct Background {
+    child: std::process::Child,
+    name: String,
+}
+
+impl Background {
+    /// Starts `cmd args...` with output discarded.
+    pub fn spawn(cmd: &str, args: &[&str]) -> Background {
+        let child = Command::new(cmd)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run `{cmd}`: {e} (run scripts/test to install it)"));
+        Background {
+            child,
+            name: cmd.to_string(),
+        }
+    }
+
+    /// Panics if the process has already exited (it could not bind its port, say).
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(s)) = self.child.try_wait() {
+            panic!("`{}` exited early with {s}", self.name);
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_output_and_kills_at_timeout() {
+        let o = run_tool("sh", &["-c", "echo out; echo err >&2"], Duration::from_secs(5));
+        assert!(o.success(), "{o}");
+        assert_eq!(o.text(), "out\nerr\n");
+        let started = Instant::now();
+        let o = run_tool("sleep", &["30"], Duration::from_millis(200));
+        assert!(o.timed_out());
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

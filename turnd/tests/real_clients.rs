@@ -1,0 +1,436 @@
+//! turnd against real clients: coturn's `turnutils_uclient`/`turnutils_stunclient` and
+//! Python's `aioice`, plus the refusals, garbage, metrics, reload and user databases that
+//! only a hand-built client (the harness's `StunClient`) can exercise.
+//!
+//! Every test starts its own turnd on its own free ports (see `rtc_tests::turnd::Turnd`
+//! for the base configuration) and, where it relays, its own `turnutils_peer`. The tools
+//! are installed by `scripts/test`.
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use rtc_tests::scratch_db::{Engine, ScratchDb};
+use rtc_tests::stun::StunClient;
+use rtc_tests::tls::{self_signed_files, served_certificate};
+use rtc_tests::turnd::{parse_uclient, toml_string, Peer, Turnd, PASSWORD, REALM, USER};
+use rtc_tests::{run_tool, ToolOutput, SIGHUP};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::time::Duration;
+
+const UCLIENT_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn turnd_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_turnd"))
+}
+
+/// `turnutils_uclient` with 10 clients of 200 messages of 170 bytes each towards `peer`,
+/// on `port` with `args` (credentials, transport flags) in front of the defaults' overrides.
+fn uclient(port: u16, peer: &Peer, args: &[&str]) -> ToolOutput {
+    let peer_port = peer.port.to_string();
+    let port = port.to_string();
+    let mut all = vec![
+        "-e", "127.0.0.1", "-r", &peer_port, "-p", &port, "-n", "200", "-m", "10", "-l", "170",
+    ];
+    all.extend_from_slice(args);
+    all.push("127.0.0.1");
+    run_tool("turnutils_uclient", &all, UCLIENT_TIMEOUT)
+}
+
+/// The run finished, every message came back and nothing was lost.
+fn assert_no_loss(out: &ToolOutput, turnd: &Turnd) {
+    let Some(s) = parse_uclient(&out.text()) else {
+        panic!("no uclient summary in its output:\n{out}\nturnd log:\n{}", turnd.log());
+    };
+    assert!(
+        out.success() && s.lost == 0 && s.sent > 0 && s.sent == s.received,
+        "uclient: {s:?}\n{out}\nturnd log:\n{}",
+        turnd.log()
+    );
+}
+
+fn run_uclient_test(args: &[&str]) {
+    let turnd = Turnd::builder(turnd_bin()).start();
+    let peer = Peer::start();
+    let mut all = vec!["-u", USER, "-w", PASSWORD];
+    all.extend_from_slice(args);
+    let out = uclient(turnd.port, &peer, &all);
+    assert_no_loss(&out, &turnd);
+}
+
+#[test]
+fn uclient_udp() {
+    run_uclient_test(&[]);
+}
+
+#[test]
+fn uclient_tcp() {
+    run_uclient_test(&["-t"]);
+}
+
+#[test]
+fn uclient_send_indications() {
+    run_uclient_test(&["-s"]);
+}
+
+#[test]
+fn uclient_client_to_client_udp() {
+    run_uclient_test(&["-y"]);
+}
+
+#[test]
+fn uclient_client_to_client_tcp() {
+    run_uclient_test(&["-y", "-t"]);
+}
+
+/// `-X`: REQUESTED-ADDRESS-FAMILY IPv4 explicitly; `-c`: no RTCP allocations.
+#[test]
+fn uclient_explicit_ipv4_without_rtcp() {
+    run_uclient_test(&["-X", "-c"]);
+}
+
+#[test]
+fn uclient_tls() {
+    let turnd = Turnd::builder(turnd_bin()).tls().start();
+    let peer = Peer::start();
+    let out = uclient(
+        turnd.tls_port,
+        &peer,
+        &["-u", USER, "-w", PASSWORD, "-S", "-t"],
+    );
+    assert_no_loss(&out, &turnd);
+}
+
+/// TURN REST API credentials (coturn's `use-auth-secret`): uclient derives the
+/// time-limited username and password from the shared secret itself.
+#[test]
+fn uclient_rest_api_secret() {
+    let turnd = Turnd::builder(turnd_bin())
+        .unset("user")
+        .set("use-auth-secret", "true")
+        .set("static-auth-secret", "[\"logen\"]")
+        .start();
+    let peer = Peer::start();
+    let out = uclient(turnd.port, &peer, &["-W", "logen", "-u", "someuser"]);
+    assert_no_loss(&out, &turnd);
+}
+
+#[test]
+fn stunclient_reports_mapped_address() {
+    let turnd = Turnd::builder(turnd_bin()).start();
+    let out = run_tool(
+        "turnutils_stunclient",
+        &["-p", &turnd.port.to_string(), "127.0.0.1"],
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.success() && out.text().contains("reflexive addr: 127.0.0.1:"),
+        "{out}"
+    );
+}
+
+#[test]
+fn metrics_after_uclient_run() {
+    let turnd = Turnd::builder(turnd_bin()).prometheus().start();
+    let peer = Peer::start();
+    let out = uclient(
+        turnd.port,
+        &peer,
+        &["-u", USER, "-w", PASSWORD, "-n", "50", "-m", "2"],
+    );
+    assert_no_loss(&out, &turnd);
+    turnd.wait_metric("turn_total_traffic_peer_sentp", 1.0);
+    turnd.wait_metric("turn_total_traffic_sentp", 1.0);
+    let text = turnd.metrics();
+    assert!(
+        rtc_tests::metrics::value(&text, "turn_total_allocations").is_some(),
+        "turn_total_allocations gauge missing:\n{text}"
+    );
+}
+
+/// A second, independent TURN client implementation: aioice gathers a relay candidate.
+#[test]
+fn aioice_gathers_relay_candidate() {
+    let turnd = Turnd::builder(turnd_bin()).start();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python/aioice_relay.py");
+    let out = run_tool(
+        "python3",
+        &[script, "127.0.0.1", &turnd.port.to_string(), USER, PASSWORD, "udp"],
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.success() && out.stdout.contains("relay 127.0.0.1 "),
+        "{out}\nturnd log:\n{}",
+        turnd.log()
+    );
+}
+
+// --- Refusals, with the harness client -------------------------------------------------
+
+fn allocated(turnd: &Turnd) -> StunClient {
+    let mut c = StunClient::udp(turnd.addr()).expect("UDP socket");
+    if let Err(e) = c.allocate(USER, PASSWORD) {
+        panic!("Allocate failed: {e}\nturnd log:\n{}", turnd.log());
+    }
+    c
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("socket address")
+}
+
+#[test]
+fn wrong_password_is_401() {
+    let turnd = Turnd::builder(turnd_bin()).start();
+    let mut c = StunClient::udp(turnd.addr()).unwrap();
+    let e = c.allocate(USER, "not-the-secret").unwrap_err();
+    assert_eq!(e.code, 401, "{e}");
+}
+
+/// RFC 8656 §21 (and coturn's default): the relay must not reach the server's own host.
+#[test]
+fn loopback_peer_is_403_by_default() {
+    let turnd = Turnd::builder(turnd_bin())
+        .unset("allow-loopback-peers")
+        .start();
+    let mut c = allocated(&turnd);
+    let e = c.create_permission(addr("127.0.0.1:9")).unwrap_err();
+    assert_eq!(e.code, 403, "{e}");
+    // Elsewhere in 127/8 too.
+    let e = c.create_permission(addr("127.1.2.3:9")).unwrap_err();
+    assert_eq!(e.code, 403, "{e}");
+}
+
+/// Cloud metadata services live at 169.254.169.254: never a peer, even when loopback
+/// peers are allowed for testing.
+#[test]
+fn link_local_metadata_peer_is_403_even_with_loopback_allowed() {
+    let turnd = Turnd::builder(turnd_bin()).start();
+    let mut c = allocated(&turnd);
+    let e = c.create_permission(addr("169.254.169.254:80")).unwrap_err();
+    assert_eq!(e.code, 403, "{e}");
+    // The same configuration does allow the loopback peer the other tests use.
+    c.create_permission(addr("127.0.0.1:9")).unwrap();
+}
+
+/// `::ffff:127.0.0.1` is loopback spelled in IPv6; the policy must see through it.
+#[test]
+fn v4_mapped_loopback_peer_is_refused_by_default() {
+    let turnd = Turnd::builder(turnd_bin())
+        .unset("allow-loopback-peers")
+        .set("relay-ip", "[\"127.0.0.1\", \"::1\"]")
+        .start();
+    // An IPv6 relay (REQUESTED-ADDRESS-FAMILY 0x02, RFC 8656 §18.6): the family matches,
+    // so the peer policy decides: 403.
+    let mut c = StunClient::udp(turnd.addr()).unwrap();
+    let relayed = c
+        .allocate_extra(
+            USER,
+            PASSWORD,
+            &[(stun_proto::attr::REQUESTED_ADDRESS_FAMILY, vec![2, 0, 0, 0])],
+        )
+        .unwrap_or_else(|e| panic!("IPv6 Allocate: {e}\n{}", turnd.log()));
+    assert!(relayed.is_ipv6(), "{relayed}");
+    let e = c.create_permission(addr("[::ffff:127.0.0.1]:9")).unwrap_err();
+    assert_eq!(e.code, 403, "{e}");
+    // An IPv4 relay: refused too (443 Peer Address Family Mismatch, RFC 8656 §9.1, or
+    // 403); what matters is that no permission is installed.
+    let mut c = allocated(&turnd);
+    let e = c.create_permission(addr("[::ffff:127.0.0.1]:9")).unwrap_err();
+    assert!(e.code == 403 || e.code == 443, "{e}");
+}
+
+/// RFC 8489 §9.2.4: a nonce older than `stale-nonce` seconds gets 438 Stale Nonce.
+#[test]
+fn stale_nonce_is_438() {
+    let turnd = Turnd::builder(turnd_bin()).set("stale-nonce", "1").start();
+    let mut c = StunClient::udp(turnd.addr()).unwrap();
+    c.fetch_nonce(USER, PASSWORD).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let e = c.allocate_with_stored(&[]).unwrap_err();
+    assert_eq!(e.code, 438, "{e}");
+    // With the fresh nonce the 438 carries, it works (RFC 8489 §9.2.5).
+    c.fetch_nonce(USER, PASSWORD).unwrap();
+    c.allocate_with_stored(&[]).unwrap();
+}
+
+/// `user-quota = 1`: a second allocation for the same user is 486 Allocation Quota
+/// Reached (RFC 8656 §7.2).
+#[test]
+fn user_quota_is_486() {
+    let turnd = Turnd::builder(turnd_bin()).set("user-quota", "1").start();
+    let _first = allocated(&turnd);
+    let mut second = StunClient::udp(turnd.addr()).unwrap();
+    let e = second.allocate(USER, PASSWORD).unwrap_err();
+    assert_eq!(e.code, 486, "{e}");
+}
+
+/// RFC 8489 §6.3.1.1: an unknown comprehension-required attribute is 420 with the
+/// attribute listed in UNKNOWN-ATTRIBUTES.
+#[test]
+fn unknown_required_attribute_is_420() {
+    let turnd = Turnd::builder(turnd_bin()).start();
+    let mut c = StunClient::udp(turnd.addr()).unwrap();
+    let e = c
+        .allocate_extra(USER, PASSWORD, &[(0x0031, vec![0, 0, 0, 0])])
+        .unwrap_err();
+    assert_eq!(e.code, 420, "{e}");
+    assert_eq!(e.unknown, vec![0x0031]);
+}
+
+/// Random, truncated and corrupted datagrams and a TCP connection speaking nonsense: the
+/// server drops them, counts them, and goes on serving.
+#[test]
+fn garbage_is_counted_and_survived() {
+    use rand::Rng;
+    let turnd = Turnd::builder(turnd_bin()).prometheus().start();
+    let mut rng = rand::thread_rng();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let template = StunClient::udp(turnd.addr()).unwrap().request(
+        stun_proto::message::method::ALLOCATE,
+        &[(stun_proto::attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0])],
+    );
+    for i in 0..1000 {
+        let datagram: Vec<u8> = match i % 4 {
+            // Noise.
+            0 => (0..rng.gen_range(0..300)).map(|_| rng.gen()).collect(),
+            // A valid request cut short.
+            1 => template[..rng.gen_range(0..template.len())].to_vec(),
+            // A valid request with a lying length field.
+            2 => {
+                let mut d = template.clone();
+                let bogus: u16 = rng.gen_range(0..2000) * 4 + 4;
+                d[2..4].copy_from_slice(&bogus.to_be_bytes());
+                d
+            }
+            // A STUN header (class bits 00, magic cookie) followed by random attributes.
+            _ => {
+                let mut d = template[..20].to_vec();
+                let body: Vec<u8> = (0..rng.gen_range(1..64) * 4).map(|_| rng.gen()).collect();
+                d[2..4].copy_from_slice(&(body.len() as u16).to_be_bytes());
+                d.extend_from_slice(&body);
+                d
+            }
+        };
+        sock.send_to(&datagram, turnd.addr()).unwrap();
+    }
+
+    let mut tcp = TcpStream::connect(turnd.addr()).unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: turnd\r\n\r\n").unwrap();
+    let junk: Vec<u8> = (0..512).map(|_| rng.gen()).collect();
+    let _ = tcp.write_all(&junk);
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    // The server cannot resynchronise a stream that is not STUN: it closes it.
+    match tcp.read(&mut buf) {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("server answered {n} bytes to junk on TCP"),
+    }
+
+    let _ok = allocated(&turnd);
+    assert!(turnd.daemon.log_contents().contains("turnd listening"));
+    turnd.wait_metric("turnd_malformed_packets_total", 1.0);
+    turnd.wait_metric("turnd_error_responses_total{code=\"401\"}", 1.0);
+    turnd.wait_metric("turnd_stream_garbage_total", 1.0);
+}
+
+// --- Reload ---------------------------------------------------------------------------
+
+/// SIGHUP swaps the certificate for new TLS connections while allocations made before
+/// the reload keep working.
+#[test]
+fn sighup_reloads_certificate_and_keeps_allocations() {
+    let turnd = Turnd::builder(turnd_bin()).tls().start();
+    let a = turnd.tls.clone().expect("TLS files");
+    let served_a = served_certificate(turnd.tls_addr(), "localhost", &a.cert_pem)
+        .unwrap_or_else(|e| panic!("TLS with cert A: {e}\n{}", turnd.log()));
+
+    let mut client = allocated(&turnd);
+
+    let b_dir = turnd.dir.path().join("b");
+    std::fs::create_dir(&b_dir).unwrap();
+    let b = self_signed_files(&b_dir, &["localhost"]);
+    std::fs::copy(&b.key, &a.key).unwrap();
+    std::fs::copy(&b.cert, &a.cert).unwrap();
+    turnd.daemon.signal(SIGHUP);
+    assert!(
+        turnd
+            .daemon
+            .wait_for_log("certificate reloaded", Duration::from_secs(5)),
+        "no reload in the log:\n{}",
+        turnd.log()
+    );
+
+    let served_b = served_certificate(turnd.tls_addr(), "localhost", &b.cert_pem)
+        .unwrap_or_else(|e| panic!("TLS with cert B after SIGHUP: {e}\n{}", turnd.log()));
+    assert_ne!(served_a, served_b);
+    assert!(
+        served_certificate(turnd.tls_addr(), "localhost", &a.cert_pem).is_err(),
+        "cert A still served after the reload"
+    );
+
+    let lifetime = client
+        .refresh(600)
+        .unwrap_or_else(|e| panic!("Refresh after SIGHUP: {e}\n{}", turnd.log()));
+    assert_eq!(lifetime, 600);
+}
+
+// --- User databases -------------------------------------------------------------------
+
+const DB_USER: &str = "dbuser";
+const DB_PASSWORD: &str = "from-the-database";
+
+/// Creates the coturn schema at `url` with rtc-store and adds `dbuser` the way
+/// `turnadmin -a` would (hex MD5 key).
+fn provision(url: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = rtc_store::Store::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        store.migrate_turn().await.unwrap();
+        let key = hex::encode(rtc_auth::turn::key_md5(DB_USER, REALM, DB_PASSWORD));
+        store
+            .turn()
+            .add_user(REALM, DB_USER, &key)
+            .await
+            .unwrap();
+        store.close().await;
+    });
+}
+
+/// turnd with `key = url` and no static users; uclient authenticates as the database user.
+fn uclient_with_database(key: &str, url: &str, builder: rtc_tests::turnd::TurndBuilder) {
+    provision(url);
+    let turnd = builder.unset("user").set(key, &toml_string(url)).start();
+    let peer = Peer::start();
+    let out = uclient(
+        turnd.port,
+        &peer,
+        &["-u", DB_USER, "-w", DB_PASSWORD, "-n", "50", "-m", "4"],
+    );
+    assert_no_loss(&out, &turnd);
+    // A user the database does not know is refused.
+    let mut c = StunClient::udp(turnd.addr()).unwrap();
+    assert_eq!(c.allocate("nobody", "x").unwrap_err().code, 401);
+}
+
+#[test]
+fn sqlite_userdb() {
+    let builder = Turnd::builder(turnd_bin());
+    let path = builder.dir().join("turndb");
+    uclient_with_database("userdb", &path.to_string_lossy(), builder);
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_userdb() {
+    let db = ScratchDb::create(Engine::Postgres);
+    uclient_with_database("psql-userdb", &db.url(), Turnd::builder(turnd_bin()));
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_userdb() {
+    let db = ScratchDb::create(Engine::Mysql);
+    uclient_with_database("mysql-userdb", &db.url(), Turnd::builder(turnd_bin()));
+}
