@@ -59,7 +59,13 @@ impl Daemon {
         let config_arg = config.to_string_lossy().into_owned();
         let args: Vec<&str> = args
             .iter()
-            .map(|a| if *a == "{config}" { config_arg.as_str() } else { a })
+            .map(|a| {
+                if *a == "{config}" {
+                    config_arg.as_str()
+                } else {
+                    a
+                }
+            })
             .collect();
         let child = Command::new(binary)
             .args(&args)

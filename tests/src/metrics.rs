@@ -8,7 +8,8 @@ use std::time::Duration;
 pub fn scrape(addr: SocketAddr) -> String {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
         .unwrap_or_else(|e| panic!("metrics endpoint {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
     let mut resp = String::new();
     s.read_to_string(&mut resp).expect("response");
@@ -21,12 +22,10 @@ pub fn scrape(addr: SocketAddr) -> String {
 
 /// The value of the sample named exactly `series` (`name` or `name{label="v"}`).
 pub fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, v) = l.rsplit_once(' ')?;
-            (name.trim() == series).then(|| v.trim().parse().ok())?
-        })
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, v) = l.rsplit_once(' ')?;
+        (name.trim() == series).then(|| v.trim().parse().ok())?
+    })
 }
 
 #[cfg(test)]

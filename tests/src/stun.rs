@@ -219,7 +219,10 @@ impl StunClient {
                 last_send = Instant::now();
             }
         }
-        Err(StunError::local(format!("no response within {:?}", self.timeout)))
+        Err(StunError::local(format!(
+            "no response within {:?}",
+            self.timeout
+        )))
     }
 
     /// Binding request (RFC 8489 §3): the XOR-MAPPED-ADDRESS the server saw.
@@ -288,7 +291,10 @@ impl StunClient {
 
     /// Allocate with the stored credentials (after [`Self::fetch_nonce`]), plus `extra`
     /// attributes: the relayed address, or the error.
-    pub fn allocate_with_stored(&mut self, extra: &[(u16, Vec<u8>)]) -> Result<SocketAddr, StunError> {
+    pub fn allocate_with_stored(
+        &mut self,
+        extra: &[(u16, Vec<u8>)],
+    ) -> Result<SocketAddr, StunError> {
         let mut attrs = allocate_attrs();
         attrs.extend_from_slice(extra);
         let req = self.request(method::ALLOCATE, &attrs);
@@ -335,5 +341,8 @@ impl StunClient {
 }
 
 fn allocate_attrs() -> Vec<(u16, Vec<u8>)> {
-    vec![(attr::REQUESTED_TRANSPORT, TRANSPORT_UDP.to_be_bytes().to_vec())]
+    vec![(
+        attr::REQUESTED_TRANSPORT,
+        TRANSPORT_UDP.to_be_bytes().to_vec(),
+    )]
 }

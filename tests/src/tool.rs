@@ -130,7 +130,11 @@ mod tests {
 
     #[test]
     fn captures_output_and_kills_at_timeout() {
-        let o = run_tool("sh", &["-c", "echo out; echo err >&2"], Duration::from_secs(5));
+        let o = run_tool(
+            "sh",
+            &["-c", "echo out; echo err >&2"],
+            Duration::from_secs(5),
+        );
         assert!(o.success(), "{o}");
         assert_eq!(o.text(), "out\nerr\n");
         let started = Instant::now();

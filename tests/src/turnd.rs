@@ -37,7 +37,8 @@ pub struct TurndBuilder {
 impl TurndBuilder {
     /// Sets `key` to `toml_value` (written as is: strings need their quotes).
     pub fn set(mut self, key: &str, toml_value: &str) -> Self {
-        self.settings.insert(key.to_string(), toml_value.to_string());
+        self.settings
+            .insert(key.to_string(), toml_value.to_string());
         self
     }
 
@@ -149,7 +150,10 @@ impl Turnd {
             .set("min-port", &min.to_string())
             .set("max-port", &max.to_string())
             .set("realm", &toml_string(REALM))
-            .set("user", &format!("[{}]", toml_string(&format!("{USER}:{PASSWORD}"))))
+            .set(
+                "user",
+                &format!("[{}]", toml_string(&format!("{USER}:{PASSWORD}"))),
+            )
             .set("allow-loopback-peers", "true")
             .set("relay-threads", "2")
             .set("unauthenticated-rate", "0")
@@ -201,13 +205,18 @@ pub struct Peer {
 impl Peer {
     pub fn start() -> Peer {
         let port = free_udp_tcp_port();
-        let mut process =
-            Background::spawn("turnutils_peer", &["-L", "127.0.0.1", "-p", &port.to_string()]);
+        let mut process = Background::spawn(
+            "turnutils_peer",
+            &["-L", "127.0.0.1", "-p", &port.to_string()],
+        );
         // Ready once it holds the port.
         let deadline = Instant::now() + Duration::from_secs(10);
         while UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
             process.assert_running();
-            assert!(Instant::now() < deadline, "turnutils_peer did not bind {port}");
+            assert!(
+                Instant::now() < deadline,
+                "turnutils_peer did not bind {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Peer {
@@ -234,7 +243,10 @@ pub fn parse_uclient(text: &str) -> Option<UclientSummary> {
         digits.parse().ok()
     };
     let totals = text.lines().rev().find(|l| l.contains("tot_send_msgs="))?;
-    let lost_line = text.lines().rev().find(|l| l.contains("Total lost packets "))?;
+    let lost_line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("Total lost packets "))?;
     Some(UclientSummary {
         sent: number_after(totals, "tot_send_msgs=")?,
         received: number_after(totals, "tot_recv_msgs=")?,

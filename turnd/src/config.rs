@@ -52,7 +52,8 @@ pub struct Config {
     pub no_tls: bool,
     /// Refuse TCP allocations (RFC 6062), as coturn's `no-tcp-relay`.
     pub no_tcp_relay: bool,
-    /// Accepted for coturn compatibility; turnd has no DTLS listener yet.
+    /// No DTLS listener (DTLS is served on `tls-listening-port` over UDP when a certificate
+    /// with an ECDSA key is configured).
     pub no_dtls: bool,
     pub cert: Option<PathBuf>,
     pub pkey: Option<PathBuf>,
@@ -105,7 +106,7 @@ impl Default for Config {
             no_tcp: false,
             no_tls: false,
             no_tcp_relay: false,
-            no_dtls: true,
+            no_dtls: false,
             cert: None,
             pkey: None,
             allowed_peer_ip: Vec::new(),
@@ -151,7 +152,7 @@ pub fn load(path: &Path) -> Result<Resolved, ConfigError> {
 }
 
 /// Checks a loaded config and derives the protocol core's settings.
-pub fn resolve(cfg: Config, file: &str) -> Result<Resolved, ConfigError> {
+pub fn resolve(mut cfg: Config, file: &str) -> Result<Resolved, ConfigError> {
     let mut p = Problems::new(file);
     if cfg.min_port == 0 || cfg.min_port > cfg.max_port {
         p.push(
@@ -338,6 +339,14 @@ pub fn resolve(cfg: Config, file: &str) -> Result<Resolved, ConfigError> {
     };
 
     p.into_result()?;
+
+    // Certificate paths, like `userdb`, are relative to the config file.
+    let config_dir = Path::new(file).parent().unwrap_or(Path::new(""));
+    for p in [&mut cfg.cert, &mut cfg.pkey].into_iter().flatten() {
+        if p.is_relative() {
+            *p = config_dir.join(&*p);
+        }
+    }
 
     let store_url = cfg
         .psql_userdb

@@ -7,6 +7,7 @@
 //! SIGHUP (certificates and database settings) and SIGTERM.
 
 mod config;
+mod dtls;
 mod shard;
 mod shared;
 
@@ -97,6 +98,19 @@ fn run(r: config::Resolved) -> Result<(), String> {
         tls_config,
     ));
 
+    let dtls_on = match &cert_store {
+        Some(c) if !cfg.no_dtls => match dtls_identity(c) {
+            Ok(id) => {
+                shared.set_dtls_identity(Some(id));
+                true
+            }
+            Err(e) => {
+                warn!("DTLS disabled: {e}");
+                false
+            }
+        },
+        _ => false,
+    };
     let threads = cfg.relay_threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -116,6 +130,7 @@ fn run(r: config::Resolved) -> Result<(), String> {
             udp: Vec::new(),
             tcp: Vec::new(),
             tls: Vec::new(),
+            dtls: Vec::new(),
         };
         for ip in &cfg.listening_ip {
             for port in &ports {
@@ -129,6 +144,11 @@ fn run(r: config::Resolved) -> Result<(), String> {
                         .push(shard::listen_tcp(addr).map_err(|e| format!("TCP {addr}: {e}"))?);
                 }
             }
+            if dtls_on {
+                let addr = SocketAddr::new(*ip, cfg.tls_listening_port);
+                l.dtls
+                    .push(shard::listen_udp(addr).map_err(|e| format!("DTLS {addr}: {e}"))?);
+            }
             if shard == 0 && shared.tls_acceptor().is_some() {
                 let addr = SocketAddr::new(*ip, cfg.tls_listening_port);
                 l.tls
@@ -136,9 +156,6 @@ fn run(r: config::Resolved) -> Result<(), String> {
             }
         }
         per_shard.push(l);
-    }
-    if !cfg.no_dtls {
-        warn!("no-dtls = false: turnd has no DTLS listener yet; TLS, TCP and UDP are served");
     }
 
     if let Some(store) = &store {
@@ -204,6 +221,12 @@ fn run(r: config::Resolved) -> Result<(), String> {
                             Ok(()) => info!("certificate reloaded"),
                             Err(e) => warn!("certificate reload failed, keeping the old one: {e}"),
                         }
+                        if dtls_on {
+                            match dtls_identity(c) {
+                                Ok(id) => shared.set_dtls_identity(Some(id)),
+                                Err(e) => warn!("DTLS certificate reload failed: {e}"),
+                            }
+                        }
                     }
                     shared.creds.clear();
                     if let Some(store) = &store {
@@ -222,6 +245,15 @@ fn run(r: config::Resolved) -> Result<(), String> {
         Ok::<(), String>(())
     })?;
     Ok(())
+}
+
+/// The DTLS certificate from the TLS one. `dimpl` signs with ECDSA only.
+fn dtls_identity(c: &rtc_tls::CertStore) -> Result<dtls::DtlsIdentity, String> {
+    if c.current().key.algorithm() != rustls::SignatureAlgorithm::ECDSA {
+        return Err("the certificate's key is not ECDSA (DTLS needs P-256 or P-384)".into());
+    }
+    let (cert, key) = c.leaf_and_key_der().map_err(|e| e.to_string())?;
+    dtls::DtlsIdentity::new(cert, key)
 }
 
 /// Tells systemd (`Type=notify`) that the daemon is ready, if it is watching.

@@ -6,6 +6,7 @@
 //! copies nothing. Peer data is received four bytes into a buffer so the ChannelData header
 //! can be written in front of it in place.
 
+use crate::dtls::{DtlsIdentity, DtlsSessions};
 use crate::shared::{DbRequest, Shared};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -40,6 +41,7 @@ pub struct Listeners {
     pub udp: Vec<std::net::UdpSocket>,
     pub tcp: Vec<std::net::TcpListener>,
     pub tls: Vec<std::net::TcpListener>,
+    pub dtls: Vec<std::net::UdpSocket>,
 }
 
 struct RelaySocket {
@@ -65,6 +67,9 @@ struct ShardIo {
     tcp_peers: HashMap<ConnectionId, PeerConn>,
     /// Client data connections whose ConnectionBind just succeeded.
     splices: HashMap<ClientTuple, ConnectionId>,
+    dtls: DtlsSessions,
+    /// The identity new DTLS sessions use, refreshed on every tick (SIGHUP reloads it).
+    dtls_identity: Option<DtlsIdentity>,
 }
 
 /// A peer TCP connection (RFC 6062).
@@ -218,9 +223,24 @@ impl ShardIo {
 
     /// Sends to a client on the transport it used; over streams ChannelData is padded to
     /// 4 bytes (RFC 8656 §12.5).
-    fn to_client(&self, to: ClientTuple, from: Option<SocketAddr>, data: &[u8], stats: &mut u64) {
+    fn send_to_client(
+        &mut self,
+        to: ClientTuple,
+        from: Option<SocketAddr>,
+        data: &[u8],
+        stats: &mut u64,
+    ) {
         match to.transport {
-            Transport::Udp | Transport::Dtls => {
+            Transport::Dtls => {
+                let sent = match self.udp_out.get(&to.local) {
+                    Some(s) => self.dtls.send(s, to.local, to.remote, data),
+                    None => false,
+                };
+                if !sent {
+                    *stats += 1;
+                }
+            }
+            Transport::Udp => {
                 let local = from.unwrap_or(to.local);
                 if let Some(s) = self.udp_out.get(&local) {
                     // Full socket buffer: drop, as the network would.
@@ -243,7 +263,7 @@ impl ShardIo {
         }
     }
 
-    fn to_peer(&self, relay: RelayId, peer: SocketAddr, payload: &[u8], dropped: &mut u64) {
+    fn send_to_peer(&self, relay: RelayId, peer: SocketAddr, payload: &[u8], dropped: &mut u64) {
         if let Some(r) = self.relays.get(&relay) {
             if r.socket.try_send_to(payload, peer).is_err() {
                 *dropped += 1;
@@ -256,7 +276,7 @@ impl State {
     fn flush(&mut self) {
         let mut dropped = 0;
         while let Some(t) = self.core.poll_transmit() {
-            self.io.to_client(t.to, t.from, &t.data, &mut dropped);
+            self.io.send_to_client(t.to, t.from, &t.data, &mut dropped);
         }
         self.io.shared.metrics.send_dropped.add(dropped);
     }
@@ -273,7 +293,7 @@ impl State {
                 relay,
                 peer,
                 payload,
-            } => self.io.to_peer(relay, peer, payload, &mut dropped),
+            } => self.io.send_to_peer(relay, peer, payload, &mut dropped),
         }
         if dropped > 0 {
             self.io.shared.metrics.send_dropped.add(dropped);
@@ -313,6 +333,8 @@ pub fn run(index: usize, shared: Arc<Shared>, listeners: Listeners) -> std::io::
                     tcp_relay_addrs: HashMap::new(),
                     tcp_peers: HashMap::new(),
                     splices: HashMap::new(),
+                    dtls: DtlsSessions::default(),
+                    dtls_identity: shared.dtls_identity(),
                 },
             })
         });
@@ -321,6 +343,12 @@ pub fn run(index: usize, shared: Arc<Shared>, listeners: Listeners) -> std::io::
             let sock = Rc::new(UdpSocket::from_std(s)?);
             state.borrow_mut().io.udp_out.insert(local, sock.clone());
             tokio::task::spawn_local(udp_loop(sock, local, Rc::downgrade(&state)));
+        }
+        for s in listeners.dtls {
+            let local = s.local_addr()?;
+            let sock = Rc::new(UdpSocket::from_std(s)?);
+            state.borrow_mut().io.udp_out.insert(local, sock.clone());
+            tokio::task::spawn_local(dtls_loop(sock, local, Rc::downgrade(&state)));
         }
         for l in listeners.tcp {
             let l = TcpListener::from_std(l)?;
@@ -350,6 +378,20 @@ async fn tick_loop(state: Rc<RefCell<State>>) {
         let st = &mut *st;
         st.core.handle_timeout(Instant::now(), &mut st.io);
         let shared = st.io.shared.clone();
+        let udp_out = st.io.udp_out.clone();
+        for (local, remote) in st
+            .io
+            .dtls
+            .tick(Instant::now(), |l| udp_out.get(&l).cloned())
+        {
+            let tuple = ClientTuple {
+                transport: Transport::Dtls,
+                local,
+                remote,
+            };
+            st.core.client_closed(&tuple, &mut st.io);
+        }
+        st.io.dtls_identity = shared.dtls_identity();
         if let Some((g, d)) = shared.dynamic_if_newer(generation) {
             generation = g;
             st.core.set_secrets(d.secrets.clone());
@@ -408,6 +450,42 @@ async fn udp_loop(sock: Rc<UdpSocket>, local: SocketAddr, state: Weak<RefCell<St
     }
 }
 
+async fn dtls_loop(sock: Rc<UdpSocket>, local: SocketAddr, state: Weak<RefCell<State>>) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, remote) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                debug!("dtls {local}: {e}");
+                continue;
+            }
+        };
+        let Some(st) = state.upgrade() else { return };
+        let mut st = st.borrow_mut();
+        let st = &mut *st;
+        let now = Instant::now();
+        let out = st.io.dtls.input(
+            st.io.dtls_identity.as_ref(),
+            &sock,
+            local,
+            remote,
+            &buf[..n],
+            now,
+        );
+        let tuple = ClientTuple {
+            transport: Transport::Dtls,
+            local,
+            remote,
+        };
+        for record in out.records {
+            st.client_input(tuple, &record);
+        }
+        if out.closed {
+            st.core.client_closed(&tuple, &mut st.io);
+        }
+    }
+}
+
 async fn relay_loop(sock: Rc<UdpSocket>, id: RelayId, state: Weak<RefCell<State>>) {
     // Four bytes of headroom for the ChannelData header (RFC 8656 §12.4).
     let mut buf = vec![0u8; 65536 + 4];
@@ -430,10 +508,11 @@ async fn relay_loop(sock: Rc<UdpSocket>, id: RelayId, state: Weak<RefCell<State>
             PeerAction::Drop => {}
             PeerAction::ChannelData { client, header } => {
                 buf[..4].copy_from_slice(&header);
-                st.io.to_client(client, None, &buf[..4 + n], &mut dropped);
+                st.io
+                    .send_to_client(client, None, &buf[..4 + n], &mut dropped);
             }
             PeerAction::Data { client, message } => {
-                st.io.to_client(client, None, &message, &mut dropped)
+                st.io.send_to_client(client, None, &message, &mut dropped)
             }
         }
         if dropped > 0 {

@@ -38,9 +38,13 @@ pub struct Dynamic {
     pub policy: PeerPolicy,
 }
 
+/// (realm, user) -> the stored key (`None`: no such user) and when it was fetched.
+type KeyMap = HashMap<(String, String), (Option<StoredKey>, Instant)>;
+
+/// Keys fetched from the database, shared by all shards.
 #[derive(Debug, Default)]
 pub struct CredCache {
-    map: Mutex<HashMap<(String, String), (Option<StoredKey>, Instant)>>,
+    map: Mutex<KeyMap>,
 }
 
 impl CredCache {
@@ -248,6 +252,7 @@ pub struct Shared {
     pub conn_limit: Arc<ConnLimit>,
     pub metrics: Metrics,
     tls: RwLock<Option<tokio_rustls::TlsAcceptor>>,
+    dtls: RwLock<Option<crate::dtls::DtlsIdentity>>,
     dynamic: RwLock<(u64, Arc<Dynamic>)>,
     static_secrets: Vec<String>,
     config_allowed: Vec<IpRange>,
@@ -279,12 +284,22 @@ impl Shared {
             conn_limit: ConnLimit::new(r.file.max_connections_per_ip),
             metrics: Metrics::new(),
             tls: RwLock::new(tls.map(tokio_rustls::TlsAcceptor::from)),
+            dtls: RwLock::new(None),
             dynamic: RwLock::new((1, Arc::new(dynamic))),
             static_secrets: r.file.static_auth_secret.clone(),
             config_allowed: r.config_allowed.clone(),
             config_denied: r.config_denied.clone(),
             core,
         }
+    }
+
+    /// Certificate for new DTLS sessions (set at start and on SIGHUP).
+    pub fn dtls_identity(&self) -> Option<crate::dtls::DtlsIdentity> {
+        self.dtls.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_dtls_identity(&self, id: Option<crate::dtls::DtlsIdentity>) {
+        *self.dtls.write().unwrap_or_else(|e| e.into_inner()) = id;
     }
 
     pub fn tls_acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {

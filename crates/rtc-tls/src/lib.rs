@@ -123,6 +123,21 @@ impl CertStore {
         Ok(())
     }
 
+    /// The leaf certificate and the private key as DER, read from the files again: for
+    /// protocol stacks that are not rustls (DTLS). Errors name the file, as for `load`.
+    pub fn leaf_and_key_der(&self) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
+        let key = read_certified_key(&self.cert_path, &self.key_path, &self.provider)?;
+        let leaf = key.cert[0].as_ref().to_vec();
+        let key_der = PrivateKeyDer::from_pem_slice(&read_file(&self.key_path)?)
+            .map_err(|e| TlsError::BadKey {
+                path: self.key_path.clone(),
+                reason: e.to_string(),
+            })?
+            .secret_der()
+            .to_vec();
+        Ok((leaf, key_der))
+    }
+
     /// The certificate and key new handshakes will use.
     pub fn current(&self) -> Arc<CertifiedKey> {
         // Poisoning cannot leave a torn value (writers only swap an Arc), so ignore it.
