@@ -18,7 +18,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 
 REPS=${REPS:-3}
-LEVELS=${LEVELS:-"10 50 100 200"}  # uclient -m per level; CLIENTS:INTERVAL_MS sets -z too
+LEVELS=${LEVELS-"10 50 100 200"}  # uclient -m per level; CLIENTS:INTERVAL_MS sets -z too
 INTERVAL_MS=${INTERVAL_MS:-5}      # uclient -z: per-client packet interval
 DURATION_S=${DURATION_S:-20}       # per-client sending time; -n = DURATION_S*1000/-z
 MSG_LEN=${MSG_LEN:-172}            # uclient -l: RTP-like payload
@@ -89,7 +89,8 @@ trap 'exit 130' INT TERM
 [[ $CLIENT_PROCS =~ ^[1-9][0-9]*$ ]] || die "CLIENT_PROCS must be a positive integer"
 [[ $ALLOC_PROCS =~ ^[1-9][0-9]*$ ]] || die "ALLOC_PROCS must be a positive integer"
 [[ $ALLOCS =~ ^[0-9]+$ ]] || die "ALLOCS must be a number"
-((ALLOCS <= MAX_PORT - MIN_PORT + 1)) || die "ALLOCS ($ALLOCS) exceeds the relay port range"
+# uclient allocates up to twice per client (a probe, then the real one).
+((2 * ALLOCS <= MAX_PORT - MIN_PORT + 1)) || die "2*ALLOCS ($ALLOCS) exceeds the relay port range"
 for s in $SERVERS; do [[ $s == coturn || $s == turnd ]] || die "unknown server '$s'"; done
 command -v python3 >/dev/null || die "python3 is needed for bench/turn_report.py"
 command -v ss >/dev/null || die "ss (iproute2) is needed"
@@ -216,6 +217,7 @@ run_uclient() { # outfile timeout_s uclient-args...
     local out=$1 t=$2
     shift 2
     {
+        echo UCLIENT_START
         if [[ -n $TIME_BIN ]]; then
             timeout -k 3 "$t" "$TIME_BIN" -f 'UCLIENT_CPU %U %S %e' turnutils_uclient "$@" 2>&1 &
         else
@@ -236,7 +238,7 @@ split() { # total parts -> the share of each part, one per line
 
 # --- scenarios ------------------------------------------------------------------------------
 
-HEADER=date,server,scenario,level,rep,clients,interval_ms,msg_len,client_procs,offered_pps,sent,recv,lost,lost_pct,rtt_ms,delivered_pps,uclient_pps,client_cpu_pct,wall_s,cpu_s,cpu_per_100k,vmhwm_kb,vmrss_kb,allocs,allocs_held,allocs_per_s,rss_base_kb,rss_per_alloc_kb,cpu_ms_per_alloc,ok
+HEADER=date,server,scenario,level,rep,clients,interval_ms,msg_len,client_procs,offered_pps,sent,recv,lost,lost_pct,rtt_ms,delivered_pps,uclient_pps,client_cpu_pct,wall_s,cpu_s,cpu_per_100k,vmhwm_kb,vmrss_kb,allocs,allocs_held,allocs_per_s,rss_base_kb,rss_per_alloc_kb,cpu_ms_per_alloc,retries_437,ok
 mkdir -p "$RESULTS"
 [[ -e $RESULTS/.gitignore ]] || printf '*\n!.gitignore\n' >"$RESULTS/.gitignore"
 echo "$HEADER" >"$CSV"
@@ -244,7 +246,7 @@ RUN=0
 
 load_run() { # server level clients interval_ms rep
     local server=$1 level=$2 clients=$3 z=$4 rep=$5
-    local dir="$WORK/run$((++RUN))" n=$((DURATION_S * 1000 / z)) i m
+    local dir="$WORK/run$((++RUN))" n=$((DURATION_S * 1000 / z)) i m f
     mkdir -p "$dir"
     ((n >= 1)) || die "DURATION_S too short for -z $z"
     start_peer "$dir"
@@ -257,7 +259,10 @@ load_run() { # server level clients interval_ms rep
     i=0
     while read -r m; do
         ((m > 0)) || continue
-        run_uclient "$dir/uclient.$((i++)).out" "$limit" -c -l "$MSG_LEN" -z "$z" -m "$m" -n "$n" \
+        # (the file name is set here: expansions of a `&` command happen in the child)
+        f="$dir/uclient.$i.out"
+        i=$((i + 1))
+        run_uclient "$f" "$limit" -c -l "$MSG_LEN" -z "$z" -m "$m" -n "$n" \
             -u "$USER_NAME" -w "$USER_PASS" -e "$IP" -r "$PEER_PORT" -p "$PORT" "$IP" &
         pids+=($!)
     done < <(split "$clients" "$CLIENT_PROCS")
@@ -280,7 +285,7 @@ load_run() { # server level clients interval_ms rep
     per100k=$(awk -v c="$cpu_s" -v s="$sent" -v r="$recv" \
         'BEGIN { printf "%.4f", ((s + r) > 0 ? c / ((s + r) / 100000) : 0) }')
     offered=$((clients * 1000 / z))
-    echo "$(date -Iseconds),$server,load,$level,$rep,$clients,$z,$MSG_LEN,$CLIENT_PROCS,$offered,$sent,$recv,$lost,$lost_pct,$rtt_ms,$delivered_pps,$uclient_pps,$client_cpu_pct,$wall_s,$cpu_s,$per100k,$hwm,$rss,,,,,,,$ok" >>"$CSV"
+    echo "$(date -Iseconds),$server,load,$level,$rep,$clients,$z,$MSG_LEN,$CLIENT_PROCS,$offered,$sent,$recv,$lost,$lost_pct,$rtt_ms,$delivered_pps,$uclient_pps,$client_cpu_pct,$wall_s,$cpu_s,$per100k,$hwm,$rss,,,,,,,,$ok" >>"$CSV"
     log "$(printf '%-6s level %-8s rep %d: offered %6d pps delivered %6s pps loss %7s%% rtt %6s ms cpu %6ss (%s s/100k) hwm %6d kB%s' \
         "$server" "$level" "$rep" "$offered" "$delivered_pps" "$lost_pct" "$rtt_ms" "$cpu_s" \
         "$per100k" "$hwm" "$([[ $ok == 1 ]] || echo ' INCOMPLETE')")"
@@ -288,43 +293,47 @@ load_run() { # server level clients interval_ms rep
 
 alloc_run() { # server rep
     local server=$1 rep=$2
-    local dir="$WORK/run$((++RUN))" i m
+    local dir="$WORK/run$((++RUN))" i m f
     mkdir -p "$dir"
     start_server "$server" "$dir"
-    local pid=$SERVER_PID t0 t1 c0 c1 base hwm rss held pids=() ok=1
+    local pid=$SERVER_PID c0 c1 base hwm rss held pids=() ok
     read -r _ base < <(mem_kb "$pid")
     c0=$(cpu_ticks "$pid")
-    t0=$EPOCHREALTIME
     i=0
     while read -r m; do
         ((m > 0)) || continue
-        # -O: connect every client back to back (allocate, refresh, permission, channel bind)
-        # and exit without deallocating, so the server keeps all of them until they expire.
-        run_uclient "$dir/alloc.$((i++)).out" $((ALLOCS / 20 + 60)) -c -O -n 1 -m "$m" \
+        # -O: connect every client back to back (allocate, refresh, then fire a permission and
+        # a channel bind) and exit without deallocating, so the server keeps every allocation
+        # until it expires.
+        f="$dir/alloc.$i.out"
+        i=$((i + 1))
+        run_uclient "$f" $((ALLOCS / 20 + 60)) -c -O -n 1 -m "$m" \
             -u "$USER_NAME" -w "$USER_PASS" -e "$IP" -r "$PEER_PORT" -p "$PORT" "$IP" &
         pids+=($!)
     done < <(split "$ALLOCS" "$ALLOC_PROCS")
     for p in "${pids[@]}"; do wait "$p" || true; done
-    t1=$EPOCHREALTIME
-    sleep 1 # late channel binds and refreshes
+    sleep 1 # late refreshes and permissions
     kill -0 "$pid" 2>/dev/null || die "$server died during the allocation run"
     c1=$(cpu_ticks "$pid")
     read -r hwm rss < <(mem_kb "$pid")
+    # uclient makes a probe allocation per client besides the real one, and retries after a
+    # 437: count what the server really holds instead of trusting ALLOCS.
     held=$(relay_sockets "$pid")
     stop_pid "$pid"
-    grep -h UCLIENT_EXIT "$dir"/alloc.*.out | grep -qv 'UCLIENT_EXIT 0$' && ok=0
+    local parsed wall_s busy_s retries
+    parsed=$(python3 "$HERE/turn_report.py" alloc "$dir"/alloc.*.out)
+    eval "$parsed" # wall_s busy_s retries ok, numbers from our own helper
     ((held >= ALLOCS)) || ok=0
-    local row
-    row=$(awk -v a="$t0" -v b="$t1" -v n="$ALLOCS" -v h="$held" -v base="$base" -v rss="$rss" \
+    local row cpu_s aps per_alloc cpu_ms
+    row=$(awk -v w="$busy_s" -v h="$held" -v base="$base" -v rss="$rss" \
         -v c0="$c0" -v c1="$c1" -v hz="$CLK_TCK" 'BEGIN {
-            w = b - a; cpu = (c1 - c0) / hz
-            printf "%.2f,%.2f,%.0f,%.2f,%.3f", w, cpu, (w > 0 ? n / w : 0),
+            cpu = (c1 - c0) / hz
+            printf "%.2f,%.0f,%.2f,%.3f", cpu, (w > 0 ? h / w : 0),
                 (h > 0 ? (rss - base) / h : 0), (h > 0 ? 1000 * cpu / h : 0) }')
-    local wall_s cpu_s aps per_alloc cpu_ms
-    IFS=, read -r wall_s cpu_s aps per_alloc cpu_ms <<<"$row"
-    echo "$(date -Iseconds),$server,alloc,$ALLOCS,$rep,$ALLOCS,,,$ALLOC_PROCS,,,,,,,,,,$wall_s,$cpu_s,,$hwm,$rss,$ALLOCS,$held,$aps,$base,$per_alloc,$cpu_ms,$ok" >>"$CSV"
-    log "$(printf '%-6s alloc rep %d: %d allocations in %ss (%s/s), %d held, %s kB/alloc%s' \
-        "$server" "$rep" "$ALLOCS" "$wall_s" "$aps" "$held" "$per_alloc" \
+    IFS=, read -r cpu_s aps per_alloc cpu_ms <<<"$row"
+    echo "$(date -Iseconds),$server,alloc,$ALLOCS,$rep,$ALLOCS,,,$ALLOC_PROCS,,,,,,,,,,$wall_s,$cpu_s,,$hwm,$rss,$ALLOCS,$held,$aps,$base,$per_alloc,$cpu_ms,$retries,$ok" >>"$CSV"
+    log "$(printf '%-6s alloc rep %d: %d clients in %ss (%ss without %d uclient 437 sleeps): %d allocations held, %s/s, %s kB/alloc%s' \
+        "$server" "$rep" "$ALLOCS" "$wall_s" "$busy_s" "$retries" "$held" "$aps" "$per_alloc" \
         "$([[ $ok == 1 ]] || echo ' INCOMPLETE')")"
 }
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Parsing and reporting for bench/turn.sh (coturn vs turnd on loopback).
 
-Two subcommands:
+Three subcommands:
 
   load DURATION_S FILE...   Sum the results of the parallel turnutils_uclient processes of one
                             run (each FILE is one process's output, every line prefixed with the
                             wall-clock time it was read) and print `key=value` pairs for turn.sh.
+  alloc FILE...             The same for the parallel `uclient -O` processes of one allocation
+                            run: wall time, and busy time without uclient's 1 s sleeps.
   report CSV                Medians per server and level, turnd/coturn ratios and the highest
                             zero-loss level, from the raw CSV that turn.sh writes.
 
@@ -31,6 +33,9 @@ RTT = re.compile(r"Average round trip delay ([0-9.]+) ms")
 TRANSMIT = re.compile(r"Total transmit time is (\d+)")
 CPU = re.compile(r"UCLIENT_CPU ([0-9.]+) ([0-9.]+) ([0-9.]+)")
 EXIT = re.compile(r"UCLIENT_EXIT (\d+)")
+# uclient answers a 437 (allocation mismatch: its new socket got the port of a probe socket
+# whose allocation is still alive) with sleep(1) and a new socket: client time, not server time.
+RETRY_437 = "trying allocate again"
 
 
 def parse_one(path, duration_s):
@@ -108,6 +113,32 @@ def cmd_load(args):
         "ok": 1 if ok else 0,
     }
     print(" ".join(f"{k}={v}" for k, v in fields.items()))
+
+
+def cmd_alloc(args):
+    walls, busies, retries, ok = [], [], 0, True
+    for path in args:
+        start = end = None
+        mine = 0
+        code = None
+        with open(path, errors="replace") as f:
+            for line in f:
+                ts, _, text = line.partition(" ")
+                if "UCLIENT_START" in text:
+                    start = float(ts)
+                elif m := EXIT.search(text):
+                    end, code = float(ts), int(m.group(1))
+                elif RETRY_437 in text:
+                    mine += 1
+        if start is None or end is None:
+            ok = False
+            continue
+        ok = ok and code == 0
+        walls.append(end - start)
+        busies.append(max(end - start - mine, 0.001))
+        retries += mine
+    print(f"wall_s={max(walls, default=0):.3f} busy_s={max(busies, default=0):.3f} "
+          f"retries={retries} ok={1 if ok and walls else 0}")
 
 
 def median(rows, key):
@@ -198,7 +229,7 @@ def cmd_report(args):
     if alloc:
         print("\nAllocation burst (uclient -O: allocate, refresh, permission, channel; held)")
         head = (f"{'server':>7} {'n':>2} {'held':>6} {'allocs/s':>9} {'KB/alloc':>9} "
-                f"{'base MB':>8} {'held MB':>8} {'cpu ms/alloc':>12}")
+                f"{'base MB':>8} {'held MB':>8} {'cpu ms/alloc':>12} {'437s':>5}")
         print(head)
         print("-" * len(head))
         for s in servers:
@@ -209,7 +240,7 @@ def cmd_report(args):
             print(f"{s:>7} {len(rs):>2} {fmt(median(rs, 'allocs_held')):>6} "
                   f"{fmt(median(rs, 'allocs_per_s')):>9} {fmt(median(rs, 'rss_per_alloc_kb'), 1):>9} "
                   f"{fmt(base and base / 1024, 1):>8} {fmt(held and held / 1024, 1):>8} "
-                  f"{fmt(median(rs, 'cpu_ms_per_alloc'), 3):>12}")
+                  f"{fmt(median(rs, 'cpu_ms_per_alloc'), 3):>12} {fmt(median(rs, 'retries_437')):>5}")
         t, c = alloc.get("turnd", []), alloc.get("coturn", [])
         if t and c:
             print(f"turnd/coturn: allocs/s {ratio(median(t, 'allocs_per_s'), median(c, 'allocs_per_s'))}"
@@ -222,9 +253,10 @@ def cmd_report(args):
 
 
 def main():
-    if len(sys.argv) < 3 or sys.argv[1] not in ("load", "report"):
+    commands = {"load": cmd_load, "alloc": cmd_alloc, "report": cmd_report}
+    if len(sys.argv) < 3 or sys.argv[1] not in commands:
         sys.exit(__doc__)
-    {"load": cmd_load, "report": cmd_report}[sys.argv[1]](sys.argv[2:])
+    commands[sys.argv[1]](sys.argv[2:])
 
 
 if __name__ == "__main__":

@@ -126,7 +126,7 @@ impl Default for Config {
             prometheus_port: 9641,
             no_software_attribute: false,
             unauthenticated_rate: 100,
-            max_connections_per_ip: 64,
+            max_connections_per_ip: 1024,
             log_level: "info".into(),
         }
     }

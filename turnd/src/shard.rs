@@ -83,6 +83,8 @@ enum PeerConn {
 struct State {
     core: Server,
     io: ShardIo,
+    /// Receive buffer shared by every relay socket of the shard.
+    relay_buf: Vec<u8>,
 }
 
 fn unix_now() -> u64 {
@@ -320,6 +322,7 @@ pub fn run(index: usize, shared: Arc<Shared>, listeners: Listeners) -> std::io::
         let state = Rc::new_cyclic(|me| {
             RefCell::new(State {
                 core,
+                relay_buf: vec![0u8; 65536 + 4],
                 io: ShardIo {
                     shared: shared.clone(),
                     me: me.clone(),
@@ -486,35 +489,50 @@ async fn dtls_loop(sock: Rc<UdpSocket>, local: SocketAddr, state: Weak<RefCell<S
     }
 }
 
+/// Datagrams read from one relay socket before yielding, so one busy peer cannot starve
+/// the rest of the shard.
+const RELAY_BURST: usize = 64;
+
+/// Peer datagrams for one relay socket. The receive buffer is the shard's, not the
+/// socket's: a 64 KiB buffer per allocation would dominate memory with many allocations.
 async fn relay_loop(sock: Rc<UdpSocket>, id: RelayId, state: Weak<RefCell<State>>) {
-    // Four bytes of headroom for the ChannelData header (RFC 8656 §12.4).
-    let mut buf = vec![0u8; 65536 + 4];
     loop {
-        let (n, peer) = match sock.recv_from(&mut buf[4..]).await {
-            Ok(x) => x,
-            Err(e) => {
-                debug!("relay {:?}: {e}", id);
-                continue;
-            }
-        };
+        if let Err(e) = sock.readable().await {
+            debug!("relay {id:?}: {e}");
+            return;
+        }
         let Some(st) = state.upgrade() else { return };
         let mut st = st.borrow_mut();
         let st = &mut *st;
+        let mut buf = std::mem::take(&mut st.relay_buf);
         let mut dropped = 0;
-        match st
-            .core
-            .handle_peer(Instant::now(), id, peer, &buf[4..4 + n])
-        {
-            PeerAction::Drop => {}
-            PeerAction::ChannelData { client, header } => {
-                buf[..4].copy_from_slice(&header);
-                st.io
-                    .send_to_client(client, None, &buf[..4 + n], &mut dropped);
-            }
-            PeerAction::Data { client, message } => {
-                st.io.send_to_client(client, None, &message, &mut dropped)
+        for _ in 0..RELAY_BURST {
+            // Four bytes of headroom for the ChannelData header (RFC 8656 §12.4).
+            let (n, peer) = match sock.try_recv_from(&mut buf[4..]) {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here; keep reading.
+                    debug!("relay {id:?}: {e}");
+                    continue;
+                }
+            };
+            match st
+                .core
+                .handle_peer(Instant::now(), id, peer, &buf[4..4 + n])
+            {
+                PeerAction::Drop => {}
+                PeerAction::ChannelData { client, header } => {
+                    buf[..4].copy_from_slice(&header);
+                    st.io
+                        .send_to_client(client, None, &buf[..4 + n], &mut dropped);
+                }
+                PeerAction::Data { client, message } => {
+                    st.io.send_to_client(client, None, &message, &mut dropped)
+                }
             }
         }
+        st.relay_buf = buf;
         if dropped > 0 {
             st.io.shared.metrics.send_dropped.add(dropped);
         }
