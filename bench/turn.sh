@@ -53,8 +53,10 @@ log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 WORK=$(mktemp -d /tmp/turn-bench.XXXXXX)
 declare -a TRACKED=()
 
-stop_pid() { # pid: TERM, up to 5 s grace, then KILL
-    local pid=$1 i
+stop_pid() { # pid of a child of ours: TERM, up to 5 s grace, then KILL; then forget it
+    local pid=$1 i p keep=()
+    for p in "${TRACKED[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+    TRACKED=("${keep[@]}") # a reaped pid may be reused: never signal it again
     kill -0 "$pid" 2>/dev/null || return 0
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 50; i++)); do
@@ -74,6 +76,7 @@ cleanup() {
         [[ $(cat "/proc/$pid/comm" 2>/dev/null) == timeout ]] && kill -TERM "$pid" 2>/dev/null
     done
     for pid in "${TRACKED[@]}"; do stop_pid "$pid"; done
+    return 0
     if [[ $KEEP_LOGS == 1 ]]; then
         echo "logs kept in $WORK" >&2
     else
@@ -89,6 +92,8 @@ trap 'exit 130' INT TERM
 [[ $CLIENT_PROCS =~ ^[1-9][0-9]*$ ]] || die "CLIENT_PROCS must be a positive integer"
 [[ $ALLOC_PROCS =~ ^[1-9][0-9]*$ ]] || die "ALLOC_PROCS must be a positive integer"
 [[ $ALLOCS =~ ^[0-9]+$ ]] || die "ALLOCS must be a number"
+[[ $DURATION_S =~ ^[1-9][0-9]*$ ]] || die "DURATION_S must be a positive integer"
+((DURATION_S >= 10)) || log "WARNING: DURATION_S < 10 leaves under 5 s with every client sending; rates get rough"
 # uclient allocates up to twice per client (a probe, then the real one).
 ((2 * ALLOCS <= MAX_PORT - MIN_PORT + 1)) || die "2*ALLOCS ($ALLOCS) exceeds the relay port range"
 for s in $SERVERS; do [[ $s == coturn || $s == turnd ]] || die "unknown server '$s'"; done
@@ -225,6 +230,7 @@ run_uclient() { # outfile timeout_s uclient-args...
         fi
         echo $! >"$out.pid"
         wait $! && rc=0 || rc=$?
+        rm -f "$out.pid" # only running uclients are listed for cleanup
         echo "UCLIENT_EXIT $rc"
     } | stamp >"$out"
 }
@@ -307,7 +313,7 @@ alloc_run() { # server rep
         # until it expires.
         f="$dir/alloc.$i.out"
         i=$((i + 1))
-        run_uclient "$f" $((ALLOCS / 20 + 60)) -c -O -n 1 -m "$m" \
+        run_uclient "$f" $((ALLOCS / 10 + 60)) -c -O -n 1 -m "$m" \
             -u "$USER_NAME" -w "$USER_PASS" -e "$IP" -r "$PEER_PORT" -p "$PORT" "$IP" &
         pids+=($!)
     done < <(split "$ALLOCS" "$ALLOC_PROCS")

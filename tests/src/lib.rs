@@ -21,4 +21,4 @@ pub use ports::{free_port_range, free_udp_tcp_port};
 /// Re-exported so tests need no dependency of their own for scratch directories.
 pub use tempfile;
 pub use tls::self_signed_files;
-pub use tool::{run_tool, ToolOutput};
+pub use tool::{run_tool, run_tool_feeding, FedOutput, ToolOutput};

@@ -101,6 +101,8 @@ pub struct StunClient {
     conn: Conn,
     timeout: Duration,
     pub creds: Option<Credentials>,
+    /// Where the last datagram came from (RFC 5780 tests check the source).
+    last_from: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for StunClient {
@@ -131,6 +133,7 @@ impl StunClient {
             conn: Conn::Udp(s, server),
             timeout: Duration::from_secs(3),
             creds: None,
+            last_from: None,
         })
     }
 
@@ -142,6 +145,7 @@ impl StunClient {
             conn: Conn::Tcp(s),
             timeout: Duration::from_secs(3),
             creds: None,
+            last_from: None,
         })
     }
 
@@ -173,7 +177,8 @@ impl StunClient {
             Conn::Udp(s, _) => {
                 s.set_read_timeout(Some(left.min(UDP_RETRANSMIT))).ok()?;
                 let mut buf = vec![0u8; 65536];
-                let (n, _) = s.recv_from(&mut buf).ok()?;
+                let (n, from) = s.recv_from(&mut buf).ok()?;
+                self.last_from = Some(from);
                 buf.truncate(n);
                 Some(buf)
             }
@@ -233,6 +238,21 @@ impl StunClient {
         let m = r.message();
         let mapped = m.xor_addresses(attr::XOR_MAPPED_ADDRESS).next().flatten();
         mapped.ok_or_else(|| StunError::local("no XOR-MAPPED-ADDRESS"))
+    }
+
+    /// A Binding request with `attrs` (CHANGE-REQUEST, say; RFC 5780 §7.2): the response,
+    /// success or error, and the address it came from (UDP only).
+    pub fn binding_from(
+        &mut self,
+        attrs: &[(u16, Vec<u8>)],
+    ) -> Result<(Response, SocketAddr), StunError> {
+        let req = self.request(method::BINDING, attrs);
+        self.last_from = None;
+        let r = self.transact(&req)?;
+        let from = self
+            .last_from
+            .ok_or_else(|| StunError::local("no source address (not UDP)"))?;
+        Ok((r, from))
     }
 
     /// Builds a request: `fill` adds the attributes, then USERNAME, REALM, NONCE and

@@ -86,6 +86,74 @@ pub fn run_tool(cmd: &str, args: &[&str], timeout: Duration) -> ToolOutput {
     }
 }
 
+/// What [`run_tool_feeding`] saw: the raw bytes the tool printed (binary protocol data,
+/// say) and its diagnostics.
+#[derive(Debug)]
+pub struct FedOutput {
+    pub command: String,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+    /// `done` accepted the output before the timeout.
+    pub done: bool,
+}
+
+/// Runs `cmd args...` with `input` written to its stdin, which stays open (tools such as
+/// `openssl s_client` end their session when it closes), until `done(stdout so far)` holds
+/// or `timeout` passes; then kills it.
+pub fn run_tool_feeding(
+    cmd: &str,
+    args: &[&str],
+    input: &[u8],
+    timeout: Duration,
+    done: impl Fn(&[u8]) -> bool,
+) -> FedOutput {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let out_path = dir.path().join("stdout");
+    let err_path = dir.path().join("stderr");
+    let out = File::create(&out_path).expect("stdout file");
+    let err = File::create(&err_path).expect("stderr file");
+    let command = std::iter::once(cmd)
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run `{command}`: {e} (run scripts/test to install it)"));
+    let stdin = child.stdin.take().map(|mut s| {
+        // A tool that exits early (failed handshake) closes the pipe: not our error.
+        let _ = s.write_all(input);
+        let _ = s.flush();
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let mut finished = false;
+    while Instant::now() < deadline {
+        if done(&std::fs::read(&out_path).unwrap_or_default()) {
+            finished = true;
+            break;
+        }
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(stdin);
+    let stdout = std::fs::read(&out_path).unwrap_or_default();
+    FedOutput {
+        command,
+        done: finished || done(&stdout),
+        stdout,
+        stderr: String::from_utf8_lossy(&std::fs::read(&err_path).unwrap_or_default()).into_owned(),
+    }
+}
+
 /// A background helper process (a test peer, say), killed when dropped.
 #[derive(Debug)]
 pub struct Background {

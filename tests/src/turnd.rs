@@ -12,7 +12,7 @@ use crate::ports::{free_port_range, free_udp_tcp_port};
 use crate::tls::{self_signed_files, CertFiles};
 use crate::tool::Background;
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -195,7 +195,8 @@ impl Turnd {
     }
 }
 
-/// coturn's `turnutils_peer` echoing UDP on 127.0.0.1 on a free port; killed on drop.
+/// coturn's `turnutils_peer` echoing UDP (127.0.0.1 by default) on a free port; killed on
+/// drop.
 #[derive(Debug)]
 pub struct Peer {
     pub port: u16,
@@ -204,14 +205,19 @@ pub struct Peer {
 
 impl Peer {
     pub fn start() -> Peer {
+        Peer::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// The echo peer on another loopback address (`::1` for IPv6 relays).
+    pub fn start_on(ip: IpAddr) -> Peer {
         let port = free_udp_tcp_port();
         let mut process = Background::spawn(
             "turnutils_peer",
-            &["-L", "127.0.0.1", "-p", &port.to_string()],
+            &["-L", &ip.to_string(), "-p", &port.to_string()],
         );
         // Ready once it holds the port.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+        while UdpSocket::bind((ip, port)).is_ok() {
             process.assert_running();
             assert!(
                 Instant::now() < deadline,

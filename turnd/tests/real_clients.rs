@@ -10,12 +10,17 @@
 use rtc_tests::scratch_db::{Engine, ScratchDb};
 use rtc_tests::stun::StunClient;
 use rtc_tests::tls::{self_signed_files, served_certificate};
-use rtc_tests::turnd::{parse_uclient, toml_string, Peer, Turnd, PASSWORD, REALM, USER};
-use rtc_tests::{run_tool, ToolOutput, SIGHUP};
+use rtc_tests::turnd::{
+    parse_uclient, toml_string, Peer, Turnd, UclientSummary, PASSWORD, REALM, USER,
+};
+use rtc_tests::{free_udp_tcp_port, run_tool, run_tool_feeding, FedOutput, ToolOutput, SIGHUP};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
+use stun_proto::attr;
+use stun_proto::message::{method, stun_frame_len};
+use stun_proto::{Class, Message, MessageBuilder};
 
 const UCLIENT_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -126,6 +131,271 @@ fn uclient_rest_api_secret() {
     let peer = Peer::start();
     let out = uclient(turnd.port, &peer, &["-W", "logen", "-u", "someuser"]);
     assert_no_loss(&out, &turnd);
+}
+
+// --- TCP relaying (RFC 6062) --------------------------------------------------------------
+
+/// `-T`: client-to-client over TCP allocations: each client Connects from its relayed
+/// address to the other's, which announces it with ConnectionAttempt; both bind data
+/// connections (ConnectionBind) and stream through them.
+#[test]
+fn uclient_tcp_relay() {
+    run_uclient_test(&["-T", "-n", "50", "-m", "3"]);
+}
+
+/// `-P`: a TCP allocation with an active peer: uclient's peer opens a plain TCP connection
+/// to the relayed address, turnd announces it (ConnectionAttempt, RFC 6062 §5.3) and the
+/// client binds a data connection to it.
+///
+/// uclient reports half its messages lost here, and Debian's coturn 4.6.1 started with the
+/// same flags reports exactly the same numbers. It is uclient's counting: its active peer
+/// reads the raw stream with `MSG_PEEK` looking for STUN/ChannelData framing and never
+/// consumes it (strace shows all 10 messages, 1700 bytes, waiting in the peer's socket), so
+/// only the 10 messages the peer sends to the client are counted as received.
+#[test]
+fn uclient_passive_tcp_relay() {
+    let turnd = Turnd::builder(turnd_bin()).start();
+    let peer = Peer::start();
+    let args = ["-u", USER, "-w", PASSWORD, "-P", "-n", "10", "-m", "1"];
+    let out = uclient(turnd.port, &peer, &args);
+    let summary = parse_uclient(&out.text());
+    assert!(
+        out.success()
+            && summary
+                == Some(UclientSummary {
+                    sent: 20,
+                    received: 10,
+                    lost: 10
+                }),
+        "uclient: {summary:?}\n{out}\nturnd log:\n{}",
+        turnd.log()
+    );
+}
+
+// --- IPv6 relays (RFC 8656 §7.2, RFC 6156) -----------------------------------------------
+
+fn dual_stack_turnd() -> Turnd {
+    Turnd::builder(turnd_bin())
+        .set("listening-ip", "[\"127.0.0.1\", \"::1\"]")
+        .set("relay-ip", "[\"127.0.0.1\", \"::1\"]")
+        .start()
+}
+
+/// `-x`: REQUESTED-ADDRESS-FAMILY IPv6, relaying to a peer on `::1`.
+#[test]
+fn uclient_ipv6_relay() {
+    let turnd = dual_stack_turnd();
+    let peer = Peer::start_on(IpAddr::V6(Ipv6Addr::LOCALHOST));
+    let args = [
+        "-u", USER, "-w", PASSWORD, "-x", "-e", "::1", "-n", "50", "-m", "3",
+    ];
+    let out = uclient(turnd.port, &peer, &args);
+    assert_no_loss(&out, &turnd);
+}
+
+/// `-Z`: dual allocation (ADDITIONAL-ADDRESS-FAMILY, which uclient sends under coturn's
+/// draft code point 0x8032), relaying to an IPv4 peer, then refreshing the IPv6 half.
+#[test]
+fn uclient_dual_allocation() {
+    let turnd = dual_stack_turnd();
+    let peer = Peer::start();
+    let args = ["-u", USER, "-w", PASSWORD, "-Z", "-n", "50", "-m", "3"];
+    let out = uclient(turnd.port, &peer, &args);
+    assert_no_loss(&out, &turnd);
+}
+
+// --- RFC 5780 NAT behaviour discovery ------------------------------------------------------
+
+#[test]
+fn rfc5780_nat_behaviour_discovery() {
+    let alt_port = free_udp_tcp_port();
+    let turnd = Turnd::builder(turnd_bin())
+        .set("listening-ip", "[\"127.0.0.1\", \"127.0.0.2\"]")
+        .set("alt-listening-port", &alt_port.to_string())
+        .start();
+    let out = run_tool(
+        "turnutils_natdiscovery",
+        &["-m", "-f", "-p", &turnd.port.to_string(), "127.0.0.1"],
+        Duration::from_secs(30),
+    );
+    // Loopback has no NAT: both behaviours are endpoint independent (RFC 5780 §4.3, §4.4).
+    let text = out.text();
+    assert!(
+        out.success()
+            && text.contains("NAT with Endpoint Independent Mapping!")
+            && text.contains("NAT with Endpoint Independent Filtering!"),
+        "{out}\nturnd log:\n{}",
+        turnd.log()
+    );
+
+    let primary = turnd.addr();
+    let alternate = addr(&format!("127.0.0.2:{alt_port}"));
+    let address = |r: &rtc_tests::stun::Response, t: u16| {
+        let v = r.message().get(t).map(<[u8]>::to_vec);
+        v.and_then(|v| stun_proto::message::decode_address(&v))
+    };
+    let mut c = StunClient::udp(primary).unwrap();
+    let (r, from) = c.binding_from(&[]).unwrap();
+    assert_eq!(from, primary);
+    assert_eq!(address(&r, attr::OTHER_ADDRESS), Some(alternate));
+    assert_eq!(address(&r, attr::RESPONSE_ORIGIN), Some(primary));
+    // CHANGE-REQUEST with change IP and change port (RFC 5780 §7.2): answered from the
+    // alternate address, which RESPONSE-ORIGIN names.
+    let (r, from) = c
+        .binding_from(&[(attr::CHANGE_REQUEST, vec![0, 0, 0, 0x06])])
+        .unwrap();
+    assert_eq!(r.message().class(), Class::Success);
+    assert_eq!(from, alternate);
+    assert_eq!(address(&r, attr::RESPONSE_ORIGIN), Some(alternate));
+    assert_eq!(
+        r.message()
+            .xor_addresses(attr::XOR_MAPPED_ADDRESS)
+            .next()
+            .flatten(),
+        c.local_addr()
+    );
+}
+
+// --- DTLS (RFC 8656 §3.2, RFC 7350) with OpenSSL -------------------------------------------
+//
+// uclient's DTLS client offers DTLS 1.0 only, which turnd refuses on purpose (dimpl does
+// DTLS 1.2/1.3; RFC 8996 deprecates 1.0), so OpenSSL's `s_client` is the real client here.
+
+/// A Binding request, raw; and its transaction id.
+fn raw_binding() -> ([u8; 12], Vec<u8>) {
+    let tid = rtc_tests::stun::transaction_id();
+    (
+        tid,
+        MessageBuilder::new(method::BINDING, Class::Request, tid).finish(),
+    )
+}
+
+/// The STUN message at the start of `bytes`, once it is all there.
+fn whole_stun(bytes: &[u8]) -> Option<&[u8]> {
+    let n = stun_frame_len(bytes)?;
+    bytes.get(..n)
+}
+
+/// `openssl s_client` with `version` (`-dtls1_2`, `-dtls1`) to turnd's TLS port, sending
+/// `request` as application data and waiting for one STUN message back.
+fn openssl_dtls(turnd: &Turnd, version: &str, ca: &Path, request: &[u8]) -> FedOutput {
+    run_tool_feeding(
+        "openssl",
+        &[
+            "s_client",
+            version,
+            "-quiet",
+            "-connect",
+            &turnd.tls_addr().to_string(),
+            "-CAfile",
+            &ca.to_string_lossy(),
+        ],
+        request,
+        Duration::from_secs(5),
+        |out| whole_stun(out).is_some(),
+    )
+}
+
+#[test]
+fn dtls_1_2_binding_with_openssl() {
+    let turnd = Turnd::builder(turnd_bin()).tls().start();
+    let cert = turnd.tls.clone().expect("TLS files").cert;
+    let (tid, request) = raw_binding();
+    let out = openssl_dtls(&turnd, "-dtls1_2", &cert, &request);
+    let Some(bytes) = whole_stun(&out.stdout) else {
+        panic!(
+            "no STUN response over DTLS 1.2 from `{}`: {:?}\n{}\nturnd log:\n{}",
+            out.command,
+            out.stdout,
+            out.stderr,
+            turnd.log()
+        );
+    };
+    let m = Message::parse(bytes).expect("a well-formed response");
+    assert_eq!((m.method(), m.class()), (method::BINDING, Class::Success));
+    assert_eq!(m.transaction_id(), tid);
+    let mapped = m.xor_addresses(attr::XOR_MAPPED_ADDRESS).next().flatten();
+    assert_eq!(
+        mapped.map(|a| a.ip()),
+        Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    );
+}
+
+/// DTLS 1.0 reaches turnd, which refuses the ClientHello: no application data comes back.
+#[test]
+fn dtls_1_0_is_refused() {
+    let turnd = Turnd::builder(turnd_bin())
+        .tls()
+        .set("log-level", &toml_string("debug"))
+        .start();
+    let cert = turnd.tls.clone().expect("TLS files").cert;
+    let (_, request) = raw_binding();
+    let out = openssl_dtls(&turnd, "-dtls1", &cert, &request);
+    assert!(
+        !out.done && out.stdout.is_empty(),
+        "DTLS 1.0 answered: {:?}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        turnd
+            .daemon
+            .wait_for_log(": DTLS: ", Duration::from_secs(2)),
+        "the handshake never reached turnd:\n{}",
+        turnd.log()
+    );
+}
+
+/// dimpl signs with ECDSA only: an RSA certificate turns DTLS off, with a warning, and
+/// TLS goes on with it.
+#[test]
+fn rsa_certificate_disables_dtls_but_not_tls() {
+    let builder = Turnd::builder(turnd_bin());
+    let (cert, key) = (builder.dir().join("rsa.crt"), builder.dir().join("rsa.key"));
+    let (cert_s, key_s) = (cert.to_string_lossy(), key.to_string_lossy());
+    let gen = run_tool(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &key_s,
+            "-out",
+            &cert_s,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            // Not a CA: webpki refuses a CA certificate as the server's own.
+            "basicConstraints=critical,CA:FALSE",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(gen.success(), "{gen}");
+    let turnd = builder
+        .set("cert", &toml_string(&cert_s))
+        .set("pkey", &toml_string(&key_s))
+        .start();
+    assert!(
+        turnd
+            .daemon
+            .wait_for_log("DTLS disabled", Duration::from_secs(5)),
+        "no warning:\n{}",
+        turnd.log()
+    );
+    let pem = std::fs::read_to_string(&cert).unwrap();
+    if let Err(e) = served_certificate(turnd.tls_addr(), "localhost", &pem) {
+        panic!("TLS with the RSA certificate: {e}\n{}", turnd.log());
+    }
+    let (_, request) = raw_binding();
+    let out = openssl_dtls(&turnd, "-dtls1_2", &cert, &request);
+    assert!(!out.done && out.stdout.is_empty(), "DTLS answered: {out:?}");
 }
 
 #[test]

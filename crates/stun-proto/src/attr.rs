@@ -31,6 +31,11 @@ pub const CONNECTION_ID: u16 = 0x002A;
 
 pub const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
 pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
+/// The code points of draft-ietf-tram-turnbis that coturn and its clients
+/// (`turnutils_uclient -Z`) still use for ADDITIONAL-ADDRESS-FAMILY and ADDRESS-ERROR-CODE;
+/// RFC 8656 §18 assigned 0x8000 and 0x8001 instead.
+pub const ADDITIONAL_ADDRESS_FAMILY_DRAFT: u16 = 0x8032;
+pub const ADDRESS_ERROR_CODE_DRAFT: u16 = 0x8033;
 pub const PASSWORD_ALGORITHMS: u16 = 0x8002;
 pub const ALTERNATE_DOMAIN: u16 = 0x8003;
 pub const ICMP: u16 = 0x8004;

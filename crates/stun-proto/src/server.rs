@@ -1052,7 +1052,16 @@ impl Server {
         let token = msg.get(attr::RESERVATION_TOKEN);
         let even = msg.get(attr::EVEN_PORT);
         let family = msg.get(attr::REQUESTED_ADDRESS_FAMILY);
-        let additional = msg.get(attr::ADDITIONAL_ADDRESS_FAMILY);
+        // Dual allocation (RFC 8656 §7.2), also under coturn's pre-RFC code point, answered
+        // in the same dialect: both are comprehension-optional, so an unrecognised one would
+        // silently give a coturn client a single-family allocation.
+        let (additional, address_error_attr) = match msg.get(attr::ADDITIONAL_ADDRESS_FAMILY) {
+            Some(v) => (Some(v), attr::ADDRESS_ERROR_CODE),
+            None => (
+                msg.get(attr::ADDITIONAL_ADDRESS_FAMILY_DRAFT),
+                attr::ADDRESS_ERROR_CODE_DRAFT,
+            ),
+        };
         let tcp = match msg.get(attr::REQUESTED_TRANSPORT) {
             None => return Err(Reject::new(400, "Missing REQUESTED-TRANSPORT").signed(&auth)),
             Some(v) if v.len() == 4 && v[0] == 17 => false,
@@ -1103,6 +1112,12 @@ impl Server {
             Some(v) if v.first().is_some_and(|b| b & 0x80 != 0) => PortRequest::EvenReserveNext,
             Some(_) => PortRequest::Even,
         };
+        if port_req == PortRequest::EvenReserveNext && want_v6_too {
+            // RFC 8656 §7.2: a reservation cannot be made for a dual allocation.
+            return Err(
+                Reject::new(400, "EVEN-PORT R with ADDITIONAL-ADDRESS-FAMILY").signed(&auth),
+            );
+        }
 
         self.quotas
             .acquire(&auth.user, self.limits.user_quota, self.limits.total_quota)
@@ -1195,7 +1210,7 @@ impl Server {
             };
             let mut v = vec![2, 0, (code / 100) as u8, (code % 100) as u8];
             v.extend_from_slice(reason.as_bytes());
-            b.attr(attr::ADDRESS_ERROR_CODE, &v);
+            b.attr(address_error_attr, &v);
         }
         b.u32_attr(attr::LIFETIME, lifetime.as_secs() as u32);
         if let Some(t) = reserved_token {

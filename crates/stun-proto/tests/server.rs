@@ -1167,6 +1167,18 @@ fn reservation_token_with_even_port_is_400() {
 }
 
 #[test]
+fn even_port_reservation_with_dual_allocation_is_400() {
+    let mut h = Harness::standard();
+    let req = Req::udp()
+        .attr(attr::EVEN_PORT, &[0x80])
+        .u32(attr::ADDITIONAL_ADDRESS_FAMILY, 0x02 << 24);
+    Client::alice()
+        .call(&mut h, method::ALLOCATE, &req)
+        .assert_error(400);
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+#[test]
 fn unused_reservations_are_released_after_30_seconds() {
     let mut h = Harness::standard();
     let mut c = Client::alice();
@@ -1234,6 +1246,40 @@ fn additional_family_unavailable_reports_address_error_code() {
         &Req::udp().u32(attr::REQUESTED_ADDRESS_FAMILY, 0x02 << 24),
     )
     .assert_error(440);
+}
+
+/// coturn's clients (`turnutils_uclient -Z`) send ADDITIONAL-ADDRESS-FAMILY under the
+/// draft code point 0x8032; it is comprehension-optional, so without the alias they would
+/// silently get an IPv4-only allocation, then 443 on their IPv6 Refresh.
+#[test]
+fn coturn_draft_additional_address_family_gives_two_relays() {
+    let mut h = Harness::standard();
+    let mut c = Client::alice();
+    let req = Req::udp().u32(attr::ADDITIONAL_ADDRESS_FAMILY_DRAFT, 0x02 << 24);
+    let r = c.call(&mut h, method::ALLOCATE, &req);
+    r.assert_success();
+    assert_eq!(
+        r.relays(),
+        vec![addr("198.51.100.1:50000"), addr("[2001:db8::1]:50001")]
+    );
+    let refresh_v6 = Req::new()
+        .u32(attr::LIFETIME, 600)
+        .u32(attr::REQUESTED_ADDRESS_FAMILY, 0x02 << 24);
+    c.call(&mut h, method::REFRESH, &refresh_v6)
+        .assert_success();
+
+    // The failed half is reported in the same dialect.
+    let mut io = standard_io();
+    io.refuse_v6 = true;
+    let mut h = Harness::new(ServerConfig::default(), io);
+    let r = Client::alice().call(&mut h, method::ALLOCATE, &req);
+    r.assert_success();
+    assert_eq!(r.relays(), vec![addr("198.51.100.1:50000")]);
+    assert!(r.get(attr::ADDRESS_ERROR_CODE).is_none());
+    let v = r
+        .get(attr::ADDRESS_ERROR_CODE_DRAFT)
+        .expect("ADDRESS-ERROR-CODE at 0x8033");
+    assert_eq!(u16::from(v[2] & 0x7) * 100 + u16::from(v[3]), 440);
 }
 
 #[test]
@@ -1399,4 +1445,281 @@ fn parked_request_is_answered_when_the_key_arrives() {
     // Answered once only.
     h.server.key_ready(now, unix, REALM, "carol", &mut h.io);
     assert!(h.drain().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// TCP relaying (RFC 6062)
+// ---------------------------------------------------------------------------------------
+
+/// REQUESTED-TRANSPORT TCP (RFC 6062 §6.1: protocol number 6).
+const TCP: u32 = 6 << 24;
+const OTHER_PEER: &str = "93.184.216.35:9000";
+
+fn tcp_tuple(remote: &str) -> ClientTuple {
+    ClientTuple {
+        transport: Transport::Tcp,
+        ..udp_tuple(remote)
+    }
+}
+
+impl Client {
+    /// The same client on a TCP connection from `remote`.
+    fn over_tcp(mut self, remote: &str) -> Client {
+        self.tuple = tcp_tuple(remote);
+        self
+    }
+
+    /// A Connect request (RFC 6062 §5.2) with a known transaction id; the server answers
+    /// only once the daemon reports the outbound connection.
+    fn connect_request(&mut self, h: &mut Harness, peer: &str) -> ([u8; 12], Option<Resp>) {
+        let tid = self.tid();
+        let bytes = self.build(method::CONNECT, tid, &Req::new().peer(peer));
+        (tid, h.exchange(self.tuple, &bytes).map(|t| Resp(t.data)))
+    }
+
+    #[track_caller]
+    fn connection_bind(&mut self, h: &mut Harness, id: ConnectionId) -> Resp {
+        self.call(
+            h,
+            method::CONNECTION_BIND,
+            &Req::new().u32(attr::CONNECTION_ID, id),
+        )
+    }
+}
+
+fn tcp_relay_config() -> ServerConfig {
+    ServerConfig {
+        tcp_relay: true,
+        ..ServerConfig::default()
+    }
+}
+
+/// alice's control connection with a TCP allocation on RelayId(1) and a permission for
+/// PUBLIC_PEER.
+fn tcp_allocation() -> (Harness, Client) {
+    let mut h = Harness::new(tcp_relay_config(), standard_io());
+    let mut c = Client::alice().over_tcp("192.0.2.100:41000");
+    assert_eq!(
+        c.allocate_with(&mut h, Req::new().u32(attr::REQUESTED_TRANSPORT, TCP)),
+        vec![addr("198.51.100.1:50000")]
+    );
+    c.permit(&mut h, PUBLIC_PEER).assert_success();
+    (h, c)
+}
+
+/// A connection to PUBLIC_PEER made by Connect and reported connected: its id.
+fn connected(h: &mut Harness, c: &mut Client) -> ConnectionId {
+    let (_, early) = c.connect_request(h, PUBLIC_PEER);
+    assert!(early.is_none(), "no response before the peer connects");
+    let (_, _, id) = *h.io.connects.last().expect("a connect order");
+    h.server.peer_connected(h.now, id, true);
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    Resp(out[0].data.clone()).assert_success();
+    id
+}
+
+#[test]
+fn tcp_allocation_needs_a_stream_control_connection() {
+    let mut h = Harness::new(tcp_relay_config(), standard_io());
+    let tcp = Req::new().u32(attr::REQUESTED_TRANSPORT, TCP);
+    // RFC 6062 §5.1: over UDP a TCP allocation is 400.
+    let mut udp = Client::alice();
+    let r = udp.call(&mut h, method::ALLOCATE, &tcp);
+    r.assert_error(400);
+    assert!(r.msg().verify_integrity(&udp.key()));
+    assert_eq!(h.server.allocation_count(), 0);
+    // Over TCP it is granted, with the relay the daemon bound.
+    let mut c = Client::alice().over_tcp("192.0.2.100:41000");
+    let r = c.call(&mut h, method::ALLOCATE, &tcp);
+    r.assert_success();
+    assert_eq!(r.relays(), vec![addr("198.51.100.1:50000")]);
+    assert_eq!(h.server.allocation_count(), 1);
+
+    // Without `tcp_relay`: 442 Unsupported Transport Protocol, even over TCP.
+    let mut h = Harness::standard();
+    let mut c = Client::alice().over_tcp("192.0.2.100:41000");
+    c.call(&mut h, method::ALLOCATE, &tcp).assert_error(442);
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+#[test]
+fn connect_without_permission_is_403() {
+    let (mut h, mut c) = tcp_allocation();
+    let (_, r) = c.connect_request(&mut h, OTHER_PEER);
+    let r = r.expect("refused at once");
+    r.assert_error(403);
+    assert!(r.msg().verify_integrity(&c.key()));
+    assert!(h.io.connects.is_empty());
+    assert_eq!(h.server.tcp_connection_count(), 0);
+}
+
+#[test]
+fn connect_is_answered_when_the_peer_connection_is_up() {
+    let (mut h, mut c) = tcp_allocation();
+    let (tid, early) = c.connect_request(&mut h, PUBLIC_PEER);
+    assert!(early.is_none(), "RFC 6062 §5.2: answered after the connect");
+    assert_eq!(h.io.connects.len(), 1);
+    let (relay, peer, id) = h.io.connects[0];
+    assert_eq!((relay, peer), (RelayId(1), addr(PUBLIC_PEER)));
+    assert_ne!(id, 0);
+
+    h.server.peer_connected(h.now, id, true);
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].to, c.tuple);
+    let r = Resp(out[0].data.clone());
+    r.assert_success();
+    assert_eq!(r.msg().method(), method::CONNECT);
+    assert_eq!(r.msg().transaction_id(), tid);
+    assert_eq!(r.u32(attr::CONNECTION_ID), Some(id));
+    assert!(r.msg().verify_integrity(&c.key()));
+    // A second report changes nothing.
+    h.server.peer_connected(h.now, id, true);
+    assert!(h.drain().is_empty());
+
+    // RFC 6062 §5.2: one connection per peer address: 446.
+    let (_, r) = c.connect_request(&mut h, PUBLIC_PEER);
+    r.expect("refused at once").assert_error(446);
+    assert_eq!(h.io.connects.len(), 1);
+
+    // A connection that fails: 447, and it is forgotten.
+    c.permit(&mut h, OTHER_PEER).assert_success();
+    let (tid, early) = c.connect_request(&mut h, OTHER_PEER);
+    assert!(early.is_none());
+    let (_, peer, failed) = h.io.connects[1];
+    assert_eq!(peer, addr(OTHER_PEER));
+    assert_eq!(h.server.tcp_connection_count(), 2);
+    h.server.peer_connected(h.now, failed, false);
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    let r = Resp(out[0].data.clone());
+    r.assert_error(447);
+    assert_eq!(r.msg().transaction_id(), tid);
+    assert!(r.msg().verify_integrity(&c.key()));
+    assert_eq!(h.server.tcp_connection_count(), 1);
+    assert_eq!(h.server.stats().errors.get(&447), Some(&1));
+}
+
+#[test]
+fn connection_bind_splices_a_new_data_connection() {
+    let (mut h, mut c) = tcp_allocation();
+    let id = connected(&mut h, &mut c);
+
+    // RFC 6062 §5.4: an id the server never issued is 400.
+    let mut stranger = Client::alice().over_tcp("192.0.2.100:41001");
+    stranger
+        .connection_bind(&mut h, id.wrapping_add(1))
+        .assert_error(400);
+    // Another user's credentials: 441.
+    let mut bob = Client::new("192.0.2.100:41002", "bob", "bob-pw").over_tcp("192.0.2.100:41002");
+    bob.connection_bind(&mut h, id).assert_error(441);
+    assert!(h.io.splices.is_empty());
+
+    let mut data = Client::alice().over_tcp("192.0.2.100:41003");
+    let r = data.connection_bind(&mut h, id);
+    r.assert_success();
+    assert!(r.msg().verify_integrity(&data.key()));
+    assert_eq!(h.io.splices, vec![(id, data.tuple)]);
+    // Bound once only.
+    stranger.connection_bind(&mut h, id).assert_error(400);
+    assert_eq!(h.io.splices.len(), 1);
+
+    // The data connection closing closes its peer connection.
+    h.server.client_closed(&data.tuple, &mut h.io);
+    assert_eq!(h.io.closed, vec![id]);
+    assert_eq!(h.server.tcp_connection_count(), 0);
+    assert_eq!(
+        h.server.allocation_count(),
+        1,
+        "the control connection stays"
+    );
+}
+
+#[test]
+fn incoming_peer_connection_is_announced_with_connection_attempt() {
+    let (mut h, c) = tcp_allocation();
+    let peer = addr("93.184.216.34:50123");
+    let id = h
+        .server
+        .peer_connection_incoming(h.now, RelayId(1), peer)
+        .expect("a permitted peer is accepted");
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].to, c.tuple, "announced on the control connection");
+    let m = Message::parse(&out[0].data).unwrap();
+    assert_eq!(
+        (m.method(), m.class()),
+        (method::CONNECTION_ATTEMPT, Class::Indication)
+    );
+    assert_eq!(m.method(), 0x000C);
+    assert_eq!(
+        m.xor_addresses(attr::XOR_PEER_ADDRESS).collect::<Vec<_>>(),
+        vec![Some(peer)]
+    );
+    assert_eq!(m.get_u32(attr::CONNECTION_ID), Some(id));
+
+    // No permission for that IP: refused, nothing announced.
+    let before = h.server.stats().relay_dropped;
+    assert_eq!(
+        h.server
+            .peer_connection_incoming(h.now, RelayId(1), addr(OTHER_PEER)),
+        None
+    );
+    assert!(h.drain().is_empty());
+    assert_eq!(h.server.stats().relay_dropped, before + 1);
+    // Nor on a relay nobody holds.
+    assert_eq!(
+        h.server.peer_connection_incoming(h.now, RelayId(9), peer),
+        None
+    );
+
+    // The client binds it like an active one.
+    let mut data = Client::alice().over_tcp("192.0.2.100:41003");
+    data.connection_bind(&mut h, id).assert_success();
+    assert_eq!(h.io.splices, vec![(id, data.tuple)]);
+}
+
+#[test]
+fn unbound_peer_connection_is_closed_after_30_seconds() {
+    let (mut h, _c) = tcp_allocation();
+    let id = h
+        .server
+        .peer_connection_incoming(h.now, RelayId(1), addr(PUBLIC_PEER))
+        .unwrap();
+    assert_eq!(h.drain().len(), 1, "the ConnectionAttempt");
+    h.advance(29);
+    assert!(h.io.closed.is_empty());
+    assert_eq!(h.server.tcp_connection_count(), 1);
+    h.advance(2);
+    assert_eq!(h.io.closed, vec![id]);
+    assert_eq!(h.server.tcp_connection_count(), 0);
+    // Too late to bind it.
+    let mut data = Client::alice().over_tcp("192.0.2.100:41003");
+    data.connection_bind(&mut h, id).assert_error(400);
+    assert!(h.io.splices.is_empty());
+}
+
+#[test]
+fn closing_the_control_connection_closes_its_peer_connections() {
+    let (mut h, mut c) = tcp_allocation();
+    let active = connected(&mut h, &mut c);
+    let mut data = Client::alice().over_tcp("192.0.2.100:41003");
+    data.connection_bind(&mut h, active).assert_success();
+    let passive = h
+        .server
+        .peer_connection_incoming(h.now, RelayId(1), addr("93.184.216.34:50123"))
+        .unwrap();
+    h.drain();
+    assert_eq!(h.server.tcp_connection_count(), 2);
+
+    h.server.client_closed(&c.tuple, &mut h.io);
+    let mut closed = h.io.closed.clone();
+    closed.sort_unstable();
+    let mut want = vec![active, passive];
+    want.sort_unstable();
+    assert_eq!(closed, want);
+    assert_eq!(h.server.tcp_connection_count(), 0);
+    assert_eq!(h.server.allocation_count(), 0);
+    assert_eq!(h.io.released, vec![RelayId(1)]);
 }
