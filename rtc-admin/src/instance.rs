@@ -341,7 +341,7 @@ async fn create_database(path: &Path, realm: &str, password: &str) -> anyhow::Re
             _ => {}
         }
     }
-    let store = rtc_store::Store::connect(&format!("sqlite://{}", path.display())).await?;
+    let store = rtc_store::Store::connect(&path.display().to_string()).await?;
     store.migrate_turn().await?;
     let key = rtc_auth::turn::key_md5(DEMO_USER, realm, password);
     store

@@ -78,7 +78,11 @@ impl TurnConfig {
         s.psql_userdb
             .clone()
             .or_else(|| s.mysql_userdb.clone())
-            .or_else(|| s.userdb.as_deref().map(|p| sqlite_url(p, &self.path)))
+            .or_else(|| {
+                s.userdb
+                    .as_deref()
+                    .map(|p| rtc_store::resolve_userdb(p, &self.path))
+            })
     }
 
     /// Like [`TurnConfig::database_url`], with an error saying which keys to set.
@@ -149,22 +153,6 @@ impl TurnConfig {
     }
 }
 
-/// `userdb` as turnd resolves it: a full URL is kept, a bare path becomes `sqlite://PATH`
-/// with a relative path taken from the config file's directory, so the daemon (started
-/// from `/` by systemd) and this tool (started from anywhere) open the same file.
-pub fn sqlite_url(userdb: &str, config_file: &Path) -> String {
-    if userdb.contains("://") {
-        return userdb.to_owned();
-    }
-    let path = Path::new(userdb);
-    match config_file.parent() {
-        Some(dir) if path.is_relative() && !dir.as_os_str().is_empty() => {
-            format!("sqlite://{}", dir.join(path).display())
-        }
-        _ => format!("sqlite://{userdb}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,15 +167,9 @@ mod tests {
     #[test]
     fn database_precedence_and_relative_paths() {
         let c = config("userdb = \"turnd.sqlite\"\nsome-unknown-key = 1");
-        assert_eq!(
-            c.database_url().as_deref(),
-            Some("sqlite:///etc/rtc/turnd.sqlite")
-        );
+        assert_eq!(c.database_url().as_deref(), Some("/etc/rtc/turnd.sqlite"));
         let c = config("userdb = \"/var/lib/turn/turndb\"");
-        assert_eq!(
-            c.database_url().as_deref(),
-            Some("sqlite:///var/lib/turn/turndb")
-        );
+        assert_eq!(c.database_url().as_deref(), Some("/var/lib/turn/turndb"));
         let c = config("userdb = \"x\"\nmysql-userdb = \"mysql://m/db\"");
         assert_eq!(c.database_url().as_deref(), Some("mysql://m/db"));
         let c = config("mysql-userdb = \"mysql://m/db\"\npsql-userdb = \"postgres://p/db\"");

@@ -206,11 +206,7 @@ impl LazyConfig<'_> {
         }
         if let Some(path) = &db.userdb {
             // A path given on the command line is relative to where the command runs.
-            return Ok(if path.contains("://") {
-                path.clone()
-            } else {
-                format!("sqlite://{path}")
-            });
+            return Ok(path.clone());
         }
         self.get()?.require_database_url()
     }

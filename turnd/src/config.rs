@@ -352,7 +352,11 @@ pub fn resolve(mut cfg: Config, file: &str) -> Result<Resolved, ConfigError> {
         .psql_userdb
         .clone()
         .or_else(|| cfg.mysql_userdb.clone())
-        .or_else(|| cfg.userdb.as_ref().map(|p| sqlite_url(p, Path::new(file))));
+        .or_else(|| {
+            cfg.userdb
+                .as_ref()
+                .map(|p| rtc_store::resolve_userdb(p, Path::new(file)))
+        });
 
     let core = ServerConfig {
         realm: cfg.realm.clone(),
@@ -387,25 +391,6 @@ pub fn resolve(mut cfg: Config, file: &str) -> Result<Resolved, ConfigError> {
         config_denied: denied,
         file: cfg,
     })
-}
-
-/// `userdb` is a path in coturn; also accept a full `sqlite://` URL.
-///
-/// A relative path is taken relative to the directory of the config file, not the
-/// daemon's working directory: a unit started from `/` and `rtc-admin` run from a shell
-/// must open the same database, and a self-contained instance directory (`rtc-admin
-/// init`) must keep working wherever it is started from. `rtc-admin` resolves it alike.
-fn sqlite_url(p: &str, config_file: &Path) -> String {
-    if p.contains("://") {
-        return p.to_string();
-    }
-    let path = Path::new(p);
-    match config_file.parent() {
-        Some(dir) if path.is_relative() && !dir.as_os_str().is_empty() => {
-            format!("sqlite://{}", dir.join(path).display())
-        }
-        _ => format!("sqlite://{p}"),
-    }
 }
 
 /// The address the host would use to reach the Internet: a routing-table lookup through an
@@ -477,18 +462,17 @@ mod tests {
     }
 
     #[test]
-    fn relative_userdb_is_relative_to_the_config_file() {
-        let dir = Path::new("/etc/rtc/turnd.toml");
+    fn relative_paths_are_relative_to_the_config_file() {
+        let toml = "realm=\"x\"\nlistening-ip=[\"127.0.0.1\"]\nuserdb=\"turnd.sqlite\"\n\
+                    cert=\"tls/c.pem\"\npkey=\"/k.pem\"";
+        let cfg: Config = rtc_config::load_str(toml, "/etc/rtc/turnd.toml", &[], "TURND").unwrap();
+        let r = resolve(cfg, "/etc/rtc/turnd.toml").unwrap();
+        assert_eq!(r.store_url.as_deref(), Some("/etc/rtc/turnd.sqlite"));
         assert_eq!(
-            sqlite_url("turnd.sqlite", dir),
-            "sqlite:///etc/rtc/turnd.sqlite"
+            r.file.cert.as_deref(),
+            Some(Path::new("/etc/rtc/tls/c.pem"))
         );
-        assert_eq!(
-            sqlite_url("/var/lib/turndb", dir),
-            "sqlite:///var/lib/turndb"
-        );
-        assert_eq!(sqlite_url("sqlite://x.db", dir), "sqlite://x.db");
-        assert_eq!(sqlite_url("turndb", Path::new("t.toml")), "sqlite://turndb");
+        assert_eq!(r.file.pkey.as_deref(), Some(Path::new("/k.pem")));
     }
 
     #[test]

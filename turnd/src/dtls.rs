@@ -3,11 +3,13 @@
 //!
 //! Each client address gets a `dimpl` state machine (sans-IO DTLS 1.2/1.3). Decrypted
 //! records go to the protocol core like any UDP datagram, tagged [`Transport::Dtls`];
-//! what the core sends back is encrypted here. The stateless cookie exchange
-//! (HelloVerifyRequest, RFC 6347 §4.2.1) is on, so a spoofed source gets no amplified
-//! answer, and the number of sessions per shard is capped.
+//! what the core sends back is encrypted here. The cookie exchange (HelloVerifyRequest,
+//! RFC 6347 §4.2.1) is on, so a spoofed source gets no amplified answer. A session object
+//! exists from the first ClientHello, so sessions that have not finished their handshake
+//! have their own small cap, and the oldest of them makes room for a new one: spoofed
+//! ClientHellos cannot lock real clients out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +18,8 @@ use tracing::debug;
 
 /// Sessions one shard keeps at most; new handshakes beyond it are ignored.
 const MAX_SESSIONS: usize = 20_000;
+/// Sessions still in their handshake a shard keeps at most.
+const MAX_HANDSHAKING: usize = 1024;
 /// A session that has not finished its handshake by then is dropped.
 const HANDSHAKE_IDLE: Duration = Duration::from_secs(30);
 /// An established session with no traffic for longer than any allocation lifetime ends.
@@ -68,9 +72,16 @@ pub struct Decrypted {
 /// All DTLS sessions of one shard, by (local, remote) address.
 #[derive(Default)]
 pub struct DtlsSessions {
-    sessions: HashMap<(SocketAddr, SocketAddr), Session>,
+    sessions: HashMap<Key, Session>,
+    /// Sessions in creation order, for evicting the oldest unfinished handshake. Entries of
+    /// sessions that finished or ended are skipped, and pruned when they pile up.
+    created: VecDeque<Key>,
+    /// Sessions whose handshake has not completed.
+    handshaking: usize,
     buf: Vec<u8>,
 }
+
+type Key = (SocketAddr, SocketAddr);
 
 impl DtlsSessions {
     /// Feeds one datagram from `remote` (received on `local`), sending handshake records
@@ -95,7 +106,10 @@ impl DtlsSessions {
                 debug!("{remote}: DTLS session limit reached");
                 return out;
             }
+            self.make_room_for_handshake();
             let dtls = dimpl::Dtls::new_auto(id.config.clone(), id.cert.clone(), now);
+            self.created.push_back(key);
+            self.handshaking += 1;
             self.sessions.insert(
                 key,
                 Session {
@@ -110,14 +124,19 @@ impl DtlsSessions {
             return out;
         };
         s.last_seen = now;
-        if let Err(e) = s.dtls.handle_packet(data) {
-            debug!("{remote}: DTLS: {e}");
-            self.sessions.remove(&key);
-            out.closed = true;
-            return out;
+        let was_connected = s.connected;
+        let ended = match s.dtls.handle_packet(data) {
+            Err(e) => {
+                debug!("{remote}: DTLS: {e}");
+                true
+            }
+            Ok(()) => Self::drain(s, &mut self.buf, sock, remote, &mut out.records),
+        };
+        if !was_connected && s.connected {
+            self.handshaking -= 1;
         }
-        if Self::drain(s, &mut self.buf, sock, remote, &mut out.records) {
-            self.sessions.remove(&key);
+        if ended {
+            self.remove(&key);
             out.closed = true;
         }
         out
@@ -148,8 +167,9 @@ impl DtlsSessions {
         &mut self,
         now: Instant,
         socket_for: impl Fn(SocketAddr) -> Option<std::rc::Rc<UdpSocket>>,
-    ) -> Vec<(SocketAddr, SocketAddr)> {
+    ) -> Vec<Key> {
         let mut ended = Vec::new();
+        let mut finished = 0;
         for (&(local, remote), s) in self.sessions.iter_mut() {
             let idle = now.saturating_duration_since(s.last_seen);
             if idle > IDLE || (!s.connected && idle > HANDSHAKE_IDLE) {
@@ -160,18 +180,49 @@ impl DtlsSessions {
                 let Some(sock) = socket_for(local) else {
                     continue;
                 };
+                let was_connected = s.connected;
                 let mut ignored = Vec::new();
                 if s.dtls.handle_timeout(now).is_err()
                     || Self::drain(s, &mut self.buf, &sock, remote, &mut ignored)
                 {
                     ended.push((local, remote));
                 }
+                if !was_connected && s.connected {
+                    finished += 1;
+                }
             }
         }
+        self.handshaking -= finished;
         for k in &ended {
-            self.sessions.remove(k);
+            self.remove(k);
         }
         ended
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Some(s) = self.sessions.remove(key) {
+            if !s.connected {
+                self.handshaking -= 1;
+            }
+        }
+    }
+
+    /// Evicts the oldest unfinished handshake when there are too many.
+    fn make_room_for_handshake(&mut self) {
+        if self.created.len() > 4 * MAX_HANDSHAKING {
+            let sessions = &self.sessions;
+            self.created
+                .retain(|k| sessions.get(k).is_some_and(|s| !s.connected));
+        }
+        if self.handshaking < MAX_HANDSHAKING {
+            return;
+        }
+        while let Some(k) = self.created.pop_front() {
+            if self.sessions.get(&k).is_some_and(|s| !s.connected) {
+                self.remove(&k);
+                return;
+            }
+        }
     }
 
     /// Sends pending records and collects plaintext; true if the peer closed.

@@ -23,6 +23,8 @@ use tracing::{error, info, warn};
 /// How often database-backed settings (REST secrets, realm quotas, peer lists) are re-read
 /// without a SIGHUP.
 const DB_REFRESH: Duration = Duration::from_secs(30);
+/// Key lookups waiting for the database before new ones are refused.
+const DB_QUEUE: usize = 1024;
 
 #[derive(Parser, Debug)]
 #[command(version, about = "TURN/STUN relay server (RFC 8489, RFC 8656)")]
@@ -89,7 +91,8 @@ fn run(r: config::Resolved) -> Result<(), String> {
     let tls_config = cert_store.as_ref().map(|c| c.server_config(&[]));
 
     let nonce_secret = r.nonce_secret.unwrap_or_else(rand::random);
-    let (db_tx, db_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Bounded: a flood of made-up user names must not queue database work without end.
+    let (db_tx, db_rx) = tokio::sync::mpsc::channel(DB_QUEUE);
     let shared = Arc::new(Shared::new(
         &r,
         nonce_secret,

@@ -74,6 +74,8 @@ struct ShardIo {
 
 /// A peer TCP connection (RFC 6062).
 enum PeerConn {
+    /// Outbound connect in progress; abort cancels it.
+    Connecting(tokio::task::AbortHandle),
     /// Waiting for the client's ConnectionBind.
     Waiting(TcpStream),
     /// Being copied; abort stops the peer-to-client half, which ends the splice.
@@ -159,26 +161,25 @@ impl ServerIo for ShardIo {
     fn connect_peer(&mut self, relay: RelayId, peer: SocketAddr, id: ConnectionId) {
         let me = self.me.clone();
         let local = self.tcp_relay_addr(relay);
-        tokio::task::spawn_local(async move {
+        let task = tokio::task::spawn_local(async move {
             let result = match local {
                 Some(local) => connect_from(local, peer).await,
                 None => Err(std::io::ErrorKind::NotFound.into()),
             };
             let Some(st) = me.upgrade() else { return };
             let mut st = st.borrow_mut();
-            let ok = match result {
-                Ok(stream) => {
-                    st.io.tcp_peers.insert(id, PeerConn::Waiting(stream));
-                    true
-                }
-                Err(e) => {
-                    debug!("RFC 6062 connect to {peer}: {e}");
-                    false
-                }
-            };
-            st.core.peer_connected(Instant::now(), id, ok);
+            st.io.tcp_peers.remove(&id);
+            if let Err(e) = &result {
+                debug!("RFC 6062 connect to {peer}: {e}");
+            }
+            let keep = st.core.peer_connected(Instant::now(), id, result.is_ok());
+            if let (true, Ok(stream)) = (keep, result) {
+                st.io.tcp_peers.insert(id, PeerConn::Waiting(stream));
+            }
             st.flush();
         });
+        self.tcp_peers
+            .insert(id, PeerConn::Connecting(task.abort_handle()));
     }
 
     fn splice(&mut self, id: ConnectionId, data: ClientTuple) {
@@ -186,8 +187,10 @@ impl ServerIo for ShardIo {
     }
 
     fn close_connection(&mut self, id: ConnectionId) {
-        if let Some(PeerConn::Spliced(h)) = self.tcp_peers.remove(&id) {
-            h.abort();
+        match self.tcp_peers.remove(&id) {
+            Some(PeerConn::Spliced(h) | PeerConn::Connecting(h)) => h.abort(),
+            // Dropping the stream closes it.
+            Some(PeerConn::Waiting(_)) | None => {}
         }
     }
 
@@ -209,7 +212,7 @@ impl ServerIo for ShardIo {
                 reply: self.db_reply.clone(),
             };
             if let Some(db) = &self.shared.db {
-                if db.send(req).is_err() {
+                if db.try_send(req).is_err() {
                     return KeyLookup::Unknown;
                 }
             }
@@ -802,6 +805,9 @@ impl PortPool {
         for _ in 0..span {
             let mut port = self.candidate();
             if req != PortRequest::Any && port % 2 == 1 {
+                if port == self.max {
+                    continue;
+                }
                 port += 1;
             }
             let addr = SocketAddr::new(ip, port);

@@ -21,6 +21,8 @@ use tracing::{info, warn};
 const KEY_TTL: Duration = Duration::from_secs(60);
 /// Unknown users are remembered briefly so a flood of bad names cannot hammer the database.
 const UNKNOWN_TTL: Duration = Duration::from_secs(10);
+/// Cached keys at most.
+const CACHE_MAX: usize = 100_000;
 
 /// A request from a shard to the database task.
 #[derive(Debug)]
@@ -58,8 +60,9 @@ impl CredCache {
 
     fn put(&self, realm: String, user: String, key: Option<StoredKey>) {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() > 100_000 {
-            map.retain(|_, (_, at)| at.elapsed() < KEY_TTL);
+        // Bounded without bookkeeping: at the limit start over (entries are refetched).
+        if map.len() >= CACHE_MAX {
+            map.clear();
         }
         map.insert((realm, user), (key, Instant::now()));
     }
@@ -248,7 +251,7 @@ pub struct Shared {
     pub relay_v6: Option<IpAddr>,
     pub ports: PortPool,
     pub creds: CredCache,
-    pub db: Option<mpsc::UnboundedSender<DbRequest>>,
+    pub db: Option<mpsc::Sender<DbRequest>>,
     pub conn_limit: Arc<ConnLimit>,
     pub metrics: Metrics,
     tls: RwLock<Option<tokio_rustls::TlsAcceptor>>,
@@ -264,7 +267,7 @@ impl Shared {
         r: &Resolved,
         nonce_secret: [u8; 32],
         port_start: u32,
-        db: Option<mpsc::UnboundedSender<DbRequest>>,
+        db: Option<mpsc::Sender<DbRequest>>,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Shared {
         let core = Arc::new(r.core.clone());
@@ -387,15 +390,18 @@ impl Shared {
 
 /// The database task: answers key lookups for all shards on the main runtime (the pool's
 /// connections belong to it).
-pub async fn db_task(
-    store: Store,
-    shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<DbRequest>,
-) {
+pub async fn db_task(store: Store, shared: Arc<Shared>, mut rx: mpsc::Receiver<DbRequest>) {
+    // Lookups in flight at once; beyond that requests wait in the bounded queue, and the
+    // shards refuse new ones when it is full.
+    let permits = Arc::new(tokio::sync::Semaphore::new(32));
     while let Some(req) = rx.recv().await {
         let store = store.clone();
         let shared = shared.clone();
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
         tokio::spawn(async move {
+            let _permit = permit;
             let key = match store.turn().get_user_key(&req.realm, &req.user).await {
                 Ok(Some(hex)) => {
                     let k = StoredKey::from_hex(&hex);

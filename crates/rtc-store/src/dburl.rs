@@ -12,6 +12,9 @@ pub(crate) struct Target {
     /// The URL as the user wrote it, password masked.
     pub shown_url: String,
     pub in_memory: bool,
+    /// The SQLite file, when the target is one: created with owner-only permissions if
+    /// missing, since it holds keys that authenticate users.
+    pub file: Option<std::path::PathBuf>,
 }
 
 pub(crate) fn parse(url: &str) -> Result<Target, StoreError> {
@@ -38,6 +41,7 @@ pub(crate) fn parse(url: &str) -> Result<Target, StoreError> {
                 sqlx_url: url.to_owned(),
                 shown_url,
                 in_memory: true,
+                file: None,
             });
         }
         // The URL path is already percent-encoded (sqlx decodes it); only make a
@@ -52,6 +56,7 @@ pub(crate) fn parse(url: &str) -> Result<Target, StoreError> {
         };
         return Ok(Target {
             backend: Backend::Sqlite,
+            file: Some(percent_decode(&path).into()),
             sqlx_url: sqlite_url(&path, params),
             shown_url,
             in_memory: false,
@@ -72,6 +77,7 @@ pub(crate) fn parse(url: &str) -> Result<Target, StoreError> {
             sqlx_url: format!("{scheme}://{rest}"),
             shown_url,
             in_memory: false,
+            file: None,
         });
     }
     // No scheme: a filesystem path to an SQLite file, as coturn's `userdb` takes it.
@@ -88,6 +94,7 @@ pub(crate) fn parse(url: &str) -> Result<Target, StoreError> {
         sqlx_url: sqlite_url(&percent_encode_path(&absolute), None),
         shown_url,
         in_memory: false,
+        file: Some(absolute),
     })
 }
 
@@ -117,6 +124,26 @@ fn percent_encode_path(path: &Path) -> String {
     out
 }
 
+/// Undoes URL percent-encoding (`%2F` -> `/`); invalid escapes are kept as written.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Replaces the password in `scheme://user:password@host...` with `***`.
 pub(crate) fn mask_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -136,6 +163,14 @@ pub(crate) fn mask_password(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_decoding_round_trips_and_tolerates_junk() {
+        let p = Path::new("/srv/a b?c#d%e/ü");
+        assert_eq!(percent_decode(&percent_encode_path(p)), p.to_string_lossy());
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%é%41"), "%éA");
+    }
 
     #[test]
     fn masks_passwords() {

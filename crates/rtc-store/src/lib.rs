@@ -99,6 +99,40 @@ pub enum StoreError {
     },
 }
 
+/// coturn's `userdb` setting as every tool of the suite resolves it: a URL is kept; a
+/// file path relative to the configuration file's directory is made absolute, so the
+/// daemon (started from `/` by systemd) and `rtc-admin` (started from anywhere) open the
+/// same file. The result is what [`Store::connect`] takes.
+pub fn resolve_userdb(userdb: &str, config_file: &std::path::Path) -> String {
+    if userdb.contains("://") {
+        return userdb.to_owned();
+    }
+    let path = std::path::Path::new(userdb);
+    match config_file.parent() {
+        Some(dir) if path.is_relative() && !dir.as_os_str().is_empty() => {
+            dir.join(path).display().to_string()
+        }
+        _ => userdb.to_owned(),
+    }
+}
+
+/// Creates an empty SQLite file readable by its owner only, unless it exists: the
+/// database holds keys that authenticate users (coturn's `hmackey`), so it must not
+/// inherit a world-readable umask.
+fn create_private(file: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// A pool of connections to one database, shared by all services of a process.
 ///
 /// Cloning is cheap (the pool is reference counted).
@@ -129,6 +163,12 @@ impl Store {
     /// missing (`mode=rwc`) unless the URL sets its own `mode`.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         let target = dburl::parse(url)?;
+        if let Some(file) = &target.file {
+            create_private(file).map_err(|e| StoreError::BadUrl {
+                url: target.shown_url.clone(),
+                reason: format!("cannot create {}: {e}", file.display()),
+            })?;
+        }
         if !target.backend.compiled_in() {
             return Err(StoreError::BackendNotCompiled {
                 url: target.shown_url,

@@ -401,6 +401,10 @@ enum AuthResult {
 }
 
 const PARKED_MAX: usize = 4096;
+/// Requests larger than this are not parked (a real Allocate is a few hundred bytes).
+const PARKED_MESSAGE_MAX: usize = 2048;
+const MAX_USERNAME: usize = 508;
+const MAX_REALM_NONCE: usize = 763;
 const PARKED_TIMEOUT: Duration = Duration::from_secs(5);
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 /// RFC 8656 §12: a channel number stays blocked 5 minutes after its binding expires.
@@ -553,6 +557,13 @@ impl Server {
     ) -> PeerAction {
         self.stats.packets_from_peers += 1;
         self.stats.bytes_from_peers += data.len() as u64;
+        // The largest payload a Data indication can carry: 65535 minus XOR-PEER-ADDRESS
+        // (IPv6: 24 bytes) and the DATA header. A bigger (IPv6 jumbo-ish) datagram cannot
+        // be framed for the client (RFC 8656 §11.4), so it is dropped.
+        if data.len() > 65535 - 28 {
+            self.stats.relay_dropped += 1;
+            return PeerAction::Drop;
+        }
         let Some(tuple) = self.by_relay.get(&relay) else {
             self.stats.relay_dropped += 1;
             return PeerAction::Drop;
@@ -719,8 +730,11 @@ impl Server {
             return true;
         }
         if self.rate.len() >= RATE_TABLE_MAX && !self.rate.contains_key(&ip) {
-            // Table full (many sources at once): refuse rather than grow without bound.
-            return false;
+            // Table full (many sources at once): forget an arbitrary source rather than grow
+            // without bound or lock every new client out.
+            if let Some(old) = self.rate.keys().next().copied() {
+                self.rate.remove(&old);
+            }
         }
         let e = self.rate.entry(ip).or_insert((rate * 2.0, now));
         let elapsed = now.saturating_duration_since(e.1).as_secs_f64();
@@ -860,11 +874,14 @@ impl Server {
 
     /// RFC 8489 §9.2.4 server side of the long-term credential mechanism, plus the TURN
     /// REST API. On success returns the key for signing the response.
+    /// `owner` is the allocation whose key may verify the request without a lookup: the
+    /// request's own 5-tuple, or for an RFC 6062 ConnectionBind the control connection's.
     fn authenticate(
         &mut self,
         now: Instant,
         unix: u64,
         from: ClientTuple,
+        owner: ClientTuple,
         msg: &Message<'_>,
         io: &mut dyn ServerIo,
     ) -> AuthResult {
@@ -886,6 +903,14 @@ impl Server {
         ) else {
             return AuthResult::Reject(Reject::new(400, "Missing USERNAME, REALM or NONCE"));
         };
+        // RFC 8489 §14.3, §14.9, §14.10: USERNAME under 509 bytes, REALM and NONCE under
+        // 128 characters (763 bytes). Longer values only cost memory and database lookups.
+        if user.len() > MAX_USERNAME
+            || realm.len() > MAX_REALM_NONCE
+            || nonce.len() > MAX_REALM_NONCE
+        {
+            return AuthResult::Reject(Reject::new(400, "USERNAME, REALM or NONCE too long"));
+        }
         let Ok(alg) = negotiated_algorithm(msg) else {
             return AuthResult::Reject(Reject::new(400, "Password algorithm mismatch"));
         };
@@ -899,8 +924,17 @@ impl Server {
         if realm != self.config.realm {
             return AuthResult::Reject(Reject::challenge(401, "Unauthorized"));
         }
+        // A REST credential ends at its timestamp, also for an allocation made with it.
+        let rest_expiry = if self.config.use_auth_secret {
+            rtc_auth::turn::rest_expiry(user)
+        } else {
+            None
+        };
+        if rest_expiry.is_some_and(|e| e < unix) {
+            return AuthResult::Reject(Reject::challenge(401, "Unauthorized"));
+        }
         // Requests on an existing allocation reuse its key: no lookup per Refresh.
-        if let Some(a) = self.allocations.get(&from) {
+        if let Some(a) = self.allocations.get(&owner) {
             if a.username == user && a.integrity == kind {
                 if msg.verify_integrity(&a.key) {
                     return AuthResult::Ok(Authed {
@@ -913,33 +947,36 @@ impl Server {
             }
         }
         let mut candidates: Vec<Credential> = Vec::new();
-        if self.config.use_auth_secret {
-            if let Some(expiry) = rtc_auth::turn::rest_expiry(user) {
-                if expiry < unix {
-                    return AuthResult::Reject(Reject::challenge(401, "Unauthorized"));
-                }
-                for s in &self.secrets {
-                    candidates.push(Credential::Password(rtc_auth::turn::rest_password(s, user)));
-                }
+        if rest_expiry.is_some() {
+            for s in &self.secrets {
+                candidates.push(Credential::Password(rtc_auth::turn::rest_password(s, user)));
             }
         }
         if self.config.lt_cred_mech && candidates.is_empty() {
             if let Some(c) = self.config.static_users.get(user) {
                 candidates.push(c.clone());
             } else {
+                // A database lookup per made-up USERNAME would let one source keep the
+                // database busy: charge the unauthenticated budget, and stop parking when
+                // the queue is full.
+                if self.parked.len() >= PARKED_MAX
+                    || msg.as_bytes().len() > PARKED_MESSAGE_MAX
+                    || !self.rate_ok(now, from.remote.ip())
+                {
+                    self.stats.rate_limited += 1;
+                    return AuthResult::Parked;
+                }
                 match io.lookup_key(realm, user) {
                     KeyLookup::Found(k) => candidates.push(Credential::Stored(k)),
                     KeyLookup::Unknown => {}
                     KeyLookup::Pending => {
-                        if self.parked.len() < PARKED_MAX {
-                            self.parked.push(Parked {
-                                from,
-                                data: msg.as_bytes().to_vec(),
-                                realm: realm.to_string(),
-                                user: user.to_string(),
-                                since: now,
-                            });
-                        }
+                        self.parked.push(Parked {
+                            from,
+                            data: msg.as_bytes().to_vec(),
+                            realm: realm.to_string(),
+                            user: user.to_string(),
+                            since: now,
+                        });
                         return AuthResult::Parked;
                     }
                 }
@@ -986,7 +1023,7 @@ impl Server {
         msg: &Message<'_>,
         io: &mut dyn ServerIo,
     ) -> Result<Option<Authed>, Reject> {
-        match self.authenticate(now, unix, from, msg, io) {
+        match self.authenticate(now, unix, from, from, msg, io) {
             AuthResult::Ok(a) => Ok(Some(a)),
             AuthResult::Reject(r) => Err(r),
             AuthResult::Parked => Ok(None),
@@ -1458,6 +1495,8 @@ impl Server {
     /// Removes everything of a client whose stream connection closed (RFC 8656 §2.2: a TCP
     /// or TLS allocation ends with its connection).
     pub fn client_closed(&mut self, tuple: &ClientTuple, io: &mut dyn ServerIo) {
+        // A request still waiting for its key must not create an allocation nobody can use.
+        self.parked.retain(|p| p.from != *tuple);
         self.remove_allocation(tuple, io);
         self.data_connection_closed(tuple, io);
     }

@@ -762,6 +762,19 @@ fn rest_harness() -> Harness {
 }
 
 #[test]
+fn rest_allocation_cannot_be_refreshed_past_its_timestamp() {
+    let mut h = rest_harness();
+    let user = format!("{}:alice", h.unix + 60);
+    let pass = rest_password("s3cret", &user);
+    let mut c = Client::new("192.0.2.100:40000", &user, &pass);
+    c.allocate(&mut h);
+    c.refresh(&mut h, 600).assert_success();
+    h.advance(61);
+    c.refresh(&mut h, 600).assert_error(401);
+    c.permit(&mut h, PUBLIC_PEER).assert_error(401);
+}
+
+#[test]
 fn turn_rest_credentials() {
     let mut h = rest_harness();
     let user = format!("{}:alice", h.unix + 3600);
@@ -1412,6 +1425,50 @@ fn garbage_is_counted_and_never_answered() {
     assert_eq!(counted, sent, "every dropped packet is counted once");
     assert!(s.relay_dropped > before.relay_dropped);
     assert_eq!(h.server.allocation_count(), 1);
+}
+
+#[test]
+fn parked_request_of_a_closed_connection_is_forgotten() {
+    let io = FakeIo {
+        pending: true,
+        ..FakeIo::default()
+    };
+    let mut h = Harness::new(ServerConfig::default(), io);
+    let mut c = Client::new("192.0.2.100:40000", "carol", "carol-pw");
+    assert!(c.send(&mut h, method::ALLOCATE, &Req::udp()).is_none());
+    h.server.client_closed(&c.tuple, &mut h.io);
+    h.io.pending = false;
+    h.io.add_user("carol", "carol-pw");
+    let (now, unix) = (h.now, h.unix);
+    h.server.key_ready(now, unix, REALM, "carol", &mut h.io);
+    assert!(h.drain().is_empty());
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+#[test]
+fn oversized_username_is_400_without_a_lookup() {
+    let mut h = Harness::new(ServerConfig::default(), FakeIo::default());
+    let long = "u".repeat(600);
+    let mut c = Client::new("192.0.2.100:40000", &long, "pw");
+    c.call(&mut h, method::ALLOCATE, &Req::udp())
+        .assert_error(400);
+    assert!(h.io.lookups.is_empty());
+}
+
+#[test]
+fn made_up_usernames_are_rate_limited_before_the_database() {
+    let config = ServerConfig {
+        unauthenticated_rate: 5,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::new(config, FakeIo::default());
+    for i in 0..50 {
+        let mut c = Client::new("192.0.2.100:40000", &format!("nobody{i}"), "pw");
+        let _ = c.send(&mut h, method::ALLOCATE, &Req::udp());
+    }
+    // Every attempt costs budget (the challenge too); far fewer than 50 lookups happen.
+    assert!(h.io.lookups.len() <= 10, "{} lookups", h.io.lookups.len());
+    assert!(h.server.stats().rate_limited > 0);
 }
 
 #[test]

@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 
 /// RFC 6062 §5.3/§5.4: a peer connection waits this long for the client's ConnectionBind.
 const BIND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Peer connections one allocation may have (RFC 6062 sets no number; a browser's TURN
+/// TCP allocation carries one or two).
+const MAX_CONNECTIONS_PER_ALLOCATION: usize = 128;
+/// Peer connections one server core may have.
+const MAX_CONNECTIONS: usize = 16_384;
 
 #[derive(Debug)]
 pub(super) struct TcpConnection {
@@ -32,6 +37,18 @@ enum State {
 }
 
 impl Server {
+    /// Peer connections hold file descriptors: bounded per allocation and per shard so
+    /// one party cannot exhaust them.
+    fn tcp_capacity(&self, allocation: &ClientTuple) -> bool {
+        self.tcp_conns.len() < MAX_CONNECTIONS
+            && self
+                .tcp_conns
+                .values()
+                .filter(|c| c.allocation == *allocation)
+                .count()
+                < MAX_CONNECTIONS_PER_ALLOCATION
+    }
+
     fn new_connection_id(&mut self) -> ConnectionId {
         loop {
             let t = self.new_reservation_token();
@@ -76,6 +93,9 @@ impl Server {
         {
             return Err(Reject::new(446, "Connection Already Exists").signed(&auth));
         }
+        if !self.tcp_capacity(&from) {
+            return Err(Reject::new(508, "Insufficient Capacity").signed(&auth));
+        }
         let relay = alloc.relays[0].id;
         let id = self.new_connection_id();
         self.tcp_conns.insert(
@@ -94,20 +114,21 @@ impl Server {
     }
 
     /// The daemon's outbound connection for `id` finished: answer the Connect request
-    /// (success with CONNECTION-ID, or 447 Connection Timeout or Failure).
-    pub fn peer_connected(&mut self, now: Instant, id: ConnectionId, ok: bool) {
+    /// (success with CONNECTION-ID, or 447 Connection Timeout or Failure). Returns whether
+    /// the daemon should keep the socket: false if the allocation went away meanwhile.
+    pub fn peer_connected(&mut self, now: Instant, id: ConnectionId, ok: bool) -> bool {
         let Some(conn) = self.tcp_conns.get_mut(&id) else {
-            return;
+            return false;
         };
         let State::Connecting { tid, fingerprint } = conn.state else {
-            return;
+            return false;
         };
         let to = conn.allocation;
         let (key, kind) = match self.allocations.get(&to) {
             Some(a) => (a.key.clone(), a.integrity),
             None => {
                 self.tcp_conns.remove(&id);
-                return;
+                return false;
             }
         };
         let mut b = if ok {
@@ -130,6 +151,7 @@ impl Server {
             from: None,
             data: b.finish(),
         });
+        ok
     }
 
     /// SOFTWARE, integrity and FINGERPRINT for a response sent after the request's turn.
@@ -157,7 +179,11 @@ impl Server {
         let tuple = *self.by_relay.get(&relay)?;
         let alloc = self.allocations.get(&tuple)?;
         let permitted = alloc.permissions.get(&peer.ip()).is_some_and(|&e| e > now);
-        if !alloc.tcp || !permitted || !self.peer_policy.permits(peer.ip()) {
+        if !alloc.tcp
+            || !permitted
+            || !self.peer_policy.permits(peer.ip())
+            || !self.tcp_capacity(&tuple)
+        {
             self.stats.relay_dropped += 1;
             return None;
         }
@@ -193,7 +219,13 @@ impl Server {
         msg: &Message<'_>,
         io: &mut dyn ServerIo,
     ) -> Result<(), Reject> {
-        let auth = match self.authenticate(now, unix, from, msg, io) {
+        // Verify with the key of the allocation that owns the connection, so a bind never
+        // waits for a database lookup (the splice must follow the response at once).
+        let owner = msg
+            .get_u32(attr::CONNECTION_ID)
+            .and_then(|id| self.tcp_conns.get(&id))
+            .map_or(from, |c| c.allocation);
+        let auth = match self.authenticate(now, unix, from, owner, msg, io) {
             AuthResult::Ok(a) => a,
             AuthResult::Reject(r) => return Err(r),
             AuthResult::Parked => return Ok(()),
