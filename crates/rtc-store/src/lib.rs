@@ -164,9 +164,9 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         let target = dburl::parse(url)?;
         if let Some(file) = &target.file {
-            create_private(file).map_err(|e| StoreError::BadUrl {
+            create_private(file).map_err(|e| StoreError::Connect {
                 url: target.shown_url.clone(),
-                reason: format!("cannot create {}: {e}", file.display()),
+                source: sqlx::Error::Io(e),
             })?;
         }
         if !target.backend.compiled_in() {
