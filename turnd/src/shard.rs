@@ -85,6 +85,9 @@ enum PeerConn {
 struct State {
     core: Server,
     io: ShardIo,
+    /// Wall-clock seconds, refreshed every tick: nonces and REST timestamps have a
+    /// resolution of seconds, so no clock read per datagram.
+    unix: u64,
     /// Receive buffer shared by every relay socket of the shard.
     relay_buf: Vec<u8>,
 }
@@ -288,10 +291,16 @@ impl State {
 
     /// A client's bytes through the core, and the relay it asked for.
     fn client_input(&mut self, from: ClientTuple, data: &[u8]) {
+        self.client_input_at(Instant::now(), from, data);
+    }
+
+    /// As [`State::client_input`] with the caller's clock reading, so a burst of
+    /// datagrams reads the clock once.
+    fn client_input_at(&mut self, now: Instant, from: ClientTuple, data: &[u8]) {
         let mut dropped = 0;
         match self
             .core
-            .handle_client(Instant::now(), unix_now(), from, data, &mut self.io)
+            .handle_client(now, self.unix, from, data, &mut self.io)
         {
             ClientAction::Done => {}
             ClientAction::ToPeer {
@@ -325,6 +334,7 @@ pub fn run(index: usize, shared: Arc<Shared>, listeners: Listeners) -> std::io::
         let state = Rc::new_cyclic(|me| {
             RefCell::new(State {
                 core,
+                unix: unix_now(),
                 relay_buf: vec![0u8; 65536 + 4],
                 io: ShardIo {
                     shared: shared.clone(),
@@ -382,6 +392,7 @@ async fn tick_loop(state: Rc<RefCell<State>>) {
         interval.tick().await;
         let mut st = state.borrow_mut();
         let st = &mut *st;
+        st.unix = unix_now();
         st.core.handle_timeout(Instant::now(), &mut st.io);
         let shared = st.io.shared.clone();
         let udp_out = st.io.udp_out.clone();
@@ -430,29 +441,40 @@ async fn db_replies(
         let st = &mut *st;
         st.io.lookups.remove(&(realm.clone(), user.clone()));
         st.core
-            .key_ready(Instant::now(), unix_now(), &realm, &user, &mut st.io);
+            .key_ready(Instant::now(), st.unix, &realm, &user, &mut st.io);
         st.flush();
     }
 }
 
+/// Client datagrams on one listening socket: wait until readable, then take up to a burst
+/// under one borrow of the shard and one clock reading.
 async fn udp_loop(sock: Rc<UdpSocket>, local: SocketAddr, state: Weak<RefCell<State>>) {
     let mut buf = vec![0u8; 65536];
     loop {
-        let (n, remote) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
-                // ICMP errors surface here on Linux; they are not fatal for a server socket.
-                debug!("udp {local}: {e}");
-                continue;
-            }
-        };
+        if let Err(e) = sock.readable().await {
+            warn!("udp {local}: {e}");
+            return;
+        }
         let Some(st) = state.upgrade() else { return };
-        let tuple = ClientTuple {
-            transport: Transport::Udp,
-            local,
-            remote,
-        };
-        st.borrow_mut().client_input(tuple, &buf[..n]);
+        let mut st = st.borrow_mut();
+        let now = Instant::now();
+        for _ in 0..SOCKET_BURST {
+            let (n, remote) = match sock.try_recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors surface here on Linux; not fatal for a server socket.
+                    debug!("udp {local}: {e}");
+                    continue;
+                }
+            };
+            let tuple = ClientTuple {
+                transport: Transport::Udp,
+                local,
+                remote,
+            };
+            st.client_input_at(now, tuple, &buf[..n]);
+        }
     }
 }
 
@@ -492,9 +514,9 @@ async fn dtls_loop(sock: Rc<UdpSocket>, local: SocketAddr, state: Weak<RefCell<S
     }
 }
 
-/// Datagrams read from one relay socket before yielding, so one busy peer cannot starve
-/// the rest of the shard.
-const RELAY_BURST: usize = 64;
+/// Datagrams read from one socket before yielding, so one busy sender cannot starve the
+/// rest of the shard.
+const SOCKET_BURST: usize = 64;
 
 /// Peer datagrams for one relay socket. The receive buffer is the shard's, not the
 /// socket's: a 64 KiB buffer per allocation would dominate memory with many allocations.
@@ -509,7 +531,8 @@ async fn relay_loop(sock: Rc<UdpSocket>, id: RelayId, state: Weak<RefCell<State>
         let st = &mut *st;
         let mut buf = std::mem::take(&mut st.relay_buf);
         let mut dropped = 0;
-        for _ in 0..RELAY_BURST {
+        let now = Instant::now();
+        for _ in 0..SOCKET_BURST {
             // Four bytes of headroom for the ChannelData header (RFC 8656 §12.4).
             let (n, peer) = match sock.try_recv_from(&mut buf[4..]) {
                 Ok(x) => x,
@@ -520,10 +543,7 @@ async fn relay_loop(sock: Rc<UdpSocket>, id: RelayId, state: Weak<RefCell<State>
                     continue;
                 }
             };
-            match st
-                .core
-                .handle_peer(Instant::now(), id, peer, &buf[4..4 + n])
-            {
+            match st.core.handle_peer(now, id, peer, &buf[4..4 + n]) {
                 PeerAction::Drop => {}
                 PeerAction::ChannelData { client, header } => {
                     buf[..4].copy_from_slice(&header);

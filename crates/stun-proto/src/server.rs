@@ -17,6 +17,7 @@ use crate::channel::{channel_header, parse_channel_data, CHANNEL_MAX, CHANNEL_MI
 use crate::message::{method, Class, IntegrityKind, Message, MessageBuilder, ParseError};
 use crate::peer_policy::PeerPolicy;
 use rtc_auth::turn::StoredKey;
+use rustc_hash::FxHashMap;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -322,9 +323,9 @@ struct Allocation {
     integrity: IntegrityKind,
     relays: Vec<BoundRelay>,
     expires: Instant,
-    permissions: HashMap<IpAddr, Instant>,
-    channels: HashMap<u16, Channel>,
-    channel_by_peer: HashMap<SocketAddr, u16>,
+    permissions: FxHashMap<IpAddr, Instant>,
+    channels: FxHashMap<u16, Channel>,
+    channel_by_peer: FxHashMap<SocketAddr, u16>,
     /// Transaction id and response of the Allocate, for retransmissions (RFC 8656 §7.2).
     allocate_tid: [u8; 12],
     allocate_response: Vec<u8>,
@@ -421,8 +422,12 @@ pub struct Server {
     secrets: Vec<String>,
     nonces: NonceKey,
     quotas: Arc<ServerShared>,
-    allocations: HashMap<ClientTuple, Allocation>,
-    by_relay: HashMap<RelayId, ClientTuple>,
+    /// The maps on the relay path use a fast non-keyed hash (FxHash): their keys exist only
+    /// after authentication (allocations, permissions, channels) or are ours (relay ids),
+    /// so an unauthenticated sender cannot flood them with colliding keys. The rate table,
+    /// keyed by any source address, keeps the keyed default hasher.
+    allocations: FxHashMap<ClientTuple, Allocation>,
+    by_relay: FxHashMap<RelayId, ClientTuple>,
     parked: Vec<Parked>,
     /// Unauthenticated-request buckets per source IP: (tokens, last refill).
     rate: HashMap<IpAddr, (f64, Instant)>,
@@ -452,8 +457,8 @@ impl Server {
             secrets: Vec::new(),
             nonces,
             quotas,
-            allocations: HashMap::new(),
-            by_relay: HashMap::new(),
+            allocations: FxHashMap::default(),
+            by_relay: FxHashMap::default(),
             parked: Vec::new(),
             rate: HashMap::new(),
             transmits: VecDeque::new(),
@@ -1280,9 +1285,9 @@ impl Server {
                 integrity: auth.integrity,
                 relays,
                 expires: now + lifetime,
-                permissions: HashMap::new(),
-                channels: HashMap::new(),
-                channel_by_peer: HashMap::new(),
+                permissions: FxHashMap::default(),
+                channels: FxHashMap::default(),
+                channel_by_peer: FxHashMap::default(),
                 allocate_tid: msg.transaction_id(),
                 allocate_response: response.clone(),
                 bucket,
