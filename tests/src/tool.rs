@@ -41,48 +41,83 @@ impl std::fmt::Display for ToolOutput {
     }
 }
 
+/// A started tool whose stdout and stderr go to files in a private directory.
+struct Captured {
+    child: std::process::Child,
+    command: String,
+    _dir: tempfile::TempDir,
+    out_path: std::path::PathBuf,
+    err_path: std::path::PathBuf,
+}
+
+impl Captured {
+    /// Panics if the program cannot be started (not installed: `scripts/test` installs the
+    /// tools the suite needs).
+    fn spawn(cmd: &str, args: &[&str], stdin: Stdio) -> Captured {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let out_path = dir.path().join("stdout");
+        let err_path = dir.path().join("stderr");
+        let out = File::create(&out_path).expect("stdout file");
+        let err = File::create(&err_path).expect("stderr file");
+        let command = std::iter::once(cmd)
+            .chain(args.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let child = Command::new(cmd)
+            .args(args)
+            .stdin(stdin)
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run `{command}`: {e} (run scripts/test to install it)")
+            });
+        Captured {
+            child,
+            command,
+            _dir: dir,
+            out_path,
+            err_path,
+        }
+    }
+
+    fn stdout(&self) -> Vec<u8> {
+        std::fs::read(&self.out_path).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.err_path).unwrap_or_default()).into_owned()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs `cmd args...` and kills it if it has not finished after `timeout`.
 ///
 /// Panics if the program cannot be started (not installed: `scripts/test` installs the
 /// tools the suite needs).
 pub fn run_tool(cmd: &str, args: &[&str], timeout: Duration) -> ToolOutput {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let out_path = dir.path().join("stdout");
-    let err_path = dir.path().join("stderr");
-    let out = File::create(&out_path).expect("stdout file");
-    let err = File::create(&err_path).expect("stderr file");
-    let command = std::iter::once(cmd)
-        .chain(args.iter().copied())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut child = Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run `{command}`: {e} (run scripts/test to install it)"));
+    let mut c = Captured::spawn(cmd, args, Stdio::null());
     let deadline = Instant::now() + timeout;
     let status = loop {
-        match child.try_wait() {
+        match c.child.try_wait() {
             Ok(Some(s)) => break Some(s),
             Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
+                c.kill();
                 break None;
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => panic!("waiting for `{command}`: {e}"),
+            Err(e) => panic!("waiting for `{}`: {e}", c.command),
         }
     };
-    let read = |p: &std::path::Path| {
-        String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()
-    };
     ToolOutput {
-        command,
+        stdout: String::from_utf8_lossy(&c.stdout()).into_owned(),
+        stderr: c.stderr(),
+        command: c.command,
         status,
-        stdout: read(&out_path),
-        stderr: read(&err_path),
     }
 }
 
@@ -108,23 +143,8 @@ pub fn run_tool_feeding(
     done: impl Fn(&[u8]) -> bool,
 ) -> FedOutput {
     use std::io::Write;
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let out_path = dir.path().join("stdout");
-    let err_path = dir.path().join("stderr");
-    let out = File::create(&out_path).expect("stdout file");
-    let err = File::create(&err_path).expect("stderr file");
-    let command = std::iter::once(cmd)
-        .chain(args.iter().copied())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut child = Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run `{command}`: {e} (run scripts/test to install it)"));
-    let stdin = child.stdin.take().map(|mut s| {
+    let mut c = Captured::spawn(cmd, args, Stdio::piped());
+    let stdin = c.child.stdin.take().map(|mut s| {
         // A tool that exits early (failed handshake) closes the pipe: not our error.
         let _ = s.write_all(input);
         let _ = s.flush();
@@ -133,24 +153,23 @@ pub fn run_tool_feeding(
     let deadline = Instant::now() + timeout;
     let mut finished = false;
     while Instant::now() < deadline {
-        if done(&std::fs::read(&out_path).unwrap_or_default()) {
+        if done(&c.stdout()) {
             finished = true;
             break;
         }
-        if matches!(child.try_wait(), Ok(Some(_))) {
+        if matches!(c.child.try_wait(), Ok(Some(_))) {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    c.kill();
     drop(stdin);
-    let stdout = std::fs::read(&out_path).unwrap_or_default();
+    let stdout = c.stdout();
     FedOutput {
-        command,
         done: finished || done(&stdout),
         stdout,
-        stderr: String::from_utf8_lossy(&std::fs::read(&err_path).unwrap_or_default()).into_owned(),
+        stderr: c.stderr(),
+        command: c.command,
     }
 }
 

@@ -526,26 +526,34 @@ impl TurnStore<'_> {
         Ok(done.rows_affected())
     }
 
-    async fn strings(
+    /// Runs a query with text parameters and returns its rows.
+    async fn rows(
         &self,
         what: &'static str,
         q: &str,
         args: &[&str],
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
         let s = self.store;
         let q = s.sql(q);
         let mut query = sqlx::query(&q);
         for a in args {
             query = query.bind(*a);
         }
-        let rows = query
-            .fetch_all(&s.pool)
-            .await
-            .map_err(s.query_error(what))?;
-        rows.iter()
+        query.fetch_all(&s.pool).await.map_err(s.query_error(what))
+    }
+
+    async fn strings(
+        &self,
+        what: &'static str,
+        q: &str,
+        args: &[&str],
+    ) -> Result<Vec<String>, StoreError> {
+        self.rows(what, q, args)
+            .await?
+            .iter()
             .map(|row| row.try_get::<String, _>(0))
             .collect::<Result<_, _>>()
-            .map_err(s.query_error(what))
+            .map_err(self.store.query_error(what))
     }
 
     async fn pairs(
@@ -554,19 +562,11 @@ impl TurnStore<'_> {
         q: &str,
         args: &[&str],
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let s = self.store;
-        let q = s.sql(q);
-        let mut query = sqlx::query(&q);
-        for a in args {
-            query = query.bind(*a);
-        }
-        let rows = query
-            .fetch_all(&s.pool)
-            .await
-            .map_err(s.query_error(what))?;
-        rows.iter()
+        self.rows(what, q, args)
+            .await?
+            .iter()
             .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?)))
             .collect::<Result<_, sqlx::Error>>()
-            .map_err(s.query_error(what))
+            .map_err(self.store.query_error(what))
     }
 }

@@ -1035,6 +1035,28 @@ impl Server {
         }
     }
 
+    /// Authenticates a request that acts on the client's allocation (RFC 8656 §5): 437
+    /// if the 5-tuple has none, 441 if it belongs to another user.
+    fn auth_for_allocation(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        from: ClientTuple,
+        msg: &Message<'_>,
+        io: &mut dyn ServerIo,
+    ) -> Result<Option<Authed>, Reject> {
+        let Some(auth) = self.auth_or_reject(now, unix, from, msg, io)? else {
+            return Ok(None);
+        };
+        match self.allocations.get(&from) {
+            None => Err(Reject::new(437, "Allocation Mismatch").signed(&auth)),
+            Some(a) if a.username != auth.user => {
+                Err(Reject::new(441, "Wrong Credentials").signed(&auth))
+            }
+            Some(_) => Ok(Some(auth)),
+        }
+    }
+
     fn lifetime(&self, msg: &Message<'_>) -> Duration {
         // RFC 8656 §7.2 step 10 / §7.3: requested values above the default are honoured up
         // to the maximum; smaller ones get the default.
@@ -1317,16 +1339,14 @@ impl Server {
         msg: &Message<'_>,
         io: &mut dyn ServerIo,
     ) -> Result<(), Reject> {
-        let Some(auth) = self.auth_or_reject(now, unix, from, msg, io)? else {
+        let Some(auth) = self.auth_for_allocation(now, unix, from, msg, io)? else {
             return Ok(());
         };
         let requested = msg.get_u32(attr::LIFETIME);
-        let Some(alloc) = self.allocations.get(&from) else {
-            return Err(Reject::new(437, "Allocation Mismatch").signed(&auth));
-        };
-        if alloc.username != auth.user {
-            return Err(Reject::new(441, "Wrong Credentials").signed(&auth));
-        }
+        let alloc = self
+            .allocations
+            .get(&from)
+            .expect("checked by auth_for_allocation");
         if let Some(v) = msg.get(attr::REQUESTED_ADDRESS_FAMILY) {
             let fam = match v.first() {
                 Some(1) => Family::V4,
@@ -1373,15 +1393,13 @@ impl Server {
         msg: &Message<'_>,
         io: &mut dyn ServerIo,
     ) -> Result<(), Reject> {
-        let Some(auth) = self.auth_or_reject(now, unix, from, msg, io)? else {
+        let Some(auth) = self.auth_for_allocation(now, unix, from, msg, io)? else {
             return Ok(());
         };
-        let Some(alloc) = self.allocations.get(&from) else {
-            return Err(Reject::new(437, "Allocation Mismatch").signed(&auth));
-        };
-        if alloc.username != auth.user {
-            return Err(Reject::new(441, "Wrong Credentials").signed(&auth));
-        }
+        let alloc = self
+            .allocations
+            .get(&from)
+            .expect("checked by auth_for_allocation");
         let mut peers = Vec::new();
         for p in msg.xor_addresses(attr::XOR_PEER_ADDRESS) {
             let p = p.ok_or_else(|| Reject::new(400, "Bad XOR-PEER-ADDRESS").signed(&auth))?;
@@ -1416,15 +1434,13 @@ impl Server {
         msg: &Message<'_>,
         io: &mut dyn ServerIo,
     ) -> Result<(), Reject> {
-        let Some(auth) = self.auth_or_reject(now, unix, from, msg, io)? else {
+        let Some(auth) = self.auth_for_allocation(now, unix, from, msg, io)? else {
             return Ok(());
         };
-        let Some(alloc) = self.allocations.get(&from) else {
-            return Err(Reject::new(437, "Allocation Mismatch").signed(&auth));
-        };
-        if alloc.username != auth.user {
-            return Err(Reject::new(441, "Wrong Credentials").signed(&auth));
-        }
+        let alloc = self
+            .allocations
+            .get(&from)
+            .expect("checked by auth_for_allocation");
         let ch = match msg.get(attr::CHANNEL_NUMBER) {
             Some(v) if v.len() == 4 => u16::from_be_bytes([v[0], v[1]]),
             _ => return Err(Reject::new(400, "Missing CHANNEL-NUMBER").signed(&auth)),

@@ -1612,6 +1612,27 @@ fn connect_without_permission_is_403() {
 }
 
 #[test]
+fn connect_with_another_users_credentials_is_441() {
+    let (mut h, c) = tcp_allocation();
+    // Bob's valid credentials on alice's control connection.
+    let mut bob = Client::new("192.0.2.100:41000", "bob", "bob-pw").over_tcp("192.0.2.100:41000");
+    assert_eq!(bob.tuple, c.tuple);
+    let (_, r) = bob.connect_request(&mut h, PUBLIC_PEER);
+    let r = match r {
+        Some(r) if r.code() == Some(401) => {
+            bob.realm = r.str(attr::REALM);
+            bob.nonce = r.str(attr::NONCE);
+            bob.connect_request(&mut h, PUBLIC_PEER)
+                .1
+                .expect("answered")
+        }
+        other => other.expect("answered"),
+    };
+    r.assert_error(441);
+    assert!(h.io.connects.is_empty());
+}
+
+#[test]
 fn connect_is_answered_when_the_peer_connection_is_up() {
     let (mut h, mut c) = tcp_allocation();
     let (tid, early) = c.connect_request(&mut h, PUBLIC_PEER);

@@ -68,12 +68,13 @@ impl Server {
         msg: &Message<'_>,
         io: &mut dyn ServerIo,
     ) -> Result<(), Reject> {
-        let Some(auth) = self.auth_or_reject(now, unix, from, msg, io)? else {
+        let Some(auth) = self.auth_for_allocation(now, unix, from, msg, io)? else {
             return Ok(());
         };
-        let Some(alloc) = self.allocations.get(&from) else {
-            return Err(Reject::new(437, "Allocation Mismatch").signed(&auth));
-        };
+        let alloc = self
+            .allocations
+            .get(&from)
+            .expect("checked by auth_for_allocation");
         if !alloc.tcp {
             return Err(Reject::new(400, "Not a TCP allocation").signed(&auth));
         }
