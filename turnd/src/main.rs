@@ -82,13 +82,17 @@ fn run(r: config::Resolved) -> Result<(), String> {
         None => None,
     };
 
+    // One certificate serves TLS and DTLS; `no-tls` and `no-dtls` switch each off.
     let cert_store = match (&cfg.cert, &cfg.pkey) {
-        (Some(c), Some(k)) if !cfg.no_tls => {
+        (Some(c), Some(k)) if !(cfg.no_tls && cfg.no_dtls) => {
             Some(rtc_tls::CertStore::load(c, k).map_err(|e| format!("TLS: {e}"))?)
         }
         _ => None,
     };
-    let tls_config = cert_store.as_ref().map(|c| c.server_config(&[]));
+    let tls_config = match &cert_store {
+        Some(c) if !cfg.no_tls => Some(c.server_config(&[])),
+        _ => None,
+    };
 
     let nonce_secret = r.nonce_secret.unwrap_or_else(rand::random);
     // Bounded: a flood of made-up user names must not queue database work without end.

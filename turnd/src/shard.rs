@@ -60,9 +60,8 @@ struct ShardIo {
     streams: HashMap<ClientTuple, mpsc::Sender<Vec<u8>>>,
     db_reply: mpsc::UnboundedSender<(String, String)>,
     lookups: HashSet<(String, String)>,
-    /// RFC 6062 relay listeners, by relay.
-    tcp_relays: HashMap<RelayId, JoinHandle<()>>,
-    tcp_relay_addrs: HashMap<RelayId, SocketAddr>,
+    /// RFC 6062 relay listeners (address and accept task), by relay.
+    tcp_relays: HashMap<RelayId, (SocketAddr, JoinHandle<()>)>,
     /// RFC 6062 peer connections, by CONNECTION-ID.
     tcp_peers: HashMap<ConnectionId, PeerConn>,
     /// Client data connections whose ConnectionBind just succeeded.
@@ -134,11 +133,9 @@ impl ServerIo for ShardIo {
         if let Some(r) = self.relays.remove(&id) {
             r.task.abort();
         }
-        if let Some(t) = self.tcp_relays.remove(&id) {
-            t.abort();
-            if let Some(addr) = self.tcp_relay_addrs.remove(&id) {
-                self.shared.ports.unreserve(addr);
-            }
+        if let Some((addr, task)) = self.tcp_relays.remove(&id) {
+            task.abort();
+            self.shared.ports.unreserve(addr);
         }
     }
 
@@ -156,8 +153,7 @@ impl ServerIo for ShardIo {
         self.next_relay = self.next_relay.wrapping_add(1);
         let id = RelayId(self.next_relay);
         let task = tokio::task::spawn_local(tcp_relay_accept(listener, id, self.me.clone()));
-        self.tcp_relays.insert(id, task);
-        self.tcp_relay_addrs.insert(id, addr);
+        self.tcp_relays.insert(id, (addr, task));
         Ok(BoundRelay { id, addr })
     }
 
@@ -204,29 +200,30 @@ impl ServerIo for ShardIo {
                 None => KeyLookup::Unknown,
             };
         }
-        if self.shared.db.is_none() {
+        let Some(db) = &self.shared.db else {
+            return KeyLookup::Unknown;
+        };
+        let k = (realm.to_string(), user.to_string());
+        if self.lookups.contains(&k) {
+            return KeyLookup::Pending;
+        }
+        let req = DbRequest {
+            realm: k.0.clone(),
+            user: k.1.clone(),
+            reply: self.db_reply.clone(),
+        };
+        // Queue full: the database is behind; refuse rather than wait (the client retries).
+        if db.try_send(req).is_err() {
             return KeyLookup::Unknown;
         }
-        let k = (realm.to_string(), user.to_string());
-        if self.lookups.insert(k.clone()) {
-            let req = DbRequest {
-                realm: k.0,
-                user: k.1,
-                reply: self.db_reply.clone(),
-            };
-            if let Some(db) = &self.shared.db {
-                if db.try_send(req).is_err() {
-                    return KeyLookup::Unknown;
-                }
-            }
-        }
+        self.lookups.insert(k);
         KeyLookup::Pending
     }
 }
 
 impl ShardIo {
     fn tcp_relay_addr(&self, relay: RelayId) -> Option<SocketAddr> {
-        self.tcp_relay_addrs.get(&relay).copied()
+        self.tcp_relays.get(&relay).map(|(addr, _)| *addr)
     }
 
     /// Sends to a client on the transport it used; over streams ChannelData is padded to
@@ -236,7 +233,7 @@ impl ShardIo {
         to: ClientTuple,
         from: Option<SocketAddr>,
         data: &[u8],
-        stats: &mut u64,
+        dropped: &mut u64,
     ) {
         match to.transport {
             Transport::Dtls => {
@@ -245,7 +242,7 @@ impl ShardIo {
                     None => false,
                 };
                 if !sent {
-                    *stats += 1;
+                    *dropped += 1;
                 }
             }
             Transport::Udp => {
@@ -253,7 +250,7 @@ impl ShardIo {
                 if let Some(s) = self.udp_out.get(&local) {
                     // Full socket buffer: drop, as the network would.
                     if s.try_send_to(data, to.remote).is_err() {
-                        *stats += 1;
+                        *dropped += 1;
                     }
                 }
             }
@@ -264,7 +261,7 @@ impl ShardIo {
                         v.resize((data.len() + 3) & !3, 0);
                     }
                     if tx.try_send(v).is_err() {
-                        *stats += 1;
+                        *dropped += 1;
                     }
                 }
             }
@@ -346,7 +343,6 @@ pub fn run(index: usize, shared: Arc<Shared>, listeners: Listeners) -> std::io::
                     db_reply: db_tx,
                     lookups: HashSet::new(),
                     tcp_relays: HashMap::new(),
-                    tcp_relay_addrs: HashMap::new(),
                     tcp_peers: HashMap::new(),
                     splices: HashMap::new(),
                     dtls: DtlsSessions::default(),
