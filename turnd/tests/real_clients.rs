@@ -1,6 +1,7 @@
-//! turnd against real clients: coturn's `turnutils_uclient`/`turnutils_stunclient` and
-//! Python's `aioice`, plus the refusals, garbage, metrics, reload and user databases that
-//! only a hand-built client (the harness's `StunClient`) can exercise.
+//! turnd against real clients: coturn's `turnutils_uclient`/`turnutils_stunclient`,
+//! Python's `aioice` and Chromium's WebRTC stack, plus the refusals, garbage, metrics,
+//! reload and user databases that only a hand-built client (the harness's `StunClient`)
+//! can exercise.
 //!
 //! Every test starts its own turnd on its own free ports (see `rtc_tests::turnd::Turnd`
 //! for the base configuration) and, where it relays, its own `turnutils_peer`. The tools
@@ -10,6 +11,7 @@
 use rtc_tests::scratch_db::{Engine, ScratchDb};
 use rtc_tests::stun::StunClient;
 use rtc_tests::tls::{self_signed_files, served_certificate};
+use rtc_tests::tool::Background;
 use rtc_tests::turnd::{
     parse_uclient, toml_string, Peer, Turnd, UclientSummary, PASSWORD, REALM, USER,
 };
@@ -456,6 +458,225 @@ fn aioice_gathers_relay_candidate() {
         "{out}\nturnd log:\n{}",
         turnd.log()
     );
+}
+
+// --- WebRTC in a real browser ------------------------------------------------------------
+
+/// The page the browser runs: two RTCPeerConnections talking through the TURN server.
+const WEBRTC_PAGE: &str = include_str!("../../tests/web/webrtc_relay.html");
+
+/// A tiny HTTP/1.0 server for [`WEBRTC_PAGE`] on 127.0.0.1 (any free port) handing the
+/// body of each `POST /result` to the test; it stops when dropped.
+struct PageServer {
+    addr: SocketAddr,
+    results: std::sync::mpsc::Receiver<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PageServer {
+    fn start() -> PageServer {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{mpsc, Arc};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("HTTP listener");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, results) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    // A thread per connection: a browser may open a connection it never
+                    // sends a request on (preconnect), which must not hold up the others.
+                    Ok((stream, _)) => {
+                        let tx = tx.clone();
+                        std::thread::spawn(move || http_exchange(stream, &tx));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => panic!("HTTP accept: {e}"),
+                }
+            }
+        });
+        PageServer {
+            addr,
+            results,
+            stop,
+        }
+    }
+}
+
+impl Drop for PageServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Reads one request and answers it: the page for `GET /webrtc_relay.html`, 204 for
+/// `POST /result` (whose body goes to `results`), 404 for anything else (`/favicon.ico`).
+fn http_exchange(
+    mut stream: TcpStream,
+    results: &std::sync::mpsc::Sender<String>,
+) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        request.extend_from_slice(&buf[..n]);
+        if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
+    let content_length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while request.len() < head_end + content_length {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let mut words = head.split_whitespace();
+    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let (status, content_type, body) = match (method, path) {
+        ("GET", "/webrtc_relay.html") => ("200 OK", "text/html; charset=utf-8", WEBRTC_PAGE),
+        ("POST", "/result") => {
+            let body = &request[head_end..(head_end + content_length).min(request.len())];
+            let _ = results.send(String::from_utf8_lossy(body).into_owned());
+            ("204 No Content", "text/plain", "")
+        }
+        _ => ("404 Not Found", "text/plain", "not found"),
+    };
+    write!(
+        stream,
+        "HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
+
+/// A field of a selected candidate pair from the page's report (`side` "a" or "b",
+/// `end` "local" or "remote").
+fn selected_candidate_type<'a>(result: &'a serde_json::Value, side: &str, end: &str) -> &'a str {
+    result["selected"][side][end]["candidateType"]
+        .as_str()
+        .unwrap_or("(none)")
+}
+
+/// Debian's Chromium, headless, runs two RTCPeerConnections in one page with
+/// `iceTransportPolicy: 'relay'` through turnd and sends a message over a data channel:
+/// ICE, TURN allocations, permissions, channel bindings, DTLS and SCTP of a real browser.
+#[test]
+fn chromium_webrtc_data_channel_over_turn() {
+    // Both peers' relayed candidates are on turnd's relay address, 127.0.0.1: each
+    // allocation's peer is the other allocation, on loopback, which turnd refuses by
+    // default (RFC 8656 §21). The harness's base configuration allows it; say so here.
+    let turnd = Turnd::builder(turnd_bin())
+        .set("allow-loopback-peers", "true")
+        .prometheus()
+        .start();
+
+    let page = PageServer::start();
+    let url = format!(
+        "http://{}/webrtc_relay.html?host=127.0.0.1&port={}&username={USER}&credential={PASSWORD}",
+        page.addr, turnd.port
+    );
+
+    let profile = rtc_tests::tempfile::Builder::new()
+        .prefix("chromium-profile-")
+        .tempdir()
+        .expect("temporary directory");
+    let log = profile.path().join("chromium.log");
+    let user_data_dir = format!("--user-data-dir={}", profile.path().display());
+    // Through `sh` only to keep Chromium's output for the failure message; `exec` leaves
+    // Chromium itself as the process `Background` kills.
+    let chromium = Background::spawn(
+        "sh",
+        &[
+            "-c",
+            "log=$1; shift; exec chromium \"$@\" >\"$log\" 2>&1",
+            "sh",
+            &log.to_string_lossy(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            &user_data_dir,
+            &url,
+        ],
+    );
+    // Without the D-Bus complaints of a machine with no session bus.
+    let chromium_log = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains(":ERROR:dbus/"))
+            .collect();
+        lines.join("\n")
+    };
+
+    let result = match page.results.recv_timeout(Duration::from_secs(30)) {
+        Ok(body) => body,
+        Err(_) => panic!(
+            "no result from the page after 30 s\nchromium log:\n{}\nturnd log:\n{}",
+            chromium_log(),
+            turnd.log()
+        ),
+    };
+    let parsed: serde_json::Value = serde_json::from_str(&result)
+        .unwrap_or_else(|e| panic!("the page's result is not JSON ({e}): {result}"));
+    let context = || {
+        format!(
+            "page result: {parsed:#}\nchromium log:\n{}\nturnd log:\n{}",
+            chromium_log(),
+            turnd.log()
+        )
+    };
+    assert_eq!(parsed["ok"], true, "{}", context());
+    assert_eq!(parsed["message"], "hello through turnd", "{}", context());
+    let types = parsed["candidateTypes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !types.is_empty() && types.iter().all(|t| t == "relay"),
+        "gathered candidates other than relay: {types:?}\n{}",
+        context()
+    );
+    for side in ["a", "b"] {
+        for end in ["local", "remote"] {
+            assert_eq!(
+                selected_candidate_type(&parsed, side, end),
+                "relay",
+                "{side}'s selected pair, {end} candidate\n{}",
+                context()
+            );
+        }
+    }
+
+    // While the page still holds both connections: one allocation per peer connection,
+    // and the message (with ICE checks, DTLS and SCTP before it) relayed peer to peer.
+    turnd.wait_metric("turn_total_allocations", 2.0);
+    turnd.wait_metric("turn_total_traffic_peer_sentp", 1.0);
+    drop(chromium);
 }
 
 // --- Refusals, with the harness client -------------------------------------------------
