@@ -193,12 +193,19 @@ impl ServerIo for ShardIo {
         }
     }
 
+    fn cached_key(&mut self, realm: &str, user: &str) -> Option<KeyLookup> {
+        if self.shared.db.is_none() {
+            return Some(KeyLookup::Unknown);
+        }
+        self.shared.creds.get(realm, user).map(|hit| match hit {
+            Some(k) => KeyLookup::Found(k),
+            None => KeyLookup::Unknown,
+        })
+    }
+
     fn lookup_key(&mut self, realm: &str, user: &str) -> KeyLookup {
-        if let Some(hit) = self.shared.creds.get(realm, user) {
-            return match hit {
-                Some(k) => KeyLookup::Found(k),
-                None => KeyLookup::Unknown,
-            };
+        if let Some(hit) = self.cached_key(realm, user) {
+            return hit;
         }
         let Some(db) = &self.shared.db else {
             return KeyLookup::Unknown;

@@ -111,6 +111,9 @@ pub trait ServerIo {
     fn release_relay(&mut self, id: RelayId);
     /// A reservation made with [`PortRequest::EvenReserveNext`] expired unused.
     fn release_reservation(&mut self, addr: SocketAddr);
+    /// The key for (realm, user) if the daemon can answer without asking the database
+    /// (a cache): `Found`/`Unknown`, or `None`.
+    fn cached_key(&mut self, realm: &str, user: &str) -> Option<KeyLookup>;
     /// Long-term key for (realm, user) from the user database.
     fn lookup_key(&mut self, realm: &str, user: &str) -> KeyLookup;
     /// RFC 6062: a TCP relay, listening on the relayed address for peer connections.
@@ -961,17 +964,19 @@ impl Server {
             if let Some(c) = self.config.static_users.get(user) {
                 candidates.push(c.clone());
             } else {
-                // A database lookup per made-up USERNAME would let one source keep the
-                // database busy: charge the unauthenticated budget, and stop parking when
-                // the queue is full.
-                if self.parked.len() >= PARKED_MAX
-                    || msg.as_bytes().len() > PARKED_MESSAGE_MAX
-                    || !self.rate_ok(now, from.remote.ip())
+                // A database query per made-up USERNAME would let one source keep the
+                // database busy: a query (not a cached answer) costs unauthenticated
+                // budget, and nothing is parked past the queue's limit.
+                let cached = io.cached_key(realm, user);
+                if cached.is_none()
+                    && (self.parked.len() >= PARKED_MAX
+                        || msg.as_bytes().len() > PARKED_MESSAGE_MAX
+                        || !self.rate_ok(now, from.remote.ip()))
                 {
                     self.stats.rate_limited += 1;
                     return AuthResult::Parked;
                 }
-                match io.lookup_key(realm, user) {
+                match cached.unwrap_or_else(|| io.lookup_key(realm, user)) {
                     KeyLookup::Found(k) => candidates.push(Credential::Stored(k)),
                     KeyLookup::Unknown => {}
                     KeyLookup::Pending => {

@@ -138,6 +138,11 @@ impl ServerIo for FakeIo {
         self.closed.push(id);
     }
 
+    /// The fake has no cache: every key comes from a (recorded) database lookup.
+    fn cached_key(&mut self, _realm: &str, _user: &str) -> Option<KeyLookup> {
+        None
+    }
+
     fn lookup_key(&mut self, realm: &str, user: &str) -> KeyLookup {
         self.lookups.push(user.to_string());
         if self.pending {

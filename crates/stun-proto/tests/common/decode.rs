@@ -120,6 +120,10 @@ impl ServerIo for TrivialIo {
 
     fn close_connection(&mut self, _id: ConnectionId) {}
 
+    fn cached_key(&mut self, realm: &str, user: &str) -> Option<KeyLookup> {
+        Some(self.lookup_key(realm, user))
+    }
+
     fn lookup_key(&mut self, realm: &str, user: &str) -> KeyLookup {
         KeyLookup::Found(StoredKey::Md5(key_md5(user, realm, PASSWORD)))
     }
