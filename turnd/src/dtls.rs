@@ -5,9 +5,10 @@
 //! records go to the protocol core like any UDP datagram, tagged [`Transport::Dtls`];
 //! what the core sends back is encrypted here. The cookie exchange (HelloVerifyRequest,
 //! RFC 6347 §4.2.1) is on, so a spoofed source gets no amplified answer. A session object
-//! exists from the first ClientHello, so sessions that have not finished their handshake
-//! have their own small cap, and the oldest of them makes room for a new one: spoofed
-//! ClientHellos cannot lock real clients out.
+//! exists from the first ClientHello, but a spoofed source never sends a second datagram
+//! (it never sees the HelloVerifyRequest): sessions with one datagram have their own small
+//! cap, and the oldest of them makes room for a new one, so spoofed ClientHellos cannot
+//! fill the table. A session that never carries a STUN message is dropped after 30 s.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -18,9 +19,9 @@ use tracing::debug;
 
 /// Sessions one shard keeps at most; new handshakes beyond it are ignored.
 const MAX_SESSIONS: usize = 20_000;
-/// Sessions still in their handshake a shard keeps at most.
-const MAX_HANDSHAKING: usize = 1024;
-/// A session that has not finished its handshake by then is dropped.
+/// Sessions that have sent a single datagram (unverified sources) a shard keeps at most.
+const MAX_FRESH: usize = 1024;
+/// A session that has carried no STUN message by then is dropped.
 const HANDSHAKE_IDLE: Duration = Duration::from_secs(30);
 /// An established session with no traffic for longer than any allocation lifetime ends.
 const IDLE: Duration = Duration::from_secs(3700);
@@ -59,6 +60,12 @@ struct Session {
     connected: bool,
     next_timeout: Option<Instant>,
     last_seen: Instant,
+    /// When it was made: tells a queued entry from a later session of the same address.
+    created: Instant,
+    /// Datagrams received; a second one proves the source is real.
+    datagrams: u32,
+    /// An application record (a STUN message) arrived.
+    carried_data: bool,
 }
 
 /// What a datagram produced after decryption.
@@ -73,11 +80,11 @@ pub struct Decrypted {
 #[derive(Default)]
 pub struct DtlsSessions {
     sessions: HashMap<Key, Session>,
-    /// Sessions in creation order, for evicting the oldest unfinished handshake. Entries of
-    /// sessions that finished or ended are skipped, and pruned when they pile up.
-    created: VecDeque<Key>,
-    /// Sessions whose handshake has not completed.
-    handshaking: usize,
+    /// Sessions with a single datagram, oldest first, with their creation time. Entries
+    /// of sessions that moved on or ended are skipped, and pruned when they pile up.
+    fresh: VecDeque<(Key, Instant)>,
+    /// Sessions that have received a single datagram.
+    fresh_count: usize,
     buf: Vec<u8>,
 }
 
@@ -106,10 +113,10 @@ impl DtlsSessions {
                 debug!("{remote}: DTLS session limit reached");
                 return out;
             }
-            self.make_room_for_handshake();
+            self.make_room_for_fresh();
             let dtls = dimpl::Dtls::new_auto(id.config.clone(), id.cert.clone(), now);
-            self.created.push_back(key);
-            self.handshaking += 1;
+            self.fresh.push_back((key, now));
+            self.fresh_count += 1;
             self.sessions.insert(
                 key,
                 Session {
@@ -117,6 +124,9 @@ impl DtlsSessions {
                     connected: false,
                     next_timeout: None,
                     last_seen: now,
+                    created: now,
+                    datagrams: 0,
+                    carried_data: false,
                 },
             );
         }
@@ -124,7 +134,10 @@ impl DtlsSessions {
             return out;
         };
         s.last_seen = now;
-        let was_connected = s.connected;
+        s.datagrams = s.datagrams.saturating_add(1);
+        if s.datagrams == 2 {
+            self.fresh_count -= 1;
+        }
         let ended = match s.dtls.handle_packet(data) {
             Err(e) => {
                 debug!("{remote}: DTLS: {e}");
@@ -132,9 +145,7 @@ impl DtlsSessions {
             }
             Ok(()) => Self::drain(s, &mut self.buf, sock, remote, &mut out.records),
         };
-        if !was_connected && s.connected {
-            self.handshaking -= 1;
-        }
+        s.carried_data |= !out.records.is_empty();
         if ended {
             self.remove(&key);
             out.closed = true;
@@ -169,10 +180,9 @@ impl DtlsSessions {
         socket_for: impl Fn(SocketAddr) -> Option<std::rc::Rc<UdpSocket>>,
     ) -> Vec<Key> {
         let mut ended = Vec::new();
-        let mut finished = 0;
         for (&(local, remote), s) in self.sessions.iter_mut() {
             let idle = now.saturating_duration_since(s.last_seen);
-            if idle > IDLE || (!s.connected && idle > HANDSHAKE_IDLE) {
+            if idle > IDLE || (!s.carried_data && idle > HANDSHAKE_IDLE) {
                 ended.push((local, remote));
                 continue;
             }
@@ -180,19 +190,14 @@ impl DtlsSessions {
                 let Some(sock) = socket_for(local) else {
                     continue;
                 };
-                let was_connected = s.connected;
                 let mut ignored = Vec::new();
                 if s.dtls.handle_timeout(now).is_err()
                     || Self::drain(s, &mut self.buf, &sock, remote, &mut ignored)
                 {
                     ended.push((local, remote));
                 }
-                if !was_connected && s.connected {
-                    finished += 1;
-                }
             }
         }
-        self.handshaking -= finished;
         for k in &ended {
             self.remove(k);
         }
@@ -201,25 +206,36 @@ impl DtlsSessions {
 
     fn remove(&mut self, key: &Key) {
         if let Some(s) = self.sessions.remove(key) {
-            if !s.connected {
-                self.handshaking -= 1;
+            if s.datagrams <= 1 {
+                self.fresh_count -= 1;
             }
         }
     }
 
-    /// Evicts the oldest unfinished handshake when there are too many.
-    fn make_room_for_handshake(&mut self) {
-        if self.created.len() > 4 * MAX_HANDSHAKING {
-            let sessions = &self.sessions;
-            self.created
-                .retain(|k| sessions.get(k).is_some_and(|s| !s.connected));
+    /// Whether a queued entry still names a session with a single datagram.
+    fn still_fresh(&self, (key, created): &(Key, Instant)) -> bool {
+        self.sessions
+            .get(key)
+            .is_some_and(|s| s.created == *created && s.datagrams <= 1)
+    }
+
+    /// Evicts the oldest single-datagram session when there are too many.
+    fn make_room_for_fresh(&mut self) {
+        if self.fresh.len() > 4 * MAX_FRESH {
+            let kept: VecDeque<_> = self
+                .fresh
+                .iter()
+                .filter(|e| self.still_fresh(e))
+                .copied()
+                .collect();
+            self.fresh = kept;
         }
-        if self.handshaking < MAX_HANDSHAKING {
+        if self.fresh_count < MAX_FRESH {
             return;
         }
-        while let Some(k) = self.created.pop_front() {
-            if self.sessions.get(&k).is_some_and(|s| !s.connected) {
-                self.remove(&k);
+        while let Some(entry) = self.fresh.pop_front() {
+            if self.still_fresh(&entry) {
+                self.remove(&entry.0);
                 return;
             }
         }
@@ -252,5 +268,47 @@ impl DtlsSessions {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    fn identity() -> DtlsIdentity {
+        let (cert, key) = rtc_tls::self_signed(&["localhost".to_string()]).unwrap();
+        let cert = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        DtlsIdentity::new(cert.to_vec(), key.secret_der().to_vec()).unwrap()
+    }
+
+    /// A flood of first datagrams from distinct (spoofed) sources stays within the cap,
+    /// and a source that sent a second datagram is not the one evicted.
+    #[tokio::test]
+    async fn single_datagram_sources_are_capped_and_evicted_oldest_first() {
+        let id = identity();
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = sock.local_addr().unwrap();
+        let mut s = DtlsSessions::default();
+        let now = Instant::now();
+        let real: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        // Not a valid ClientHello: dimpl discards it as noise, the session stays.
+        let junk = [22u8, 0xfe, 0xfd, 0, 0];
+        s.input(Some(&id), &sock, local, real, &junk, now);
+        s.input(Some(&id), &sock, local, real, &junk, now);
+        for i in 0..MAX_FRESH as u16 + 50 {
+            let spoofed = SocketAddr::new("198.51.100.7".parse().unwrap(), 2000 + i);
+            s.input(Some(&id), &sock, local, spoofed, &junk, now);
+        }
+        assert_eq!(s.fresh_count, MAX_FRESH);
+        assert_eq!(s.sessions.len(), MAX_FRESH + 1);
+        assert!(s.sessions.contains_key(&(local, real)));
+        assert!(s.fresh.len() <= 4 * MAX_FRESH + 1);
+        // Nothing carried data: all end after the handshake idle time.
+        let ended = s.tick(now + HANDSHAKE_IDLE + Duration::from_secs(1), |_| None);
+        assert_eq!(ended.len(), MAX_FRESH + 1);
+        assert_eq!(s.fresh_count, 0);
     }
 }

@@ -219,9 +219,10 @@ impl ServerIo for ShardIo {
             user: k.1.clone(),
             reply: self.db_reply.clone(),
         };
-        // Queue full: the database is behind; refuse rather than wait (the client retries).
+        // Queue full: the database is behind. Busy drops the request unanswered, so the
+        // client retransmits rather than taking a final 401.
         if db.try_send(req).is_err() {
-            return KeyLookup::Unknown;
+            return KeyLookup::Busy;
         }
         self.lookups.insert(k);
         KeyLookup::Pending
@@ -291,6 +292,70 @@ impl State {
             self.io.send_to_client(t.to, t.from, &t.data, &mut dropped);
         }
         self.io.shared.metrics.send_dropped.add(dropped);
+    }
+
+    /// Reads up to [`SOCKET_BURST`] client datagrams from a listening socket under one
+    /// clock reading. Returns whether the socket was drained (ended on WouldBlock).
+    fn udp_burst(&mut self, sock: &UdpSocket, local: SocketAddr, buf: &mut [u8]) -> bool {
+        let now = Instant::now();
+        for _ in 0..SOCKET_BURST {
+            let (n, remote) = match sock.try_recv_from(buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(e) => {
+                    // ICMP errors surface here on Linux; not fatal for a server socket.
+                    debug!("udp {local}: {e}");
+                    continue;
+                }
+            };
+            let tuple = ClientTuple {
+                transport: Transport::Udp,
+                local,
+                remote,
+            };
+            self.client_input_at(now, tuple, &buf[..n]);
+        }
+        false
+    }
+
+    /// Reads up to [`SOCKET_BURST`] peer datagrams from relay socket `id` into the shard's
+    /// buffer and forwards them. Returns whether the socket was drained.
+    fn relay_burst(&mut self, sock: &UdpSocket, id: RelayId) -> bool {
+        let mut buf = std::mem::take(&mut self.relay_buf);
+        let mut dropped = 0;
+        let now = Instant::now();
+        let mut drained = false;
+        for _ in 0..SOCKET_BURST {
+            // Four bytes of headroom for the ChannelData header (RFC 8656 §12.4).
+            let (n, peer) = match sock.try_recv_from(&mut buf[4..]) {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here; keep reading.
+                    debug!("relay {id:?}: {e}");
+                    continue;
+                }
+            };
+            match self.core.handle_peer(now, id, peer, &buf[4..4 + n]) {
+                PeerAction::Drop => {}
+                PeerAction::ChannelData { client, header } => {
+                    buf[..4].copy_from_slice(&header);
+                    self.io
+                        .send_to_client(client, None, &buf[..4 + n], &mut dropped);
+                }
+                PeerAction::Data { client, message } => {
+                    self.io.send_to_client(client, None, &message, &mut dropped)
+                }
+            }
+        }
+        self.relay_buf = buf;
+        if dropped > 0 {
+            self.io.shared.metrics.send_dropped.add(dropped);
+        }
+        drained
     }
 
     /// A client's bytes through the core, and the relay it asked for.
@@ -459,24 +524,11 @@ async fn udp_loop(sock: Rc<UdpSocket>, local: SocketAddr, state: Weak<RefCell<St
             return;
         }
         let Some(st) = state.upgrade() else { return };
-        let mut st = st.borrow_mut();
-        let now = Instant::now();
-        for _ in 0..SOCKET_BURST {
-            let (n, remote) = match sock.try_recv_from(&mut buf) {
-                Ok(x) => x,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // ICMP errors surface here on Linux; not fatal for a server socket.
-                    debug!("udp {local}: {e}");
-                    continue;
-                }
-            };
-            let tuple = ClientTuple {
-                transport: Transport::Udp,
-                local,
-                remote,
-            };
-            st.client_input_at(now, tuple, &buf[..n]);
+        let drained = st.borrow_mut().udp_burst(&sock, local, &mut buf);
+        if !drained {
+            // `readable()` is ready again at once and costs no scheduler budget: yield, or a
+            // flood on this socket would starve every other task of the shard.
+            tokio::task::yield_now().await;
         }
     }
 }
@@ -530,37 +582,10 @@ async fn relay_loop(sock: Rc<UdpSocket>, id: RelayId, state: Weak<RefCell<State>
             return;
         }
         let Some(st) = state.upgrade() else { return };
-        let mut st = st.borrow_mut();
-        let st = &mut *st;
-        let mut buf = std::mem::take(&mut st.relay_buf);
-        let mut dropped = 0;
-        let now = Instant::now();
-        for _ in 0..SOCKET_BURST {
-            // Four bytes of headroom for the ChannelData header (RFC 8656 §12.4).
-            let (n, peer) = match sock.try_recv_from(&mut buf[4..]) {
-                Ok(x) => x,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here; keep reading.
-                    debug!("relay {id:?}: {e}");
-                    continue;
-                }
-            };
-            match st.core.handle_peer(now, id, peer, &buf[4..4 + n]) {
-                PeerAction::Drop => {}
-                PeerAction::ChannelData { client, header } => {
-                    buf[..4].copy_from_slice(&header);
-                    st.io
-                        .send_to_client(client, None, &buf[..4 + n], &mut dropped);
-                }
-                PeerAction::Data { client, message } => {
-                    st.io.send_to_client(client, None, &message, &mut dropped)
-                }
-            }
-        }
-        st.relay_buf = buf;
-        if dropped > 0 {
-            st.io.shared.metrics.send_dropped.add(dropped);
+        let drained = st.borrow_mut().relay_burst(&sock, id);
+        if !drained {
+            // See `udp_loop`: a busy peer must not starve the shard.
+            tokio::task::yield_now().await;
         }
     }
 }

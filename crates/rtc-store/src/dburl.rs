@@ -56,7 +56,12 @@ pub(crate) fn parse(url: &str) -> Result<Target, StoreError> {
         };
         return Ok(Target {
             backend: Backend::Sqlite,
-            file: Some(percent_decode(&path).into()),
+            // A URL that opens read-only (or in memory) must not create the file.
+            file: (!params.is_some_and(|p| {
+                p.split('&')
+                    .any(|kv| kv.starts_with("mode=") && kv != "mode=rwc")
+            }))
+            .then(|| percent_decode(&path).into()),
             sqlx_url: sqlite_url(&path, params),
             shown_url,
             in_memory: false,

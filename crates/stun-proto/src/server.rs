@@ -98,6 +98,9 @@ pub enum KeyLookup {
     Unknown,
     /// The daemon is fetching it; it calls [`Server::key_ready`] when done.
     Pending,
+    /// The daemon cannot ask now (its database queue is full): the request is dropped
+    /// unanswered, so a UDP client retransmits instead of taking a final 401.
+    Busy,
 }
 
 /// What the core needs from the outside world.
@@ -852,7 +855,10 @@ impl Server {
         // per-IP budget as Binding. Otherwise a spoofed source gets 401s, larger than the
         // request, reflected without limit by adding any MESSAGE-INTEGRITY (the reflection
         // and amplification concerns of RFC 8489 §16 and RFC 8656 §21).
-        if r.key.is_none() && !self.rate_ok(now, to.remote.ip()) {
+        // Only UDP sources can be spoofed; stream and DTLS clients completed a handshake, and
+        // a dropped answer would leave them waiting (they do not retransmit).
+        let spoofable = to.transport == Transport::Udp;
+        if r.key.is_none() && spoofable && !self.rate_ok(now, to.remote.ip()) {
             self.stats.rate_limited += 1;
             return;
         }
@@ -932,16 +938,10 @@ impl Server {
         if realm != self.config.realm {
             return AuthResult::Reject(Reject::challenge(401, "Unauthorized"));
         }
-        // A REST credential ends at its timestamp, also for an allocation made with it.
-        let rest_expiry = if self.config.use_auth_secret {
-            rtc_auth::turn::rest_expiry(user)
-        } else {
-            None
-        };
-        if rest_expiry.is_some_and(|e| e < unix) {
-            return AuthResult::Reject(Reject::challenge(401, "Unauthorized"));
-        }
-        // Requests on an existing allocation reuse its key: no lookup per Refresh.
+        // Requests on an existing allocation reuse its key: no lookup per Refresh. A TURN
+        // REST credential's timestamp is checked when the allocation is made, not on its
+        // refreshes, as coturn does: a call must not drop when the credential's TTL passes
+        // mid-call (web apps hand out short TTLs).
         if let Some(a) = self.allocations.get(&owner) {
             if a.username == user && a.integrity == kind {
                 if msg.verify_integrity(&a.key) {
@@ -953,6 +953,14 @@ impl Server {
                 }
                 return AuthResult::Reject(Reject::challenge(401, "Unauthorized"));
             }
+        }
+        let rest_expiry = if self.config.use_auth_secret {
+            rtc_auth::turn::rest_expiry(user)
+        } else {
+            None
+        };
+        if rest_expiry.is_some_and(|e| e < unix) {
+            return AuthResult::Reject(Reject::challenge(401, "Unauthorized"));
         }
         let mut candidates: Vec<Credential> = Vec::new();
         if rest_expiry.is_some() {
@@ -979,6 +987,10 @@ impl Server {
                 match cached.unwrap_or_else(|| io.lookup_key(realm, user)) {
                     KeyLookup::Found(k) => candidates.push(Credential::Stored(k)),
                     KeyLookup::Unknown => {}
+                    KeyLookup::Busy => {
+                        self.stats.rate_limited += 1;
+                        return AuthResult::Parked;
+                    }
                     KeyLookup::Pending => {
                         self.parked.push(Parked {
                             from,

@@ -51,6 +51,8 @@ struct FakeIo {
     refuse_v6: bool,
     /// Key lookups answer `Pending` while set.
     pending: bool,
+    /// Key lookups answer `Busy` (database queue full) while set.
+    busy: bool,
     keys: HashMap<(String, String), StoredKey>,
     lookups: Vec<String>,
     released: Vec<RelayId>,
@@ -145,6 +147,9 @@ impl ServerIo for FakeIo {
 
     fn lookup_key(&mut self, realm: &str, user: &str) -> KeyLookup {
         self.lookups.push(user.to_string());
+        if self.busy {
+            return KeyLookup::Busy;
+        }
         if self.pending {
             return KeyLookup::Pending;
         }
@@ -767,16 +772,21 @@ fn rest_harness() -> Harness {
 }
 
 #[test]
-fn rest_allocation_cannot_be_refreshed_past_its_timestamp() {
+fn rest_timestamp_limits_new_allocations_not_running_calls() {
     let mut h = rest_harness();
     let user = format!("{}:alice", h.unix + 60);
     let pass = rest_password("s3cret", &user);
     let mut c = Client::new("192.0.2.100:40000", &user, &pass);
     c.allocate(&mut h);
-    c.refresh(&mut h, 600).assert_success();
     h.advance(61);
-    c.refresh(&mut h, 600).assert_error(401);
-    c.permit(&mut h, PUBLIC_PEER).assert_error(401);
+    // As coturn: the allocation made in time keeps working past the timestamp...
+    c.refresh(&mut h, 600).assert_success();
+    c.permit(&mut h, PUBLIC_PEER).assert_success();
+    // ...but the credential makes no new allocation.
+    let mut again = Client::new("192.0.2.100:40001", &user, &pass);
+    again
+        .call(&mut h, method::ALLOCATE, &Req::udp())
+        .assert_error(401);
 }
 
 #[test]
@@ -1429,6 +1439,22 @@ fn garbage_is_counted_and_never_answered() {
     let counted = (s.malformed - before.malformed) + (s.relay_dropped - before.relay_dropped);
     assert_eq!(counted, sent, "every dropped packet is counted once");
     assert!(s.relay_dropped > before.relay_dropped);
+    assert_eq!(h.server.allocation_count(), 1);
+}
+
+#[test]
+fn busy_database_drops_the_request_instead_of_a_final_401() {
+    let io = FakeIo {
+        busy: true,
+        ..standard_io()
+    };
+    let mut h = Harness::new(ServerConfig::default(), io);
+    let mut c = Client::alice();
+    assert!(c.send(&mut h, method::ALLOCATE, &Req::udp()).is_none());
+    assert_eq!(h.server.stats().rate_limited, 1);
+    // The client's retransmission succeeds once the database keeps up.
+    h.io.busy = false;
+    c.allocate(&mut h);
     assert_eq!(h.server.allocation_count(), 1);
 }
 
