@@ -526,6 +526,21 @@ impl Drop for Cleanup {
     }
 }
 
+/// `rtc-admin up --dir DIR --port-offset N` with stdout captured, killed by the guard.
+fn start_up(dir: &Path, offset: u32, stderr: Stdio) -> Cleanup {
+    let child = rtc_admin()
+        .args(["up", "--dir", dir.to_str().unwrap(), "--port-offset"])
+        .arg(offset.to_string())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    Cleanup {
+        admin: child,
+        turnd_pid: None,
+    }
+}
+
 fn sigterm(pid: u32) {
     let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
@@ -569,17 +584,7 @@ fn up_runs_turnd_until_sigterm() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("local");
     let offset = 20_000 + std::process::id() % 1000;
-    let child = rtc_admin()
-        .args(["up", "--dir", dir.to_str().unwrap(), "--port-offset"])
-        .arg(offset.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut guard = Cleanup {
-        admin: child,
-        turnd_pid: None,
-    };
+    let mut guard = start_up(&dir, offset, Stdio::inherit());
     let (tx, rx) = mpsc::channel();
     let stdout = guard.admin.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -641,17 +646,7 @@ fn up_reports_a_daemon_that_exits_early() {
     let offset = 21_000 + std::process::id() % 1000;
     // Hold turnd's UDP port so that it fails to start.
     let _busy = UdpSocket::bind(("127.0.0.1", 3478 + offset as u16)).unwrap();
-    let child = rtc_admin()
-        .args(["up", "--dir", dir.to_str().unwrap(), "--port-offset"])
-        .arg(offset.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut guard = Cleanup {
-        admin: child,
-        turnd_pid: None,
-    };
+    let mut guard = start_up(&dir, offset, Stdio::null());
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(status) = guard.admin.try_wait().unwrap() {

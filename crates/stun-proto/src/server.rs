@@ -427,7 +427,8 @@ pub struct Server {
     peer_policy: PeerPolicy,
     secrets: Vec<String>,
     nonces: NonceKey,
-    quotas: Arc<ServerShared>,
+    /// Quota counts and reservation tokens of the whole server (all shards).
+    shared: Arc<ServerShared>,
     /// The maps on the relay path use a fast non-keyed hash (FxHash): their keys exist only
     /// after authentication (allocations, permissions, channels) or are ours (relay ids),
     /// so an unauthenticated sender cannot flood them with colliding keys. The rate table,
@@ -453,7 +454,7 @@ impl Server {
     pub fn new(
         config: Arc<ServerConfig>,
         nonces: NonceKey,
-        quotas: Arc<ServerShared>,
+        shared: Arc<ServerShared>,
         seed: u64,
     ) -> Server {
         Server {
@@ -462,7 +463,7 @@ impl Server {
             config,
             secrets: Vec::new(),
             nonces,
-            quotas,
+            shared,
             allocations: FxHashMap::default(),
             by_relay: FxHashMap::default(),
             parked: Vec::new(),
@@ -1200,7 +1201,7 @@ impl Server {
             );
         }
 
-        self.quotas
+        self.shared
             .acquire(&auth.user, self.limits.user_quota, self.limits.total_quota)
             .map_err(|code| {
                 let reason = if code == 486 {
@@ -1218,7 +1219,7 @@ impl Server {
             Some(t) => {
                 let key: Option<[u8; 8]> = t.try_into().ok();
                 let mut map = self
-                    .quotas
+                    .shared
                     .reservations
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
@@ -1226,7 +1227,7 @@ impl Server {
                     Some(r) => PortRequest::Reserved(r.addr),
                     None => {
                         drop(map);
-                        self.quotas.release(&auth.user);
+                        self.shared.release(&auth.user);
                         return Err(Reject::new(508, "Insufficient Capacity").signed(&auth));
                     }
                 }
@@ -1243,7 +1244,7 @@ impl Server {
                 if port_req == PortRequest::EvenReserveNext {
                     let t = self.new_reservation_token();
                     let odd = SocketAddr::new(bound.addr.ip(), bound.addr.port() + 1);
-                    self.quotas
+                    self.shared
                         .reservations
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -1259,7 +1260,7 @@ impl Server {
                 relays.push(bound);
             }
             Err(e) => {
-                self.quotas.release(&auth.user);
+                self.shared.release(&auth.user);
                 let r = match e {
                     RelayBindError::FamilyUnsupported => {
                         Reject::new(440, "Address Family not Supported")
@@ -1523,7 +1524,7 @@ impl Server {
             }
             self.permissions -= a.permissions.len();
             self.channels -= a.channels.len();
-            self.quotas.release(&a.username);
+            self.shared.release(&a.username);
             if a.tcp {
                 self.close_connections_of(tuple, io);
             }
@@ -1568,7 +1569,7 @@ impl Server {
         self.channels = chans;
         let expired: Vec<SocketAddr> = {
             let mut map = self
-                .quotas
+                .shared
                 .reservations
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
