@@ -6,13 +6,17 @@
 //! - `rtc-admin turn ...` is coturn's `turnadmin` with the same flags (`-a -u -r -p`, `-l`,
 //!   `-s`...). The realm and the database come from `<config-dir>/turnd.toml` unless given
 //!   on the command line; credential algorithms come from `rtc-auth`. See [`turn`].
+//! - `rtc-admin sip ...` is Kamailio's `kamctl`/`kamdbctl` for sipd (`add`, `passwd`, `ul
+//!   show`, `ping`, `db backup`...), on Kamailio's own tables; defaults come from
+//!   `<config-dir>/sipd.toml`. See [`sip`].
 //! - `rtc-admin init` writes a self-contained local instance (configs, certificate, user
 //!   database, demo user) into a directory. See [`instance`].
 //! - `rtc-admin up` starts that instance's daemons in the foreground and stops them on
 //!   Ctrl-C. See [`up`].
 //!
-//! Data flow: clap parses the command line -> the command reads `turnd.toml` leniently
-//! ([`settings`]) when it needs the realm, the database or the listening ports -> one
+//! Data flow: clap parses the command line -> the command reads `turnd.toml` or
+//! `sipd.toml` leniently ([`settings`], `sip::config`) when it needs the realm or domain,
+//! the database or the listening ports -> one
 //! async `rtc-store` call on a current-thread tokio runtime (the admin tool does one thing
 //! at a time, so a single thread is plenty) -> the result is printed.
 
@@ -20,6 +24,7 @@
 
 mod instance;
 mod settings;
+mod sip;
 mod turn;
 mod up;
 
@@ -31,10 +36,10 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "rtc-admin",
     version,
-    about = "Administer the RTC suite (TURN users and secrets, local instances)"
+    about = "Administer the RTC suite (TURN users and secrets, SIP subscribers and registrations, local instances)"
 )]
 struct Cli {
-    /// Directory holding the daemons' configuration files (turnd.toml...).
+    /// Directory holding the daemons' configuration files (turnd.toml, sipd.toml...).
     #[arg(
         long,
         global = true,
@@ -50,6 +55,8 @@ struct Cli {
 enum Command {
     /// TURN users, admins, REST secrets and realm options (coturn turnadmin flags).
     Turn(Box<turn::TurnArgs>),
+    /// SIP subscribers, registrations and database tables (Kamailio kamctl/kamdbctl commands).
+    Sip(Box<sip::SipArgs>),
     /// Write a ready-to-run local instance (configs, certificate, database, demo user).
     Init(instance::InitArgs),
     /// Run a local instance in the foreground (initialising it first if needed).
@@ -60,6 +67,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Turn(args) => turn::run(*args, &cli.config_dir).map(|()| 0),
+        Command::Sip(args) => sip::run(*args, &cli.config_dir).map(|()| 0),
         Command::Init(args) => instance::init(&args).map(|()| 0),
         Command::Up(args) => up::run(&args),
     };

@@ -1,16 +1,18 @@
-//! Shared harness for the suite's integration tests (turnd now, sipd and xmppd later).
+//! Shared harness for the suite's integration tests (turnd and sipd now, xmppd later).
 //!
 //! A test picks free ports ([`ports`]), writes a config and starts the real binary with
 //! [`Daemon`] (logs captured in its directory, readiness awaited, killed on drop), drives it
 //! with real external clients through [`run_tool`] (hard timeout) or with the small
 //! in-process [`stun::StunClient`] for the cases real clients never produce (refusals,
 //! garbage), and reads its Prometheus endpoint with [`metrics`]. [`turnd::Turnd`] bundles
-//! all of this for the TURN server so each turnd test is a few lines.
+//! all of this for the TURN server so each turnd test is a few lines, [`sipd::Sipd`] for
+//! the SIP server.
 
 pub mod daemon;
 pub mod metrics;
 pub mod ports;
 pub mod scratch_db;
+pub mod sipd;
 pub mod stun;
 pub mod tls;
 pub mod tool;

@@ -9,12 +9,15 @@
 //! Modules:
 //! - [`turn`]: long-term credential keys (RFC 8489 §9.2.2) and TURN REST API secrets.
 //! - [`admin_password`]: the password format of coturn's `admin_user` table.
+//! - [`sip`]: SIP digest HA1 and response checks (RFC 2617, RFC 7616, RFC 8760), with
+//!   Kamailio's `ha1`/`ha1b` forms.
 //!
-//! SIP digest HA1 (RFC 8760) and SCRAM (RFC 5802) are meant to join as sibling modules.
+//! SCRAM (RFC 5802) is meant to join as a sibling module.
 
 #![forbid(unsafe_code)]
 
 pub mod admin_password;
+pub mod sip;
 pub mod turn;
 
 use subtle::ConstantTimeEq;

@@ -7,7 +7,7 @@
 //! credential *algorithms* live in `rtc-auth`; this crate only moves rows.
 //!
 //! Data flow: URL -> [`Store`] (an `sqlx` `Any` pool plus the [`Backend`] it talks to) ->
-//! per-service module (`turn` now; `sip` for Kamailio tables and `xmpp` later) -> SQL
+//! per-service module (`turn` for coturn's tables, `sip` for Kamailio's; `xmpp` later) -> SQL
 //! written once in the portable subset of the three dialects, with `?` placeholders that
 //! [`Store`] rewrites to `$n` for PostgreSQL, because sqlx's `Any` driver passes SQL
 //! through untouched.
@@ -17,10 +17,21 @@
 //! create missing tables, never alter existing ones.
 //!
 //! Cargo features pick the compiled-in engines: `sqlite` (default), `postgres`, `mysql`.
+//!
+//! SQLite files are switched to write-ahead logging and every connection runs with
+//! `synchronous = FULL`, so a transaction that returned from COMMIT is on disk: a
+//! registrar answers 200 OK to a REGISTER only after the binding committed. In WAL mode
+//! a commit appends the transaction's pages to the `-wal` file with `write()` before it
+//! returns, so it survives `kill -9` of the process even with `synchronous = NORMAL` (the
+//! next opener replays the log); `FULL` adds one `fsync` of the log per commit, which
+//! makes it survive a power cut or kernel crash too. Batching many REGISTERs into one
+//! transaction (`SipStore::apply_location_batch`) is what keeps that fsync cheap. WAL
+//! also lets readers (the admin CLI, Kamailio's tools) run while a daemon writes.
 
 #![forbid(unsafe_code)]
 
 mod dburl;
+pub mod sip;
 pub mod turn;
 
 use std::borrow::Cow;
@@ -29,6 +40,10 @@ use std::time::Duration;
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
+pub use sip::{
+    LocationOp, LocationRow, Sha256Row, SipCredentials, SipRowCounts, SipSnapshot, SipStore,
+    SubscriberRow,
+};
 pub use turn::{PeerIpList, RealmOption, RealmOptions, TurnStore};
 
 /// The SQL engine behind a [`Store`].
@@ -185,12 +200,31 @@ impl Store {
         // wants the server's reason at once.
         if !target.in_memory {
             use sqlx::Connection as _;
-            let probe = sqlx::AnyConnection::connect(&target.sqlx_url)
+            let mut probe = sqlx::AnyConnection::connect(&target.sqlx_url)
                 .await
                 .map_err(connect_error)?;
+            // WAL is a property of the file, set once; a read-only URL (no `file`) cannot
+            // and need not change it.
+            if target.backend == Backend::Sqlite && target.file.is_some() {
+                sqlx::query("PRAGMA journal_mode = WAL")
+                    .fetch_optional(&mut probe)
+                    .await
+                    .map_err(connect_error)?;
+            }
             probe.close().await.map_err(connect_error)?;
         }
         let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        if target.backend == Backend::Sqlite {
+            // Per connection; see the crate documentation for why FULL.
+            options = options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA synchronous = FULL")
+                        .execute(conn)
+                        .await
+                        .map(drop)
+                })
+            });
+        }
         if target.in_memory {
             // An in-memory SQLite database lives only while a connection to it is open.
             options = options

@@ -1,0 +1,652 @@
+//! The core loop: one task on its own current-thread runtime (its own OS thread) that owns
+//! the protocol [`Core`], pike, every UDP socket and the sending side of every TCP/TLS
+//! connection. Nothing else touches the core, so it needs no lock.
+//!
+//! Each turn waits for the first of:
+//! - a UDP socket turning readable: datagrams are read with `try_recv_from` until the
+//!   socket would block (or a burst limit, so one flooded socket cannot starve the rest),
+//!   each through pike, the STUN keep-alive check and then [`Core::handle`];
+//! - an [`Event`] from elsewhere: a framed message or a connection opening or closing
+//!   (connection tasks, `stream.rs`), credentials (database task), a committed location
+//!   batch (location writer), a reload or shutdown (main thread);
+//! - the core's next timer ([`Core::poll_timeout`]) or the one-second housekeeping tick
+//!   (pike expiry, metrics);
+//!
+//! and then drains [`Core::poll_output`]: transmits go out at once (UDP `try_send_to`, or
+//! the connection's queue), credential lookups go to the database task unless cached, and
+//! location changes go to the location writer, whose answer ([`Core::stored`]) is what
+//! releases a REGISTER's 200 OK.
+
+use crate::db::{Lookup, WriterCmd};
+use crate::keepalive::{self, Datagram};
+use crate::metrics::Metrics;
+use crate::stream::{ConnCmd, Streams, CONN_QUEUE};
+use sip_proto::core::{
+    Binding, CloseReason, Config as CoreConfig, Core, Credentials, Output, Stats,
+};
+use sip_proto::pike::{Pike, PikeConfig, PikeStats, Verdict};
+use sip_proto::txn::{ConnId, Peer, Transmit, Transport};
+use std::collections::{HashMap, HashSet};
+use std::future::poll_fn;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+/// Datagrams read from one socket before looking at anything else.
+const UDP_BURST: usize = 256;
+/// Events handled per turn before outputs are drained.
+const EVENT_BURST: usize = 256;
+/// Housekeeping period: pike expiry, metrics.
+const TICK: Duration = Duration::from_secs(1);
+/// Credentials are trusted this long before the database is asked again, so a password
+/// changed with `rtc-admin` takes effect without a reload (SIGHUP clears the cache).
+const CREDS_TTL: Duration = Duration::from_secs(30);
+/// Unknown users are remembered briefly, so guessing names cannot hammer the database.
+const UNKNOWN_TTL: Duration = Duration::from_secs(5);
+const CREDS_CACHE_MAX: usize = 100_000;
+/// On shutdown, how long to wait for the location writer to confirm what is queued.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Everything that reaches the core loop from other tasks.
+#[derive(Debug)]
+pub enum Event {
+    /// An accepted connection is ready (after the TLS handshake).
+    Opened {
+        id: ConnId,
+        transport: Transport,
+        remote: SocketAddr,
+        local: SocketAddr,
+        tx: mpsc::Sender<ConnCmd>,
+    },
+    /// An outgoing connection the core loop asked for is established.
+    Connected {
+        id: ConnId,
+        local: SocketAddr,
+    },
+    /// One framed SIP message from a connection.
+    Message {
+        id: ConnId,
+        data: Vec<u8>,
+    },
+    Closed {
+        id: ConnId,
+        reason: CloseReason,
+    },
+    /// A credential lookup finished; `cache` is false when the database failed (an error
+    /// is not an answer worth remembering).
+    Credentials {
+        username: String,
+        domain: String,
+        creds: Option<Credentials>,
+        cache: bool,
+    },
+    /// Location batches committed (or not).
+    Stored {
+        ids: Vec<u64>,
+        ok: bool,
+    },
+    /// SIGHUP: new settings if the file still checks, and in any case forget cached
+    /// credentials.
+    Reload(Option<Box<(CoreConfig, PikeConfig)>>),
+    /// Bindings re-read from the database (SIGHUP, after `rtc-admin sip ul ...`).
+    Bindings(Vec<Binding>),
+    /// SIGTERM: finish what is being stored, then stop.
+    Shutdown,
+}
+
+/// What the core loop is started with.
+pub struct Setup {
+    pub core: CoreConfig,
+    pub pike: PikeConfig,
+    pub bindings: Vec<Binding>,
+    pub udp: Vec<std::net::UdpSocket>,
+    pub streams: Arc<Streams>,
+    pub metrics: Arc<Metrics>,
+    pub lookups: mpsc::Sender<Lookup>,
+    pub writer: mpsc::Sender<WriterCmd>,
+    pub events: mpsc::Receiver<Event>,
+}
+
+/// Runs the core loop on the calling thread until shutdown. `ready` is told once the core
+/// holds its bindings and the sockets are registered (or why that failed).
+pub fn run(setup: Setup, ready: std::sync::mpsc::Sender<Result<(), String>>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(format!("core runtime: {e}")));
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let mut events = setup.events;
+        let mut udp = Vec::new();
+        for s in setup.udp {
+            let local = match s.local_addr() {
+                Ok(a) => a,
+                Err(e) => {
+                    let _ = ready.send(Err(format!("UDP socket: {e}")));
+                    return;
+                }
+            };
+            match UdpSocket::from_std(s) {
+                Ok(sock) => udp.push(UdpListener { sock, local }),
+                Err(e) => {
+                    let _ = ready.send(Err(format!("UDP {local}: {e}")));
+                    return;
+                }
+            }
+        }
+        let mut core = Core::new(setup.core, rand::random(), rand::random());
+        let count = setup.bindings.len();
+        for b in setup.bindings {
+            core.load_binding(b);
+        }
+        info!("{count} contact bindings loaded");
+        let mut cl = CoreLoop {
+            core,
+            pike: Pike::new(setup.pike),
+            udp,
+            conns: HashMap::new(),
+            by_addr: HashMap::new(),
+            streams: setup.streams,
+            metrics: setup.metrics,
+            lookups: setup.lookups,
+            writer: setup.writer,
+            creds: HashMap::new(),
+            pending_lookups: HashSet::new(),
+            outstanding: 0,
+            published: Stats::default(),
+            pike_published: PikeStats::default(),
+            buf: vec![0u8; 65536],
+            now: Instant::now(),
+            unix: unix_now(),
+        };
+        let _ = ready.send(Ok(()));
+        cl.run(&mut events).await;
+    });
+}
+
+struct UdpListener {
+    sock: UdpSocket,
+    local: SocketAddr,
+}
+
+/// A TCP/TLS connection as the core loop knows it.
+struct Conn {
+    transport: Transport,
+    remote: SocketAddr,
+    /// Our end; `None` while an outgoing connection is being set up.
+    local: Option<SocketAddr>,
+    tx: mpsc::Sender<ConnCmd>,
+}
+
+struct CoreLoop {
+    core: Core,
+    pike: Pike,
+    udp: Vec<UdpListener>,
+    conns: HashMap<ConnId, Conn>,
+    /// Connections by transport and peer address, so a message for a destination without
+    /// a connection id reuses an open connection (RFC 3261 section 18.1.1) instead of
+    /// opening another.
+    by_addr: HashMap<(Transport, SocketAddr), ConnId>,
+    streams: Arc<Streams>,
+    metrics: Arc<Metrics>,
+    lookups: mpsc::Sender<Lookup>,
+    writer: mpsc::Sender<WriterCmd>,
+    /// (username, domain) -> credentials (`None`: no such subscriber) and when fetched.
+    creds: HashMap<(String, String), (Option<Credentials>, Instant)>,
+    pending_lookups: HashSet<(String, String)>,
+    /// Store orders handed to the writer and not yet confirmed.
+    outstanding: usize,
+    published: Stats,
+    pike_published: PikeStats,
+    buf: Vec<u8>,
+    /// Clock readings of the current turn: one per burst, not one per message.
+    now: Instant,
+    unix: u64,
+}
+
+impl CoreLoop {
+    async fn run(&mut self, events: &mut mpsc::Receiver<Event>) {
+        let mut next_tick = Instant::now() + TICK;
+        let mut udp_start = 0usize;
+        let mut shutdown_by: Option<Instant> = None;
+        loop {
+            let wake = self
+                .core
+                .poll_timeout()
+                .map_or(next_tick, |t| t.min(next_tick));
+            let reading = shutdown_by.is_none();
+            tokio::select! {
+                ev = events.recv() => {
+                    self.clock();
+                    let Some(ev) = ev else { break };
+                    let mut next = Some(ev);
+                    let mut handled = 0;
+                    while let Some(ev) = next.take() {
+                        if matches!(ev, Event::Shutdown) {
+                            if shutdown_by.is_none() {
+                                info!("shutting down: {} location changes to commit", self.outstanding);
+                                shutdown_by = Some(self.now + SHUTDOWN_GRACE);
+                            }
+                        } else {
+                            self.event(ev, shutdown_by.is_some());
+                        }
+                        handled += 1;
+                        if handled < EVENT_BURST {
+                            next = events.try_recv().ok();
+                        }
+                    }
+                }
+                i = udp_readable(&self.udp, udp_start), if reading => {
+                    udp_start = (i + 1) % self.udp.len().max(1);
+                    self.clock();
+                    self.udp_burst(i);
+                }
+                () = tokio::time::sleep_until(wake.into()) => {
+                    self.clock();
+                }
+            }
+            if self.core.poll_timeout().is_some_and(|t| t <= self.now) {
+                self.core.handle_timeout(self.now, self.unix);
+            }
+            if self.now >= next_tick {
+                next_tick = self.now + TICK;
+                self.housekeeping();
+            }
+            self.drain();
+            if let Some(by) = shutdown_by {
+                if self.outstanding == 0 {
+                    break;
+                }
+                if self.now >= by {
+                    warn!(
+                        "shutting down with {} location changes unconfirmed",
+                        self.outstanding
+                    );
+                    break;
+                }
+            }
+        }
+        self.drain();
+        self.housekeeping();
+    }
+
+    fn clock(&mut self) {
+        self.now = Instant::now();
+        self.unix = unix_now();
+    }
+
+    /// Reads up to [`UDP_BURST`] datagrams from socket `i`.
+    fn udp_burst(&mut self, i: usize) {
+        let mut buf = std::mem::take(&mut self.buf);
+        for _ in 0..UDP_BURST {
+            let (n, from) = match self.udp[i].sock.try_recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors for earlier sends surface here on Linux: not fatal.
+                    debug!("udp {}: {e}", self.udp[i].local);
+                    continue;
+                }
+            };
+            let local = self.udp[i].local;
+            self.datagram(local, from, &buf[..n]);
+        }
+        self.buf = buf;
+    }
+
+    fn datagram(&mut self, local: SocketAddr, from: SocketAddr, data: &[u8]) {
+        if !self.admit(from.ip()) {
+            return;
+        }
+        // CRLF (or NUL) keep-alives that many UAs send over UDP to hold a NAT binding:
+        // nothing to answer (RFC 5626's STUN keep-alives are handled below).
+        if data
+            .iter()
+            .all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0))
+        {
+            return;
+        }
+        match keepalive::classify(data, from) {
+            Datagram::Sip => {}
+            Datagram::StunIgnored => return,
+            Datagram::StunReply(reply) => {
+                self.metrics.stun_keepalives.inc();
+                if let Some(l) = self.udp.iter().find(|l| l.local == local) {
+                    if l.sock.try_send_to(&reply, from).is_err() {
+                        self.metrics.send_dropped.inc();
+                    }
+                }
+                return;
+            }
+        }
+        let peer = Peer {
+            transport: Transport::Udp,
+            addr: from,
+            conn: None,
+        };
+        self.core.handle(self.now, self.unix, peer, local, data);
+    }
+
+    /// Pike's verdict on one message from `ip`; logs a new ban.
+    fn admit(&mut self, ip: IpAddr) -> bool {
+        match self.pike.check(self.now, ip) {
+            Verdict::Allow => true,
+            Verdict::Drop => false,
+            Verdict::Banned => {
+                let c = self.pike.config();
+                warn!(
+                    "pike: {ip} sent more than {} requests in {}s, ignoring it for {}s",
+                    c.reqs_density_per_unit,
+                    c.sampling_time_unit.as_secs(),
+                    c.remove_latency.as_secs()
+                );
+                false
+            }
+        }
+    }
+
+    fn event(&mut self, ev: Event, shutting_down: bool) {
+        match ev {
+            Event::Opened {
+                id,
+                transport,
+                remote,
+                local,
+                tx,
+            } => {
+                if shutting_down || self.pike.is_banned(self.now, remote.ip()) {
+                    let _ = tx.try_send(ConnCmd::Close);
+                    return;
+                }
+                self.by_addr.insert((transport, remote), id);
+                self.conns.insert(
+                    id,
+                    Conn {
+                        transport,
+                        remote,
+                        local: Some(local),
+                        tx,
+                    },
+                );
+            }
+            Event::Connected { id, local } => {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.local = Some(local);
+                }
+            }
+            Event::Message { id, data } => {
+                if shutting_down {
+                    return;
+                }
+                let Some(c) = self.conns.get(&id) else {
+                    return;
+                };
+                let (transport, remote, local) = (c.transport, c.remote, c.local);
+                if !self.admit(remote.ip()) {
+                    // A banned source gets nothing, not even its connection.
+                    if let Some(c) = self.conns.get(&id) {
+                        let _ = c.tx.try_send(ConnCmd::Close);
+                    }
+                    return;
+                }
+                let Some(local) = local else { return };
+                let peer = Peer {
+                    transport,
+                    addr: remote,
+                    conn: Some(id),
+                };
+                self.core.handle(self.now, self.unix, peer, local, &data);
+            }
+            Event::Closed { id, reason } => {
+                if let Some(c) = self.conns.remove(&id) {
+                    let key = (c.transport, c.remote);
+                    if self.by_addr.get(&key) == Some(&id) {
+                        self.by_addr.remove(&key);
+                    }
+                }
+                self.core.connection_closed(self.now, id, reason);
+            }
+            Event::Credentials {
+                username,
+                domain,
+                creds,
+                cache,
+            } => {
+                let key = (username, domain);
+                self.pending_lookups.remove(&key);
+                if cache {
+                    if self.creds.len() >= CREDS_CACHE_MAX {
+                        // Bounded without bookkeeping: start over (entries are refetched).
+                        self.creds.clear();
+                    }
+                    self.creds.insert(key.clone(), (creds.clone(), self.now));
+                }
+                self.core
+                    .credentials(self.now, self.unix, &key.0, &key.1, creds);
+            }
+            Event::Stored { ids, ok } => {
+                for id in ids {
+                    self.outstanding = self.outstanding.saturating_sub(1);
+                    self.core.stored(self.now, self.unix, id, ok);
+                }
+            }
+            Event::Reload(settings) => {
+                self.creds.clear();
+                if let Some(settings) = settings {
+                    let (core, pike) = *settings;
+                    self.core.update_config(core);
+                    self.pike.update_config(pike);
+                    info!("configuration reloaded");
+                }
+            }
+            Event::Bindings(bindings) => {
+                info!(
+                    "{} contact bindings reloaded from the database",
+                    bindings.len()
+                );
+                self.core.reload_bindings(bindings);
+            }
+            Event::Shutdown => {}
+        }
+    }
+
+    /// Carries out everything the core asked for, including what answering it asks next.
+    fn drain(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Transmit(t) => self.transmit(t),
+                Output::FetchCredentials { username, domain } => self.fetch(username, domain),
+                Output::Store { id, ops } => {
+                    match self.writer.try_send(WriterCmd::Store { id, ops }) {
+                        Ok(()) => self.outstanding += 1,
+                        Err(e) => {
+                            // The writer is far behind (or gone): fail this change now
+                            // rather than hold the REGISTER without bound.
+                            error!(
+                                "location writer queue: {e}; answering the REGISTER with an error"
+                            );
+                            self.metrics.db_errors.inc();
+                            self.core.stored(self.now, self.unix, id, false);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn fetch(&mut self, username: String, domain: String) {
+        let key = (username, domain);
+        if let Some((creds, at)) = self.creds.get(&key) {
+            let ttl = if creds.is_some() {
+                CREDS_TTL
+            } else {
+                UNKNOWN_TTL
+            };
+            if self.now.saturating_duration_since(*at) < ttl {
+                let creds = creds.clone();
+                self.core
+                    .credentials(self.now, self.unix, &key.0, &key.1, creds);
+                return;
+            }
+        }
+        if self.pending_lookups.contains(&key) {
+            // The answer to the lookup in flight serves this request too.
+            return;
+        }
+        let lookup = Lookup {
+            username: key.0.clone(),
+            domain: key.1.clone(),
+        };
+        // Queue full: the database is behind. The lookup is dropped, not answered "no such
+        // user": the request waits unanswered, the UA retransmits, and the core asks again
+        // once its transaction gives up or a new request arrives. A false 401/403 would
+        // make UAs stop registering.
+        match self.lookups.try_send(lookup) {
+            Ok(()) => {
+                self.pending_lookups.insert(key);
+            }
+            Err(_) => {
+                self.metrics.db_lookups_dropped.inc();
+                debug!(
+                    "credential lookup for {}@{} dropped: database queue full",
+                    key.0, key.1
+                );
+            }
+        }
+    }
+
+    fn transmit(&mut self, t: Transmit) {
+        let Transmit { peer, data } = t;
+        match peer.transport {
+            Transport::Udp => {
+                let Some(sock) = self.udp_for(peer.addr) else {
+                    debug!("no UDP socket for {}", peer.addr);
+                    self.metrics.send_dropped.inc();
+                    return;
+                };
+                // A full socket buffer drops, as the network would; the transaction
+                // layer retransmits.
+                if let Err(e) = sock.try_send_to(&data, peer.addr) {
+                    debug!("udp send to {}: {e}", peer.addr);
+                    self.metrics.send_dropped.inc();
+                }
+            }
+            Transport::Tcp | Transport::Tls => {
+                let id = match peer.conn {
+                    Some(id) => Some(id),
+                    None => self.by_addr.get(&(peer.transport, peer.addr)).copied(),
+                };
+                match id {
+                    Some(id) => self.send_on(id, data),
+                    None if peer.transport == Transport::Tls => {
+                        warn!(
+                            "outgoing TLS connections are not supported yet: dropping a message for {}",
+                            peer.addr
+                        );
+                        self.metrics.outgoing_failures.inc();
+                    }
+                    None => self.connect(peer.addr, data),
+                }
+            }
+            Transport::Ws | Transport::Wss => {
+                debug!(
+                    "WebSocket transport is not supported: dropping a message for {}",
+                    peer.addr
+                );
+                self.metrics.send_dropped.inc();
+            }
+        }
+    }
+
+    /// The UDP socket to send to `to` from: the first of its address family. (The core
+    /// names the peer, not our socket; with one socket per family this is the one the
+    /// peer talks to.)
+    fn udp_for(&self, to: SocketAddr) -> Option<&UdpSocket> {
+        self.udp
+            .iter()
+            .find(|l| l.local.is_ipv4() == to.is_ipv4())
+            .map(|l| &l.sock)
+    }
+
+    fn send_on(&mut self, id: ConnId, data: Vec<u8>) {
+        let Some(c) = self.conns.get(&id) else {
+            debug!("connection {id} is gone: dropping a message");
+            self.metrics.send_dropped.inc();
+            return;
+        };
+        if c.tx.try_send(ConnCmd::Send(data)).is_err() {
+            debug!(
+                "connection {id} to {}: queue full, dropping a message",
+                c.remote
+            );
+            self.metrics.send_dropped.inc();
+        }
+    }
+
+    /// Opens an outgoing TCP connection and queues `data` on it.
+    fn connect(&mut self, addr: SocketAddr, data: Vec<u8>) {
+        let Some(guard) = self.streams.acquire(None) else {
+            warn!("tcp-max-connections reached: cannot connect to {addr}");
+            self.metrics.outgoing_failures.inc();
+            return;
+        };
+        let id = self.streams.next_id();
+        let (tx, rx) = mpsc::channel(CONN_QUEUE);
+        let _ = tx.try_send(ConnCmd::Send(data));
+        self.conns.insert(
+            id,
+            Conn {
+                transport: Transport::Tcp,
+                remote: addr,
+                local: None,
+                tx,
+            },
+        );
+        self.by_addr.insert((Transport::Tcp, addr), id);
+        self.streams.connect(id, addr, guard, rx);
+    }
+
+    /// Once a second: pike expiry and metrics.
+    fn housekeeping(&mut self) {
+        self.pike.handle_timeout(self.now);
+        let stats = self.core.stats();
+        self.metrics.publish(&self.published, &stats);
+        self.published = stats;
+        let pike = self.pike.stats();
+        self.metrics.publish_pike(&self.pike_published, &pike);
+        self.pike_published = pike;
+    }
+}
+
+/// Resolves with the index of a UDP socket that is readable, looking at them in turn from
+/// `start` so that a busy one does not hide the others. Pending forever with no sockets.
+async fn udp_readable(socks: &[UdpListener], start: usize) -> usize {
+    poll_fn(|cx| {
+        let n = socks.len();
+        for k in 0..n {
+            let i = (start + k) % n;
+            // An error is ready too: `try_recv_from` reports it.
+            if socks[i].sock.poll_recv_ready(cx).is_ready() {
+                return Poll::Ready(i);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
