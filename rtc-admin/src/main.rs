@@ -16,9 +16,9 @@
 //!
 //! Data flow: clap parses the command line -> the command reads `turnd.toml` or
 //! `sipd.toml` leniently ([`settings`], `sip::config`) when it needs the realm or domain,
-//! the database or the listening ports -> one
-//! async `rtc-store` call on a current-thread tokio runtime (the admin tool does one thing
-//! at a time, so a single thread is plenty) -> the result is printed.
+//! the database or the listening ports -> one async `rtc-store` call on a current-thread
+//! tokio runtime (the admin tool does one thing at a time, so a single thread is plenty)
+//! -> the result is printed.
 
 #![forbid(unsafe_code)]
 

@@ -521,7 +521,8 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
     std::io::stderr().flush()?;
     let mut answer = String::new();
     let read = stdin.lock().read_line(&mut answer)?;
-    if read == 0 && stdin.is_terminal() {
+    // A terminal echoed the answer and its newline; a pipe or end of input did not.
+    if read == 0 || !stdin.is_terminal() {
         eprintln!();
     }
     let answer = answer.trim();

@@ -7,10 +7,11 @@
 //! credential *algorithms* live in `rtc-auth`; this crate only moves rows.
 //!
 //! Data flow: URL -> [`Store`] (an `sqlx` `Any` pool plus the [`Backend`] it talks to) ->
-//! per-service module (`turn` for coturn's tables, `sip` for Kamailio's; `xmpp` later) -> SQL
-//! written once in the portable subset of the three dialects, with `?` placeholders that
-//! [`Store`] rewrites to `$n` for PostgreSQL, because sqlx's `Any` driver passes SQL
-//! through untouched.
+//! per-service module ([`turn`] for coturn's tables, [`sip`] for Kamailio's; `xmpp`
+//! later) -> SQL written once in the portable subset of the three dialects (engine
+//! specific only where the dialects differ, such as upserts and dates), with `?`
+//! placeholders that [`Store`] rewrites to `$n` for PostgreSQL, because sqlx's `Any`
+//! driver passes SQL through untouched.
 //!
 //! Each service's tables keep the layout of the server this suite replaces, so an
 //! existing database (coturn's `turndb`, say) works as it is, and migrations only ever

@@ -296,7 +296,8 @@ impl std::fmt::Debug for SipCredentials {
 
 /// One `location` row: a contact bound to an address of record (RFC 3261 §10.3), with
 /// Kamailio's `usrloc` bookkeeping. Times are Unix seconds; `expires == 0` is a permanent
-/// binding.
+/// binding. `Default` is all zeros and empty strings (note `q = 0.0`, the lowest
+/// preference): a registrar sets every field it knows.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LocationRow {
     /// Record unique id: the key for updates and deletes (Kamailio's `ruid`).

@@ -18,10 +18,21 @@
 //! pass validates the headers above on borrowed slices, without building typed values.
 //! The body is the raw bytes after the empty line, cut to Content-Length (RFC 3261
 //! section 18.3). Nothing recurses and nothing is allocated beyond the size of the input.
+//!
+//! Where RFC 4475 lets a parser choose, this one is strict about what a proxy would
+//! otherwise forward or act on wrongly: single SPs in the Request-Line (4475 3.1.2.9,
+//! 3.1.2.10), no whitespace inside `<>` (3.1.2.14), no headers in a Request-URI
+//! (3.1.2.11), Max-Forwards at most 255 and CSeq within 32 bits (3.1.2.4). It is lenient
+//! where nothing is at stake: CRLFs before the start line (RFC 3261 section 7.5), bare LF
+//! line ends, `_` in host names, any visible ASCII in a Call-ID, and RFC 2543 messages
+//! without Max-Forwards, branch, tags or Content-Length (4475 3.4.1). Headers the proxy
+//! does not use (Date, Contact...) are not looked at here, so a bad Date passes (4475
+//! 3.1.2.12) and a bad Contact fails in [`Message::contacts`] (3.1.2.13).
 
 use crate::parse::{
-    find_top, fnv1a, for_each_param, is, is_host, is_token, is_ws, parse_digits, quoted_end,
-    split_top, trim_ws, trim_ws_start, unquote, HOST, TOKEN,
+    find_any, find_byte, find_top, fnv1a, for_each_param, is, is_host, is_token, is_ws,
+    parse_digits, quoted_end, span as span_of, split_top, trim_ws, trim_ws_start, unquote, HOST,
+    TOKEN,
 };
 use crate::uri::{header_params, parse_name_addr, parse_uri, NameAddr, Params, Uri, UriRef};
 use std::borrow::Cow;
@@ -411,11 +422,11 @@ fn parse_via(s: &str) -> Result<ViaRef<'_>, ()> {
     let mut ok = true;
     for_each_param(params, |n, v| {
         let quoted = v.is_some_and(|v| v.starts_with('"'));
-        if ["branch", "received", "maddr", "ttl"]
-            .iter()
-            .any(|k| n.eq_ignore_ascii_case(k))
-            && (v.is_none() || quoted)
-        {
+        let needs_value = n.eq_ignore_ascii_case("branch")
+            || n.eq_ignore_ascii_case("received")
+            || n.eq_ignore_ascii_case("maddr")
+            || n.eq_ignore_ascii_case("ttl");
+        if needs_value && (v.is_none() || quoted) {
             ok = false;
         }
         if n.eq_ignore_ascii_case("rport") {
@@ -570,7 +581,7 @@ pub enum Frame {
 fn find_head_end(data: &[u8], from: usize) -> Option<(usize, usize)> {
     let mut line = from;
     loop {
-        let nl = line + data.get(line..)?.iter().position(|&b| b == b'\n')?;
+        let nl = line + find_byte(data.get(line..)?, b'\n')?;
         let len = nl - line;
         if len == 0 || (len == 1 && data[line] == b'\r') {
             return Some((line, nl + 1));
@@ -620,16 +631,22 @@ impl<'a> Iterator for HeaderSpans<'a> {
 /// joined with one SP, which is what RFC 3261 section 7.3.1 says folding means. `None`
 /// when there is no colon, the name is not a token, or a bare CR is inside.
 fn split_header(span: &str) -> Option<(&str, Cow<'_, str>)> {
-    let colon = span.find(':')?;
-    // HCOLON = *( SP / HTAB ) ":" SWS
-    let name = span[..colon].trim_end_matches([' ', '\t']);
-    if !is_token(name) {
+    // HCOLON = *( SP / HTAB ) ":" SWS; the name is a token, so it ends at the first
+    // byte that is not one.
+    let b = span.as_bytes();
+    let name_len = span_of(b, TOKEN);
+    let mut colon = name_len;
+    while colon < b.len() && is_ws(b[colon]) {
+        colon += 1;
+    }
+    if name_len == 0 || b.get(colon) != Some(&b':') {
         return None;
     }
+    let name = &span[..name_len];
     let raw = &span[colon + 1..];
-    if !raw.contains('\n') {
+    if find_byte(raw.as_bytes(), b'\n').is_none() {
         let v = raw.strip_suffix('\r').unwrap_or(raw);
-        if v.contains('\r') {
+        if find_byte(v.as_bytes(), b'\r').is_some() {
             return None;
         }
         return Some((name, Cow::Borrowed(trim_ws(v))));
@@ -637,7 +654,7 @@ fn split_header(span: &str) -> Option<(&str, Cow<'_, str>)> {
     let mut out = String::with_capacity(raw.len());
     for piece in raw.split('\n') {
         let piece = piece.strip_suffix('\r').unwrap_or(piece);
-        if piece.contains('\r') {
+        if find_byte(piece.as_bytes(), b'\r').is_some() {
             return None;
         }
         let piece = trim_ws(piece);
@@ -662,6 +679,10 @@ fn scan_content_length(head: &[u8]) -> Result<Option<usize>, ParseError> {
     };
     let mut found = None;
     for span in spans {
+        // Only "Content-Length" and "l" can match: skip the rest without splitting them.
+        if !matches!(span.as_bytes().first(), Some(b'C' | b'c' | b'L' | b'l')) {
+            continue;
+        }
         let Some((name, value)) = split_header(span) else {
             continue;
         };
@@ -1315,7 +1336,8 @@ impl Message {
 
 /// Appends `s`, with CR and LF turned into spaces.
 fn push_clean(out: &mut Vec<u8>, s: &str) {
-    if s.contains(['\r', '\n']) {
+    let b = s.as_bytes();
+    if find_byte(b, b'\r').is_some() || find_byte(b, b'\n').is_some() {
         out.extend(
             s.bytes()
                 .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
@@ -1334,7 +1356,7 @@ fn push_clean(out: &mut Vec<u8>, s: &str) {
 /// always has at least one `auth-param`.
 pub fn parse_auth_header(value: &str) -> Option<(String, Vec<(String, String)>)> {
     let v = trim_ws(value);
-    let scheme_end = v.find([' ', '\t']).unwrap_or(v.len());
+    let scheme_end = find_any(v.as_bytes(), b" \t").unwrap_or(v.len());
     let scheme = &v[..scheme_end];
     if !is_token(scheme) {
         return None;

@@ -34,6 +34,9 @@ pub(crate) const SCHEME: u16 = 1 << 8;
 /// so a bare IPv6 `received` value (RFC 3261 section 20.42 `IPv6address`) is accepted.
 pub(crate) const GEN_VALUE: u16 = 1 << 9;
 
+/// `DIGIT`.
+pub(crate) const DIGIT: u16 = 1 << 10;
+
 const fn build_classes() -> [u16; 256] {
     let mut t = [0u16; 256];
     let mut b = 0usize;
@@ -83,6 +86,9 @@ const fn build_classes() -> [u16; 256] {
         if matches!(c, b':' | b'[' | b']') {
             v |= GEN_VALUE;
         }
+        if c.is_ascii_digit() {
+            v |= DIGIT;
+        }
         t[b] = v;
         b += 1;
     }
@@ -91,32 +97,107 @@ const fn build_classes() -> [u16; 256] {
 
 static CLASSES: [u16; 256] = build_classes();
 
+// The helpers below are plain index loops rather than iterator chains: the parser runs
+// on every packet, and in debug builds (tests, the fuzz smoke test) generic iterator
+// code is not optimised at all.
+
 /// Whether byte `b` belongs to any of the classes in `class`.
-#[inline]
+#[inline(always)]
 pub(crate) fn is(b: u8, class: u16) -> bool {
-    CLASSES[b as usize] & class != 0
+    CLASSES[usize::from(b)] & class != 0
+}
+
+/// Whether every byte of `s` is in `class` (true for an empty `s`).
+#[inline]
+pub(crate) fn all_in(s: &[u8], class: u16) -> bool {
+    let mut i = 0;
+    while i < s.len() {
+        if !is(s[i], class) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Length of the prefix of `s` whose bytes are all in `class`.
+#[inline]
+pub(crate) fn span(s: &[u8], class: u16) -> usize {
+    let mut i = 0;
+    while i < s.len() && is(s[i], class) {
+        i += 1;
+    }
+    i
 }
 
 /// A non-empty `token`.
 #[inline]
 pub(crate) fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| is(b, TOKEN))
+    !s.is_empty() && all_in(s.as_bytes(), TOKEN)
 }
 
-#[inline]
+#[inline(always)]
 pub(crate) fn is_ws(b: u8) -> bool {
     b == b' ' || b == b'\t'
+}
+
+/// Position of the first `needle` byte. The standard library has no public `memchr` for
+/// byte slices, but `BufRead::skip_until` on a `&[u8]` is one (it calls the platform's
+/// `memchr`), which matters for scanning whole messages for line ends.
+#[inline]
+pub(crate) fn find_byte(s: &[u8], needle: u8) -> Option<usize> {
+    use std::io::BufRead;
+    let mut rest = s;
+    // Reading from a slice cannot fail; `n` counts the delimiter when it was found.
+    let n = rest.skip_until(needle).ok()?;
+    match n.checked_sub(1) {
+        Some(at) if s.get(at) == Some(&needle) => Some(at),
+        _ => None,
+    }
+}
+
+/// Position of the first byte that is one of `set` (a handful of ASCII bytes).
+#[inline]
+pub(crate) fn find_any(s: &[u8], set: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i < s.len() {
+        let mut j = 0;
+        while j < set.len() {
+            if s[i] == set[j] {
+                return Some(i);
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Trims SP and HTAB (not other Unicode whitespace: SIP's LWS is only those two).
 #[inline]
 pub(crate) fn trim_ws(s: &str) -> &str {
-    s.trim_matches(|c| c == ' ' || c == '\t')
+    trim_ws_end(trim_ws_start(s))
 }
 
 #[inline]
 pub(crate) fn trim_ws_start(s: &str) -> &str {
-    s.trim_start_matches(|c| c == ' ' || c == '\t')
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() && is_ws(b[i]) {
+        i += 1;
+    }
+    // SP and HTAB are ASCII, so `i` is a character boundary.
+    s.get(i..).unwrap_or("")
+}
+
+#[inline]
+pub(crate) fn trim_ws_end(s: &str) -> &str {
+    let b = s.as_bytes();
+    let mut e = b.len();
+    while e > 0 && is_ws(b[e - 1]) {
+        e -= 1;
+    }
+    s.get(..e).unwrap_or("")
 }
 
 fn hex_val(b: u8) -> Option<u8> {
@@ -425,11 +506,17 @@ pub(crate) fn is_host(s: &str) -> bool {
         };
     }
     let b = s.as_bytes();
-    !b.is_empty()
-        && b.iter().all(|&c| is(c, HOST))
-        && b[0] != b'.'
-        && b[0] != b'-'
-        && !s.contains("..")
+    if b.is_empty() || b[0] == b'.' || b[0] == b'-' || !all_in(b, HOST) {
+        return false;
+    }
+    let mut i = 1;
+    while i < b.len() {
+        if b[i] == b'.' && b[i - 1] == b'.' {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Parses `1*DIGIT` into a `u64`, `None` when empty, non-digit or overflowing.
@@ -437,12 +524,15 @@ pub(crate) fn parse_digits(s: &str) -> Option<u64> {
     if s.is_empty() {
         return None;
     }
+    let b = s.as_bytes();
     let mut v: u64 = 0;
-    for b in s.bytes() {
-        if !b.is_ascii_digit() {
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_digit() {
             return None;
         }
-        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        v = v.checked_mul(10)?.checked_add(u64::from(b[i] - b'0'))?;
+        i += 1;
     }
     Some(v)
 }
@@ -506,6 +596,17 @@ mod tests {
         assert!(for_each_param(";a=", |_, _| {}).is_err());
         assert!(for_each_param("x", |_, _| {}).is_err());
         assert!(for_each_param("", |_, _| {}).is_ok());
+    }
+
+    #[test]
+    fn byte_search() {
+        assert_eq!(find_byte(b"", b'a'), None);
+        assert_eq!(find_byte(b"a", b'a'), Some(0));
+        assert_eq!(find_byte(b"xxa", b'a'), Some(2));
+        assert_eq!(find_byte(b"xxx", b'a'), None);
+        assert_eq!(find_byte(b"xaxa", b'a'), Some(1));
+        assert_eq!(find_any(b"host:5060;x", b";:"), Some(4));
+        assert_eq!(find_any(b"host", b";:"), None);
     }
 
     #[test]

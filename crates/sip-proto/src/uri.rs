@@ -12,9 +12,9 @@
 //! allocating; the public owned types are built from those.
 
 use crate::parse::{
-    canonical_escapes, for_each_param, is, is_escaped_run, is_host, is_token, parse_digits,
-    pct_decode, quoted_end, trim_ws, unquote, HNV_UNRESERVED, PARAM_UNRESERVED, PASSWORD_EXTRA,
-    SCHEME, UNRESERVED, URIC, USER_UNRESERVED,
+    canonical_escapes, find_any, for_each_param, is, is_escaped_run, is_host, is_ws, parse_digits,
+    pct_decode, quoted_end, span, trim_ws, unquote, DIGIT, HNV_UNRESERVED, HOST, PARAM_UNRESERVED,
+    PASSWORD_EXTRA, SCHEME, TOKEN, UNRESERVED, URIC, USER_UNRESERVED,
 };
 use std::fmt;
 
@@ -186,7 +186,7 @@ pub(crate) fn parse_sip_uri(s: &str) -> Result<SipUriRef<'_>, &'static str> {
     let host_end = if hostpart.starts_with('[') {
         hostpart.find(']').map(|i| i + 1).ok_or("Bad URI host")?
     } else {
-        hostpart.find([':', ';', '?']).unwrap_or(hostpart.len())
+        span(hostpart.as_bytes(), HOST)
     };
     let host = &hostpart[..host_end];
     if !is_host(host) {
@@ -195,13 +195,16 @@ pub(crate) fn parse_sip_uri(s: &str) -> Result<SipUriRef<'_>, &'static str> {
     let mut r = &hostpart[host_end..];
     let mut port = None;
     if let Some(p) = r.strip_prefix(':') {
-        let end = p.find([';', '?']).unwrap_or(p.len());
+        let end = span(p.as_bytes(), DIGIT);
         port = Some(
             parse_digits(&p[..end])
                 .and_then(|v| u16::try_from(v).ok())
                 .ok_or("Bad URI port")?,
         );
         r = &p[end..];
+    }
+    if !(r.is_empty() || r.starts_with(';') || r.starts_with('?')) {
+        return Err("Bad URI host");
     }
     let params_end = r.find('?').unwrap_or(r.len());
     let params = &r[..params_end];
@@ -278,12 +281,7 @@ pub(crate) fn parse_name_addr(s: &str) -> Result<NameAddrRef<'_>, &'static str> 
         // display-name = *(token LWS): tokens separated by whitespace only
         // (RFC 4475 3.1.2.15: "Bell, Alexander" unquoted is refused).
         let d = trim_ws(&s[..lt]);
-        if !d.is_empty()
-            && !d
-                .split(|c| c == ' ' || c == '\t')
-                .filter(|t| !t.is_empty())
-                .all(is_token)
-        {
+        if !d.bytes().all(|b| is(b, TOKEN) || is_ws(b)) {
             return Err("Bad display name");
         }
         ((!d.is_empty()).then_some(d), Some(&s[lt..]))
@@ -303,7 +301,7 @@ pub(crate) fn parse_name_addr(s: &str) -> Result<NameAddrRef<'_>, &'static str> 
             // RFC 4475 3.1.2.13).
             let end = s.find(';').unwrap_or(s.len());
             let u = trim_ws(&s[..end]);
-            if u.contains(['?', ',']) {
+            if find_any(u.as_bytes(), b"?,").is_some() {
                 return Err("Bad addr-spec");
             }
             (parse_uri(u)?, &s[end..])
@@ -549,7 +547,7 @@ impl NameAddr {
         match self.params.get("expires") {
             None => Ok(None),
             Some(v) => v
-                .and_then(|v| parse_digits(v))
+                .and_then(parse_digits)
                 .and_then(|v| u32::try_from(v).ok())
                 .map(Some)
                 .ok_or_else(|| UriError::from("Bad expires parameter")),

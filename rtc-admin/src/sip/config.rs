@@ -2,7 +2,9 @@
 //!
 //! As with `turnd.toml` ([`crate::settings`]), sipd parses its file strictly and
 //! `sipd --check-config` is the judge of it; rtc-admin reads only the keys below and
-//! ignores the rest, so the two never have to change in lockstep.
+//! ignores the rest, so the two never have to change in lockstep. A key that is absent
+//! means sipd's default, repeated here: `db-url = "sipd.sqlite"`, `listen =
+//! ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]`, metrics on 127.0.0.1:9091.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -13,8 +15,10 @@ use serde::Deserialize;
 /// The file name of sipd's configuration inside a config directory.
 pub const SIPD_CONFIG_FILE: &str = "sipd.toml";
 
-/// sipd's `/metrics` port when `prometheus-port` is not set.
-pub const DEFAULT_SIPD_PROMETHEUS_PORT: u16 = 9642;
+/// sipd's defaults for the keys below.
+pub const DEFAULT_DB_URL: &str = "sipd.sqlite";
+pub const DEFAULT_LISTEN: [&str; 2] = ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"];
+pub const DEFAULT_PROMETHEUS_PORT: u16 = 9091;
 
 /// The keys of `sipd.toml` that rtc-admin reads, kebab-case as sipd names them.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -24,8 +28,9 @@ pub struct SipSettings {
     pub domain: Vec<String>,
     /// Database URL, or a SQLite file path relative to the config file's directory.
     pub db_url: Option<String>,
-    /// Listening sockets, `proto:address:port` (`udp:127.0.0.1:5060`, `tls:[::1]:5061`).
-    pub listen: Vec<String>,
+    /// Listening sockets in Kamailio's syntax, `proto:address[:port] [advertise HOST]`
+    /// (`udp:127.0.0.1:5060`, `tls:[::1]`); `None` = sipd's default.
+    pub listen: Option<Vec<String>>,
     pub prometheus: bool,
     pub prometheus_address: Option<IpAddr>,
     pub prometheus_port: Option<u16>,
@@ -61,16 +66,22 @@ impl SipConfig {
         })
     }
 
-    /// The database URL sipd would open: `db-url`, a bare path taken as SQLite relative to
-    /// the config file's directory (as turnd's `userdb`).
+    /// The database URL sipd would open: `db-url` (default `sipd.sqlite`), a bare path
+    /// taken as SQLite relative to the config file's directory (as turnd's `userdb`).
     pub fn require_database_url(&self) -> anyhow::Result<String> {
-        match self.settings.db_url.as_deref().map(str::trim) {
-            Some(url) if !url.is_empty() => Ok(rtc_store::resolve_userdb(url, &self.path)),
-            _ => bail!(
-                "{}: key `db-url` is not set; pass -b/--db-url",
+        let url = self
+            .settings
+            .db_url
+            .as_deref()
+            .unwrap_or(DEFAULT_DB_URL)
+            .trim();
+        if url.is_empty() {
+            bail!(
+                "{}: key `db-url` is empty; set it or pass -b/--db-url",
                 self.path.display()
-            ),
+            );
         }
+        Ok(rtc_store::resolve_userdb(url, &self.path))
     }
 
     /// The first `domain`: default domain of user names and the digest realm.
@@ -95,19 +106,35 @@ impl SipConfig {
     /// The first `udp:` listening address, with a wildcard address replaced by loopback
     /// (a request sent to 0.0.0.0 goes nowhere useful).
     pub fn udp_listen_address(&self) -> anyhow::Result<Option<SocketAddr>> {
-        for entry in &self.settings.listen {
-            let (proto, addr) = entry.split_once(':').ok_or_else(|| {
-                anyhow!(
-                    "{}: `listen` entry {entry:?} is not proto:address:port",
-                    self.path.display()
-                )
-            })?;
+        let default: Vec<String> = DEFAULT_LISTEN.iter().map(|s| s.to_string()).collect();
+        for entry in self.settings.listen.as_ref().unwrap_or(&default) {
+            let bad =
+                |why: &str| anyhow!("{}: `listen` entry {entry:?}: {why}", self.path.display());
+            // `proto:address[:port]`, then an optional `advertise HOST[:PORT]`.
+            let socket = entry.split_whitespace().next().unwrap_or_default();
+            let (proto, rest) = socket
+                .split_once(':')
+                .ok_or_else(|| bad("expected proto:address[:port]"))?;
             if !proto.eq_ignore_ascii_case("udp") {
                 continue;
             }
-            let mut addr: SocketAddr = addr
-                .parse()
-                .map_err(|e| anyhow!("{}: `listen` entry {entry:?}: {e}", self.path.display()))?;
+            let (ip, port) = match rest.strip_prefix('[') {
+                Some(v6) => match v6.split_once(']') {
+                    Some((ip, "")) => (ip, None),
+                    Some((ip, port)) => (ip, Some(port.strip_prefix(':').unwrap_or(port))),
+                    None => return Err(bad("unclosed [")),
+                },
+                None => match rest.split_once(':') {
+                    Some((ip, port)) => (ip, Some(port)),
+                    None => (rest, None),
+                },
+            };
+            let ip: IpAddr = ip.parse().map_err(|_| bad("not an IP address"))?;
+            let port = match port {
+                Some(p) => p.parse().map_err(|_| bad("bad port"))?,
+                None => 5060, // RFC 3261 §19.1.2
+            };
+            let mut addr = SocketAddr::new(ip, port);
             if addr.ip().is_unspecified() {
                 addr.set_ip(match addr.ip() {
                     IpAddr::V4(_) => IpAddr::from([127, 0, 0, 1]),
@@ -136,7 +163,7 @@ impl SipConfig {
         };
         Ok(SocketAddr::new(
             ip,
-            s.prometheus_port.unwrap_or(DEFAULT_SIPD_PROMETHEUS_PORT),
+            s.prometheus_port.unwrap_or(DEFAULT_PROMETHEUS_PORT),
         ))
     }
 }
@@ -168,8 +195,12 @@ mod tests {
             e.contains("/etc/rtc/sipd.toml") && e.contains("`domain`"),
             "{e}"
         );
-        let e = config("").require_database_url().unwrap_err().to_string();
-        assert!(e.contains("`db-url`"), "{e}");
+        assert_eq!(
+            config("").require_database_url().unwrap(),
+            "/etc/rtc/sipd.sqlite"
+        );
+        let e = config("db-url = \" \"").require_database_url().unwrap_err();
+        assert!(e.to_string().contains("`db-url`"), "{e}");
     }
 
     #[test]
@@ -186,13 +217,32 @@ mod tests {
             c.metrics_address().unwrap(),
             "127.0.0.1:9700".parse().unwrap()
         );
-        let c = config("listen = [\"tls:[::1]:5061\", \"udp:[::]:5060\"]");
+        let c = config("listen = [\"tls:[::1]:5061\", \"udp:[::]\"]");
         assert_eq!(
             c.udp_listen_address().unwrap(),
             Some("[::1]:5060".parse().unwrap())
         );
         assert!(c.metrics_address().is_err());
+        let c = config("listen = [\"udp:192.0.2.1 advertise sip.example.org:5080\"]");
+        assert_eq!(
+            c.udp_listen_address().unwrap(),
+            Some("192.0.2.1:5060".parse().unwrap())
+        );
         assert!(config("listen = [\"udp\"]").udp_listen_address().is_err());
-        assert_eq!(config("").udp_listen_address().unwrap(), None);
+        assert!(config("listen = [\"udp:host.example\"]")
+            .udp_listen_address()
+            .is_err());
+        let tcp_only = config("listen = [\"tcp:127.0.0.1\"]");
+        assert_eq!(tcp_only.udp_listen_address().unwrap(), None);
+        // sipd's defaults when the keys are absent.
+        let c = config("prometheus = true");
+        assert_eq!(
+            c.udp_listen_address().unwrap(),
+            Some("127.0.0.1:5060".parse().unwrap())
+        );
+        assert_eq!(
+            c.metrics_address().unwrap(),
+            "127.0.0.1:9091".parse().unwrap()
+        );
     }
 }

@@ -35,27 +35,54 @@ pub fn decode_all(data: &[u8]) {
     let limits = Limits::default();
     match Message::parse(data, &limits) {
         Ok(m) => check_message(&m),
-        Err(e) => check_error(data, &e),
+        Err(e) => {
+            check_error(data, &e);
+            check_lines(data);
+        }
     }
     match frame(data, &limits) {
         Ok(Frame::Message { len }) => {
             assert!(len > 0 && len <= data.len());
-            black_box(Message::parse(&data[..len], &limits).is_ok());
+            if len < data.len() {
+                black_box(Message::parse(&data[..len], &limits).is_ok());
+            }
         }
         Ok(Frame::KeepAlive { len, .. }) => assert!(len > 0 && len <= data.len()),
         Ok(Frame::Incomplete) | Err(_) => {}
     }
-    // The value parsers on their own: on the Request-URI and each header value (and
-    // everything that is not UTF-8 only after lossy conversion).
+}
+
+/// The value parsers on their own, on the Request-URI and each header value of input
+/// that did not parse as a whole (a message that parses has its values checked through
+/// its accessors in [`check_message`]).
+fn check_lines(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let mut lines = text.split('\n').map(|l| l.trim_end_matches('\r'));
     if let Some(uri) = lines.next().and_then(|l| l.split(' ').nth(1)) {
         check_values(uri);
     }
     for line in lines.take_while(|l| !l.is_empty()).take(32) {
-        if let Some((_, value)) = line.split_once(':') {
-            check_values(value.trim());
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        // Only headers these parsers are for (compact forms included).
+        if !matches!(
+            HeaderName::parse(name.trim()),
+            HeaderName::Via
+                | HeaderName::From
+                | HeaderName::To
+                | HeaderName::Contact
+                | HeaderName::Route
+                | HeaderName::RecordRoute
+                | HeaderName::Path
+                | HeaderName::Authorization
+                | HeaderName::ProxyAuthorization
+                | HeaderName::WwwAuthenticate
+                | HeaderName::ProxyAuthenticate
+        ) {
+            continue;
         }
+        check_values(value.trim());
     }
 }
 
@@ -73,31 +100,55 @@ fn check_error(data: &[u8], e: &ParseError) {
     }
 }
 
-/// Every typed parser on `s`, and Display -> parse -> equal for what parses.
+/// The typed value parsers on `s`, and Display -> parse -> equal for what parses. Each
+/// parser only gets values that could be its kind (a colon for URIs, `SIP` for Via, `=`
+/// for credentials), which keeps the smoke test fast in debug builds.
 fn check_values(s: &str) {
-    if let Ok(u) = Uri::parse(s) {
-        assert_eq!(Uri::parse(&u.to_string()).as_ref(), Ok(&u), "{s:?}");
-        if let Some(sip) = u.as_sip() {
-            assert!(sip.equivalent(sip));
-            black_box((sip.aor(), sip.transport(), sip.user_unescaped()));
+    if s.contains(':') {
+        if let Ok(n) = NameAddr::parse(s) {
+            // Display -> parse gives the same value (its URI included); when Display gives
+            // the input back, that holds without parsing again.
+            let text = n.to_string();
+            if text != s {
+                assert_eq!(NameAddr::parse(&text).as_ref(), Ok(&n), "{s:?}");
+            }
+            black_box((
+                n.tag(),
+                n.qvalue().ok(),
+                n.expires().ok(),
+                n.sip_instance(),
+                n.reg_id(),
+            ));
+            if let Some(sip) = n.uri.as_sip() {
+                assert!(sip.equivalent(sip));
+                black_box((sip.aor(), sip.transport(), sip.user_unescaped()));
+            }
+        } else if let Ok(u) = Uri::parse(s) {
+            check_uri(&u);
         }
     }
-    if let Ok(n) = NameAddr::parse(s) {
-        assert_eq!(NameAddr::parse(&n.to_string()).as_ref(), Ok(&n), "{s:?}");
-        black_box((
-            n.tag(),
-            n.qvalue(),
-            n.expires(),
-            n.sip_instance(),
-            n.reg_id(),
-        ));
+    if s.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("SIP")) {
+        if let Ok(v) = Via::parse(s) {
+            let text = v.to_string();
+            if text != s {
+                assert_eq!(Via::parse(&text).as_ref(), Ok(&v), "{s:?}");
+            }
+            black_box((v.branch(), v.rport(), v.received()));
+        }
     }
-    if let Ok(v) = Via::parse(s) {
-        assert_eq!(Via::parse(&v.to_string()).as_ref(), Ok(&v), "{s:?}");
-        black_box((v.branch(), v.rport(), v.received()));
+    if s.contains('=') {
+        if let Some((scheme, params)) = parse_auth_header(s) {
+            assert!(!scheme.is_empty() && !params.is_empty());
+        }
     }
-    if let Some((scheme, params)) = parse_auth_header(s) {
-        assert!(!scheme.is_empty() && !params.is_empty());
+}
+
+fn check_uri(u: &Uri) {
+    let text = u.to_string();
+    assert_eq!(Uri::parse(&text).as_ref(), Ok(u));
+    if let Some(sip) = u.as_sip() {
+        assert!(sip.equivalent(sip));
+        black_box((sip.aor(), sip.transport(), sip.user_unescaped()));
     }
 }
 
@@ -120,12 +171,8 @@ fn check_message(m: &Message) {
     if let Some(method) = m.method() {
         assert_eq!(&cseq.method, method);
         let uri = m.uri().unwrap();
-        assert_eq!(Uri::parse(&uri.to_string()).as_ref(), Ok(uri));
-        if let Some(sip) = uri.as_sip() {
-            assert!(sip.equivalent(sip));
-            assert!(sip.headers.is_none());
-            black_box((sip.aor(), sip.transport(), sip.user_unescaped()));
-        }
+        check_uri(uri);
+        assert!(uri.as_sip().is_none_or(|sip| sip.headers.is_none()));
     } else {
         assert!((100..=699).contains(&m.status().unwrap()));
     }
@@ -135,7 +182,12 @@ fn check_message(m: &Message) {
         Ok(Some(Contacts::List(list))) => {
             for n in &list {
                 assert_eq!(NameAddr::parse(&n.to_string()).as_ref(), Ok(n));
-                black_box((n.qvalue(), n.expires(), n.sip_instance(), n.reg_id()));
+                black_box((
+                    n.qvalue().ok(),
+                    n.expires().ok(),
+                    n.sip_instance(),
+                    n.reg_id(),
+                ));
             }
         }
         Ok(Some(Contacts::Star)) | Ok(None) | Err(_) => {}
