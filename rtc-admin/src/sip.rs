@@ -12,8 +12,9 @@
 //! or two `rtc-store` calls -> print. `ping` and `stats` talk to the running sipd instead
 //! ([`probe`]); `db backup`/`restore` move rows through a portable file ([`backup`]).
 //!
-//! Changes to `location` made here reach a running sipd only through the database: sipd
-//! picks them up when it reloads bindings (see its documentation).
+//! A running sipd sees these changes through the database: new passwords within its
+//! credential cache's lifetime (30 s, or at once on SIGHUP), `ul add`/`ul rm` when it
+//! reloads its bindings on SIGHUP (it keeps them in memory).
 
 mod backup;
 mod config;

@@ -24,6 +24,8 @@ pub enum Ready {
 pub enum Signal {
     Hup,
     Term,
+    /// SIGKILL: the daemon gets no chance to flush or clean up (durability tests).
+    Kill,
 }
 
 pub const SIGHUP: Signal = Signal::Hup;
@@ -122,6 +124,7 @@ impl Daemon {
         let name = match sig {
             Signal::Hup => "HUP",
             Signal::Term => "TERM",
+            Signal::Kill => "KILL",
         };
         let status = Command::new("sh")
             .args(["-c", &format!("kill -s {name} {}", self.pid())])

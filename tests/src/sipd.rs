@@ -104,6 +104,7 @@ impl SipdBuilder {
             Ready::TcpConnect(SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))),
         );
         Sipd {
+            binary: self.binary,
             daemon,
             port: self.port,
             tls_port: self.tls_port,
@@ -129,6 +130,7 @@ fn listen_value(port: u16, tls_port: Option<u16>) -> String {
 /// A running sipd. Dropping it kills the daemon and removes its directory.
 #[derive(Debug)]
 pub struct Sipd {
+    binary: PathBuf,
     pub daemon: Daemon,
     /// UDP and TCP port.
     pub port: u16,
@@ -159,6 +161,21 @@ impl Sipd {
         b.set("domain", &format!("[{}]", toml_string(DOMAIN)))
             .set("db-url", &toml_string("sipd.sqlite"))
             .set("log-level", &toml_string("info"))
+    }
+
+    /// `kill -9` (nothing flushed, nothing cleaned up), then the same binary again on the
+    /// same config, database and ports; returns once it is ready.
+    pub fn kill_and_restart(&mut self) {
+        self.daemon.signal(crate::daemon::Signal::Kill);
+        self.daemon.wait_exit(Duration::from_secs(5));
+        let config = std::fs::read_to_string(self.daemon.config_path()).expect("config");
+        self.daemon = Daemon::start(
+            &self.binary,
+            &["--config", "{config}"],
+            &config,
+            self.dir.path(),
+            Ready::TcpConnect(self.addr()),
+        );
     }
 
     /// The UDP and TCP address.

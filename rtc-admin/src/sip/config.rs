@@ -245,4 +245,38 @@ mod tests {
             "127.0.0.1:9091".parse().unwrap()
         );
     }
+
+    /// sipd's shipped example reads as sipd reads it, and the defaults it documents
+    /// (commented-out `#key = value` lines) are the ones repeated here.
+    #[test]
+    fn shipped_example_and_its_defaults() {
+        let shipped = include_str!("../../../sipd/sipd.toml");
+        let c = config(shipped);
+        assert_eq!(c.require_default_domain().unwrap(), "sip.example.org");
+        let documented = |key: &str| -> SipConfig {
+            let line = shipped
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix('#')
+                        .filter(|l| l.starts_with(&format!("{key} = ")))
+                })
+                .unwrap_or_else(|| panic!("sipd.toml documents no default for {key}"));
+            config(&format!("{line}\nprometheus = true"))
+        };
+        for c in [c.clone(), documented("db-url")] {
+            assert_eq!(c.require_database_url().unwrap(), "/etc/rtc/sipd.sqlite");
+        }
+        for c in [c.clone(), documented("listen")] {
+            assert_eq!(
+                c.udp_listen_address().unwrap(),
+                Some("127.0.0.1:5060".parse().unwrap())
+            );
+        }
+        for key in ["prometheus-address", "prometheus-port"] {
+            assert_eq!(
+                documented(key).metrics_address().unwrap(),
+                "127.0.0.1:9091".parse().unwrap()
+            );
+        }
+    }
 }

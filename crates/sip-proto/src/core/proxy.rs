@@ -355,7 +355,6 @@ impl Core {
             .or_else(|| req.uri().cloned());
         match next.as_ref().and_then(uri_peer) {
             Some(dest) => {
-                let dest = self.reuse_connection(dest);
                 let ruri = req.uri().cloned().expect("request");
                 if req.method() == Some(&Method::Invite) && !self.proxies.contains_key(&id) {
                     self.proxies
@@ -377,17 +376,6 @@ impl Core {
             }
             None => self.reply(now, id, &req, 502, "Cannot Resolve Next Hop"),
         }
-    }
-
-    /// A destination without a connection: use a binding's live connection to the same
-    /// address (connection reuse, RFC 5923 in spirit; Kamailio does the same lookup).
-    fn reuse_connection(&self, mut dest: Peer) -> Peer {
-        if dest.transport.is_reliable() && dest.conn.is_none() {
-            if let Some(c) = self.location.conn_to(dest.addr) {
-                dest.conn = Some(c);
-            }
-        }
-        dest
     }
 
     /// Section 16.6 for every target, all at once (parallel forking).
@@ -463,7 +451,7 @@ impl Core {
                     listener_host(&out)
                 ),
             );
-            let dest = self.reuse_connection(t.dest);
+            let dest = t.dest;
             let cid = self.txn.send_request(now, m, dest);
             self.branches.insert(cid, id);
             ctx.branches.push(BranchState {
@@ -515,7 +503,6 @@ impl Core {
         if self.uri_is_us(next.as_ref()) || self.targets_server(&req) {
             return; // An ACK for a 2xx we generated ourselves: nothing to relay.
         }
-        let dest = self.reuse_connection(dest);
         let Some(out) = self
             .listener_for(dest.transport, dest.addr.ip(), local)
             .cloned()
@@ -855,11 +842,11 @@ impl Core {
             return;
         };
         let port = next.rport().flatten().or(next.port).unwrap_or(5060);
-        let dest = self.reuse_connection(Peer {
+        let dest = Peer {
             transport,
             addr: SocketAddr::new(ip, port),
             conn: None,
-        });
+        };
         self.outputs.push_back(Output::Transmit(Transmit {
             peer: dest,
             data: msg.encode(),

@@ -80,23 +80,6 @@ impl Location {
         }
     }
 
-    /// A live connection of some binding registered from exactly this address.
-    pub(super) fn conn_to(&self, addr: SocketAddr) -> Option<ConnId> {
-        self.by_conn.iter().find_map(|(c, aors)| {
-            aors.iter()
-                .flat_map(|a| self.get(a))
-                .any(|b| {
-                    b.conn == Some(*c)
-                        && b.received
-                            .as_deref()
-                            .and_then(|r| Uri::parse(r).ok())
-                            .and_then(|u| super::proxy::uri_peer(&u))
-                            .is_some_and(|p| p.addr == addr)
-                })
-                .then_some(*c)
-        })
-    }
-
     /// Removes every binding expired at `unix`; returns the removed ones.
     pub(super) fn expire(&mut self, unix: u64) -> Vec<Binding> {
         let mut gone = Vec::new();
@@ -313,9 +296,7 @@ impl Core {
                     } else if expires == 0 {
                         continue;
                     }
-                    let received = (from.transport.is_reliable()
-                        || !contact_matches_source(&c.uri, &from))
-                    .then(|| source.clone());
+                    let received = (!contact_matches_source(&c.uri, &from)).then(|| source.clone());
                     let ruid = match pos {
                         Some(p) => next[p].ruid.clone(),
                         None => format!("sipd-{}", self.random_hex()),
@@ -429,13 +410,16 @@ impl Core {
 }
 
 /// Whether a Contact already names the address the REGISTER came from (no NAT between).
+/// Over TCP/TLS only the address counts: a client connects from an ephemeral port and
+/// names its listening port in the Contact, which is not a sign of NAT.
 fn contact_matches_source(uri: &Uri, from: &Peer) -> bool {
     let Some(u) = uri.as_sip() else { return true };
     let host = u.host.trim_start_matches('[').trim_end_matches(']');
     let Ok(ip) = host.parse::<IpAddr>() else {
         return false;
     };
-    ip == from.addr.ip() && u.port.unwrap_or(if u.secure { 5061 } else { 5060 }) == from.addr.port()
+    let port = u.port.unwrap_or(if u.secure { 5061 } else { 5060 });
+    ip == from.addr.ip() && (from.transport.is_reliable() || port == from.addr.port())
 }
 
 fn same_contact(stored: &str, uri: &Uri) -> bool {
