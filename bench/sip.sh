@@ -22,8 +22,8 @@ MODE=${1:-bench}
 
 REPS=${REPS:-3}
 DURATION_S=${DURATION_S:-10}                    # sending time of one rate step
-REG_RATES=${REG_RATES-"100 200 400 800 1600"}   # registrations/s; empty skips the reg runs
-CALL_RATES=${CALL_RATES-"50 100 200 400 800"}   # calls/s; empty skips the call runs
+REG_RATES=${REG_RATES-"200 400 800 1600 3200"}  # registrations/s; empty skips the reg runs
+CALL_RATES=${CALL_RATES-"200 400 800 1600 3200"} # calls/s; empty skips the call runs
 CONTACTS=${CONTACTS:-10000}                     # contacts held by a mem run; 0 skips it
 FILL_RATE=${FILL_RATE:-250}                     # registrations/s while filling a mem run
 WARM=${WARM:-200}                               # registrations before a mem run's baseline

@@ -304,7 +304,7 @@ impl CoreLoop {
     }
 
     fn datagram(&mut self, local: SocketAddr, from: SocketAddr, data: &[u8]) {
-        if !self.admit(from.ip()) {
+        if !self.admit(from.ip(), data) {
             return;
         }
         // CRLF (or NUL) keep-alives that many UAs send over UDP to hold a NAT binding:
@@ -336,8 +336,14 @@ impl CoreLoop {
         self.core.handle(self.now, self.unix, peer, local, data);
     }
 
-    /// Pike's verdict on one message from `ip`; logs a new ban.
-    fn admit(&mut self, ip: IpAddr) -> bool {
+    /// Pike's verdict on one message from `ip`; logs a new ban. Only requests (and
+    /// keep-alives) count towards the density, as with Kamailio's `pike_check_req()` in
+    /// its request route: a trunk or a callee answering many calls sends responses at the
+    /// rate it is asked, which is no flood. A banned source is refused everything.
+    fn admit(&mut self, ip: IpAddr, data: &[u8]) -> bool {
+        if data.starts_with(b"SIP/") {
+            return !self.pike.is_banned(self.now, ip);
+        }
         match self.pike.check(self.now, ip) {
             Verdict::Allow => true,
             Verdict::Drop => false,
@@ -391,7 +397,7 @@ impl CoreLoop {
                     return;
                 };
                 let (transport, remote, local) = (c.transport, c.remote, c.local);
-                if !self.admit(remote.ip()) {
+                if !self.admit(remote.ip(), &data) {
                     // A banned source gets nothing, not even its connection.
                     if let Some(c) = self.conns.get(&id) {
                         let _ = c.tx.try_send(ConnCmd::Close);

@@ -28,14 +28,23 @@ fn scenario(name: &str) -> String {
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 /// A sipd whose digest challenge SIPp can answer: SIPp only speaks MD5 and answers the
 /// first challenge it sees, so MD5 is offered first here (sipd's default puts SHA-256
 /// first, RFC 8760 section 2.4).
+///
+/// Every SIPp runs on 127.0.0.1, so to pike they are all one source sending hundreds of
+/// requests a second: its density is raised (pike itself is tested in `startup.rs`).
 fn sipd() -> rtc_tests::sipd::SipdBuilder {
-    Sipd::builder(sipd_bin()).set("auth-algorithms", "[\"MD5\", \"SHA-256\"]")
+    Sipd::builder(sipd_bin())
+        .set("auth-algorithms", "[\"MD5\", \"SHA-256\"]")
+        .set("pike-reqs-density-per-unit", "100000")
 }
 
 fn db_url(s: &Sipd, server: Option<&ScratchDb>) -> String {
@@ -52,7 +61,11 @@ fn add_users(url: &str, prefix: &str, first: u32, count: u32) {
         store.migrate_sip().await.expect("migrate");
         for i in first..first + count {
             let user = format!("{prefix}{i:04}");
-            store.sip().add_subscriber(&user, DOMAIN, DOMAIN, PASSWORD).await.expect("add");
+            store
+                .sip()
+                .add_subscriber(&user, DOMAIN, DOMAIN, PASSWORD)
+                .await
+                .expect("add");
         }
     })
 }
@@ -113,7 +126,11 @@ fn sipp(args: &[&str], target: &str) -> ToolOutput {
 }
 
 fn assert_sipp(out: &ToolOutput, what: &str, s: &Sipd) {
-    assert!(out.success(), "{what} failed:\n{out}\nsipd log:\n{}", s.log());
+    assert!(
+        out.success(),
+        "{what} failed:\n{out}\nsipd log:\n{}",
+        s.log()
+    );
 }
 
 /// The SIP transport SIPp uses and the address it talks to.
@@ -178,16 +195,45 @@ fn register_flow(leg: Leg, server_db: Option<&ScratchDb>) {
     let csv = csv.to_string_lossy().into_owned();
     let port = free_udp_tcp_port().to_string();
     let out = sipp(
-        &["-sf", &scenario("register_auth.xml"), "-inf", &csv, "-t", leg.sipp_transport(), "-p", &port, "-r", "10", "-m", "4"],
+        &[
+            "-sf",
+            &scenario("register_auth.xml"),
+            "-inf",
+            &csv,
+            "-t",
+            leg.sipp_transport(),
+            "-p",
+            &port,
+            "-r",
+            "10",
+            "-m",
+            "4",
+        ],
         &target,
     );
     assert_sipp(&out, "register/refresh/de-register", &s);
-    assert!(locations(&url).is_empty(), "de-REGISTER removed every binding");
+    assert!(
+        locations(&url).is_empty(),
+        "de-REGISTER removed every binding"
+    );
 
     let csv = users_csv(s.dir.path(), "only.csv", "u", 5, 4);
     let csv = csv.to_string_lossy().into_owned();
     let out = sipp(
-        &["-sf", &scenario("register_auth_only.xml"), "-inf", &csv, "-t", leg.sipp_transport(), "-p", &port, "-r", "10", "-m", "4"],
+        &[
+            "-sf",
+            &scenario("register_auth_only.xml"),
+            "-inf",
+            &csv,
+            "-t",
+            leg.sipp_transport(),
+            "-p",
+            &port,
+            "-r",
+            "10",
+            "-m",
+            "4",
+        ],
         &target,
     );
     assert_sipp(&out, "register", &s);
@@ -220,16 +266,48 @@ fn call_flow(leg: Leg, server_db: Option<&ScratchDb>) {
     let callees = users_csv(s.dir.path(), "callees.csv", "b", 1, 4);
     let callees = callees.to_string_lossy().into_owned();
     let out = sipp(
-        &["-sf", &scenario("register_auth_only.xml"), "-inf", &callees, "-t", callee_t, "-p", &uas_port, "-r", "10", "-m", "4"],
+        &[
+            "-sf",
+            &scenario("register_auth_only.xml"),
+            "-inf",
+            &callees,
+            "-t",
+            callee_t,
+            "-p",
+            &uas_port,
+            "-r",
+            "10",
+            "-m",
+            "4",
+        ],
         &callee_target,
     );
     assert_sipp(&out, "callee registration", &s);
     let uas_log = s.dir.path().join("uas.log");
     let uas_log_s = uas_log.to_string_lossy().into_owned();
-    let mut uas_args: Vec<String> = ["-sf", &scenario("uas.xml"), "-i", "127.0.0.1", "-t", callee_t, "-p", &uas_port, "-m", "4", "-nostdin", "-default_behaviors", "all,-bye", "-timeout", "60s", "-trace_err", "-error_file", &uas_log_s]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
+    let mut uas_args: Vec<String> = [
+        "-sf",
+        &scenario("uas.xml"),
+        "-i",
+        "127.0.0.1",
+        "-t",
+        callee_t,
+        "-p",
+        &uas_port,
+        "-m",
+        "4",
+        "-nostdin",
+        "-default_behaviors",
+        "all,-bye",
+        "-timeout",
+        "60s",
+        "-trace_err",
+        "-error_file",
+        &uas_log_s,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
     if callee_t == "t1" {
         // A TCP UAS must keep its registered connection to the proxy: it connects to sipd
         // first (the proxy reuses that connection, RFC 5923-style, to reach it).
@@ -248,12 +326,32 @@ fn call_flow(leg: Leg, server_db: Option<&ScratchDb>) {
     let calls = calls.to_string_lossy().into_owned();
     let caller_port = free_udp_tcp_port().to_string();
     let out = sipp(
-        &["-sf", &scenario("uac_auth.xml"), "-inf", &calls, "-t", leg.sipp_transport(), "-p", &caller_port, "-r", "10", "-m", "4", "-d", "200"],
+        &[
+            "-sf",
+            &scenario("uac_auth.xml"),
+            "-inf",
+            &calls,
+            "-t",
+            leg.sipp_transport(),
+            "-p",
+            &caller_port,
+            "-r",
+            "10",
+            "-m",
+            "4",
+            "-d",
+            "200",
+        ],
         &target,
     );
     assert_sipp(&out, "calls (caller side)", &s);
     let uas_out = uas.join().unwrap();
-    assert!(uas_out.success(), "calls (callee side) failed:\n{uas_out}\n{}\nsipd log:\n{}", std::fs::read_to_string(&uas_log).unwrap_or_default(), s.log());
+    assert!(
+        uas_out.success(),
+        "calls (callee side) failed:\n{uas_out}\n{}\nsipd log:\n{}",
+        std::fs::read_to_string(&uas_log).unwrap_or_default(),
+        s.log()
+    );
 }
 
 #[test]
@@ -315,12 +413,31 @@ fn kill_9_loses_no_acknowledged_binding() {
     let csv = users_csv(s.dir.path(), "k.csv", "k", 1, 300);
     let csv = csv.to_string_lossy().into_owned();
     let out = sipp(
-        &["-sf", &scenario("register_auth_only.xml"), "-inf", &csv, "-t", "u1", "-p", &uas_port, "-r", "300", "-m", "300", "-l", "300"],
+        &[
+            "-sf",
+            &scenario("register_auth_only.xml"),
+            "-inf",
+            &csv,
+            "-t",
+            "u1",
+            "-p",
+            &uas_port,
+            "-r",
+            "300",
+            "-m",
+            "300",
+            "-l",
+            "300",
+        ],
         &s.addr().to_string(),
     );
     assert_sipp(&out, "300 registrations", &s);
     s.kill_and_restart();
-    assert_eq!(locations(&url).len(), 300, "every acknowledged binding is in the table");
+    assert_eq!(
+        locations(&url).len(),
+        300,
+        "every acknowledged binding is in the table"
+    );
     let n = s.wait_metric("sipd_registered_contacts", 300.0);
     assert_eq!(n, 300.0, "and loaded again");
     let uas = std::thread::spawn({
@@ -328,7 +445,21 @@ fn kill_9_loses_no_acknowledged_binding() {
         move || {
             run_tool(
                 "sipp",
-                &["-sf", &scenario("uas.xml"), "-i", "127.0.0.1", "-t", "u1", "-p", &uas_port, "-m", "4", "-nostdin", "-timeout", "60s"],
+                &[
+                    "-sf",
+                    &scenario("uas.xml"),
+                    "-i",
+                    "127.0.0.1",
+                    "-t",
+                    "u1",
+                    "-p",
+                    &uas_port,
+                    "-m",
+                    "4",
+                    "-nostdin",
+                    "-timeout",
+                    "60s",
+                ],
                 SIPP_TIMEOUT,
             )
         }
@@ -338,7 +469,22 @@ fn kill_9_loses_no_acknowledged_binding() {
     let calls = calls.to_string_lossy().into_owned();
     let caller_port = free_udp_tcp_port().to_string();
     let out = sipp(
-        &["-sf", &scenario("uac_auth.xml"), "-inf", &calls, "-t", "u1", "-p", &caller_port, "-r", "10", "-m", "4", "-d", "100"],
+        &[
+            "-sf",
+            &scenario("uac_auth.xml"),
+            "-inf",
+            &calls,
+            "-t",
+            "u1",
+            "-p",
+            &caller_port,
+            "-r",
+            "10",
+            "-m",
+            "4",
+            "-d",
+            "100",
+        ],
         &s.addr().to_string(),
     );
     assert_sipp(&out, "calls after the restart", &s);
