@@ -1,8 +1,9 @@
 //! `rtc-admin init`: a ready-to-run local instance of the suite in one directory.
 //!
 //! Everything a developer needs to try the servers on one machine is written into DIR:
-//! one config file per daemon, a self-signed certificate, the SQLite user database with a
-//! demo user, and the demo password in `credentials.txt`. Every listening port is the
+//! one config file per daemon, a self-signed certificate, the SQLite databases with a demo
+//! TURN user and two demo SIP accounts (`alice`, `bob`), and the demo password in
+//! `credentials.txt`. Every listening port is the
 //! protocol's standard port plus `--port-offset`, so several instances (and the test suite)
 //! can run side by side.
 //!
@@ -34,11 +35,8 @@ pub struct Daemon {
 /// The daemons of the suite, in start order.
 ///
 /// ----- ADD NEW DAEMONS HERE -----
-/// sipd and xmppd slot in as entries once their binaries and config types exist:
-/// - `sipd`:  SIP `listening-port` 5060+N (UDP/TCP), SIPS `tls-listening-port` 5061+N
-///   (RFC 3261 §19.1.2);
-/// - `xmppd`: client-to-server 5222+N, client direct TLS 5223+N (XEP-0368),
-///   server-to-server 5269+N (RFC 6120 §14.7).
+/// xmppd slots in as an entry once its binary and config types exist: client-to-server
+/// 5222+N, client direct TLS 5223+N (XEP-0368), server-to-server 5269+N (RFC 6120 §14.7).
 ///
 /// Each needs a `render_config` like [`turnd_config`] whose output passes that daemon's
 /// `--check-config`, and a test in `tests/cli.rs` checking it. `up` needs no change.
@@ -52,8 +50,16 @@ pub const DAEMONS: &[Daemon] = &[
         ],
         render_config: turnd_config,
     },
-    // Daemon { name: "sipd", ports: &[("listening-port", 5060), ("tls-listening-port", 5061)], render_config: sipd_config },
-    // Daemon { name: "xmppd", ports: &[("c2s-port", 5222), ("c2s-tls-port", 5223), ("s2s-port", 5269)], render_config: xmppd_config },
+    Daemon {
+        name: "sipd",
+        // SIP over UDP/TCP and SIPS over TLS (RFC 3261 §19.1.2), then metrics.
+        ports: &[
+            ("listen (udp, tcp)", 5060),
+            ("listen (tls)", 5061),
+            ("prometheus-port", 9091),
+        ],
+        render_config: sipd_config,
+    },
 ];
 
 /// Start of the relay port range (IANA dynamic ports, RFC 6335 §6), where coturn and turnd
@@ -64,6 +70,10 @@ const RELAY_PORTS_PER_INSTANCE: u16 = 1000;
 
 /// Name of the SQLite database in the instance directory.
 pub const DATABASE_FILE: &str = "turnd.sqlite";
+/// sipd's SQLite database (Kamailio's `subscriber` and `location` tables).
+pub const SIP_DATABASE_FILE: &str = "sipd.sqlite";
+/// SIP accounts `init` creates (with the demo password), so two phones can call each other.
+pub const SIP_DEMO_USERS: [&str; 2] = ["alice", "bob"];
 /// Where `init` leaves the demo user's password.
 pub const CREDENTIALS_FILE: &str = "credentials.txt";
 /// Name of the demo long-term user.
@@ -222,12 +232,54 @@ log-level = "info"
     s
 }
 
+/// sipd's config for an instance: the domain, loopback sockets, the instance certificate.
+pub fn sipd_config(i: &Instance) -> String {
+    let port = i.port(5060);
+    let tls_port = i.port(5061);
+    let metrics_port = i.port(9091);
+    format!(
+        r#"# sipd configuration of a local instance, written by `rtc-admin init`.
+# Key names follow Kamailio's. Check with: sipd --check-config --config <this file>
+
+# SIP domain served (Kamailio's SIP_DOMAIN / alias); also the digest realm.
+domain = [{domain}]
+
+# Loopback only: SIP over UDP and TCP on {port} (5060 + offset {offset}), SIPS over TLS on
+# {tls_port} (5061 + offset).
+listen = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}", "tls:127.0.0.1:{tls_port}"]
+
+# Self-signed certificate written by `rtc-admin init` (absolute paths).
+tls-certificate = {cert}
+tls-private-key = {key}
+
+# SQLite database (Kamailio's subscriber and location tables), relative to this file's
+# directory; manage users with `rtc-admin sip add/passwd/rm`.
+db-url = {db}
+
+# Prometheus metrics at http://127.0.0.1:{metrics_port}/metrics
+prometheus = true
+prometheus-address = "127.0.0.1"
+prometheus-port = {metrics_port}
+
+log-level = "info"
+"#,
+        domain = quoted(&i.domain),
+        offset = i.port_offset,
+        cert = quoted(&i.cert_path().display().to_string()),
+        key = quoted(&i.key_path().display().to_string()),
+        db = quoted(SIP_DATABASE_FILE),
+    )
+}
+
 /// `credentials.txt`: TOML, so `up` can read it back, and plain enough to read by eye.
 #[derive(Debug, Deserialize)]
 pub struct DemoCredentials {
     pub user: String,
     pub password: String,
     pub realm: String,
+    /// Absent in instances written before sipd existed.
+    #[serde(default, rename = "sip-users")]
+    pub sip_users: Vec<String>,
 }
 
 impl DemoCredentials {
@@ -263,12 +315,14 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
         })
         .collect();
     let database = instance.dir.join(DATABASE_FILE);
+    let sip_database = instance.dir.join(SIP_DATABASE_FILE);
     let credentials = instance.dir.join(CREDENTIALS_FILE);
     let mut targets: Vec<PathBuf> = configs.iter().map(|(p, _)| p.clone()).collect();
     targets.extend([
         instance.cert_path(),
         instance.key_path(),
         database.clone(),
+        sip_database.clone(),
         credentials.clone(),
     ]);
     // All-or-nothing: check every file before writing any, so a refused init changes nothing.
@@ -301,14 +355,21 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
 
     let password = random_password();
     crate::block_on(create_database(&database, &instance.domain, &password))?;
+    crate::block_on(create_sip_database(
+        &sip_database,
+        &instance.domain,
+        &password,
+    ))?;
     write_file(
         &credentials,
         &format!(
-            "# Demo TURN user written by `rtc-admin init` (long-term credentials).\n\
-             user = {}\npassword = {}\nrealm = {}\n",
+            "# Demo accounts written by `rtc-admin init`: the TURN user (long-term credentials)\n\
+             # and the SIP accounts, all with this password.\n\
+             user = {}\npassword = {}\nrealm = {}\nsip-users = [{}]\n",
             quoted(DEMO_USER),
             quoted(&password),
-            quoted(&instance.domain)
+            quoted(&instance.domain),
+            SIP_DEMO_USERS.map(quoted).join(", ")
         ),
         0o600,
     )?;
@@ -323,14 +384,36 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
         credentials.display()
     );
     println!(
+        "SIP accounts: {} with the same password",
+        SIP_DEMO_USERS
+            .map(|u| format!("{u}@{}", instance.domain))
+            .join(", ")
+    );
+    println!(
         "Start it with: rtc-admin up --dir {}",
         instance.dir.display()
     );
     Ok(())
 }
 
-async fn create_database(path: &Path, realm: &str, password: &str) -> anyhow::Result<()> {
-    // --force: start from an empty database rather than keeping old users around.
+/// sipd's database with the demo SIP accounts (`kamctl add alice ...`).
+async fn create_sip_database(path: &Path, domain: &str, password: &str) -> anyhow::Result<()> {
+    remove_sqlite(path)?;
+    let store = rtc_store::Store::connect(&path.display().to_string()).await?;
+    store.migrate_sip().await?;
+    for user in SIP_DEMO_USERS {
+        store
+            .sip()
+            .add_subscriber(user, domain, domain, password)
+            .await?;
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// Removes an SQLite database and its side files (--force starts from an empty one rather
+/// than keeping old users around).
+fn remove_sqlite(path: &Path) -> anyhow::Result<()> {
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
@@ -341,6 +424,11 @@ async fn create_database(path: &Path, realm: &str, password: &str) -> anyhow::Re
             _ => {}
         }
     }
+    Ok(())
+}
+
+async fn create_database(path: &Path, realm: &str, password: &str) -> anyhow::Result<()> {
+    remove_sqlite(path)?;
     let store = rtc_store::Store::connect(&path.display().to_string()).await?;
     store.migrate_turn().await?;
     let key = rtc_auth::turn::key_md5(DEMO_USER, realm, password);

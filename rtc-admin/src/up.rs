@@ -289,6 +289,12 @@ fn print_summary(dir: &Path) {
             "[rtc-admin]   demo user: {} / {} (realm {})",
             c.user, c.password, c.realm
         );
+        for u in &c.sip_users {
+            println!(
+                "[rtc-admin]   SIP account: sip:{u}@{} / {}",
+                c.realm, c.password
+            );
+        }
     }
     println!("[rtc-admin] Ctrl-C to stop");
 }

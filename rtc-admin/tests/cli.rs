@@ -75,16 +75,21 @@ fn with_store<T>(dir: &Path, f: impl AsyncFnOnce(&rtc_store::Store) -> T) -> T {
 
 /// `<target>/debug/turnd`, built by `cargo build -p turnd` (CI builds every binary first).
 fn turnd_binary() -> PathBuf {
+    daemon_binary("turnd")
+}
+
+/// `<target>/debug/NAME`, built by `cargo build -p NAME` (CI builds every binary first).
+fn daemon_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // <target>/debug/deps/cli-<hash> -> <target>/debug/turnd
+    // <target>/debug/deps/cli-<hash> -> <target>/debug/NAME
     let path = exe
         .parent()
         .and_then(Path::parent)
-        .map(|d| d.join("turnd"))
+        .map(|d| d.join(name))
         .unwrap();
     assert!(
         path.is_file(),
-        "{} is missing: run `cargo build -p turnd` before these tests",
+        "{} is missing: run `cargo build -p {name}` before these tests",
         path.display()
     );
     path
@@ -419,7 +424,7 @@ fn bad_flag_combinations_are_usage_errors() {
 }
 
 #[test]
-fn init_writes_an_instance_turnd_accepts() {
+fn init_writes_an_instance_the_daemons_accept() {
     use std::os::unix::fs::PermissionsExt as _;
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("instance");
@@ -439,6 +444,8 @@ fn init_writes_an_instance_turnd_accepts() {
     for file in [
         "turnd.toml",
         "turnd.sqlite",
+        "sipd.toml",
+        "sipd.sqlite",
         "credentials.txt",
         "tls/falcot.com.crt",
         "tls/falcot.com.key",
@@ -470,17 +477,48 @@ fn init_writes_an_instance_turnd_accepts() {
     // rtc-admin finds the same database through the relative userdb.
     assert_eq!(ok(&dir, &["turn", "-l"]), "demo[falcot.com]\n");
 
-    let check = Command::new(turnd_binary())
-        .arg("--check-config")
-        .arg("--config")
-        .arg(dir.join("turnd.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "turnd --check-config: {}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
+    for daemon in ["turnd", "sipd"] {
+        let check = Command::new(daemon_binary(daemon))
+            .arg("--check-config")
+            .arg("--config")
+            .arg(dir.join(format!("{daemon}.toml")))
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{daemon} --check-config: {}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    let sip = std::fs::read_to_string(dir.join("sipd.toml")).unwrap();
+    assert!(sip.contains("udp:127.0.0.1:5067"), "{sip}");
+    assert!(sip.contains("tls:127.0.0.1:5068"), "{sip}");
+    // The demo SIP accounts exist, with the demo password's HA1 (kamctl show).
+    let shown = ok(&dir, &["sip", "show"]);
+    assert!(shown.contains("alice") && shown.contains("bob"), "{shown}");
+    let creds = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let url = format!("sqlite://{}", dir.join("sipd.sqlite").display());
+            let store = rtc_store::Store::connect(&url).await.unwrap();
+            store
+                .sip()
+                .credentials("alice", "falcot.com")
+                .await
+                .unwrap()
+        })
+        .expect("alice exists");
+    assert_eq!(
+        creds.ha1_md5,
+        rtc_auth::sip::ha1(
+            rtc_auth::sip::DigestAlgorithm::Md5,
+            "alice",
+            "falcot.com",
+            password
+        )
     );
 }
 
@@ -578,8 +616,30 @@ fn stun_binding(server: std::net::SocketAddr, deadline: Instant) -> std::net::So
     panic!("no STUN answer from {server}");
 }
 
+/// Sends SIP OPTIONS over UDP until a status line comes back (or `deadline`).
+fn sip_options(server: std::net::SocketAddr, deadline: Instant) -> String {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = sock.local_addr().unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let req = format!(
+        "OPTIONS sip:{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-up-test\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:test@localhost>;tag=t1\r\nTo: <sip:{server}>\r\n\
+         Call-ID: up-test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        sock.send_to(req.as_bytes(), server).unwrap();
+        if let Ok(n) = sock.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            return text.lines().next().unwrap_or_default().to_string();
+        }
+    }
+    panic!("no SIP answer from {server}");
+}
+
 #[test]
-fn up_runs_turnd_until_sigterm() {
+fn up_runs_turnd_and_sipd_until_sigterm() {
     turnd_binary();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("local");
@@ -610,6 +670,10 @@ fn up_runs_turnd_until_sigterm() {
 
     let port = 3478 + offset as u16;
     stun_binding(([127, 0, 0, 1], port).into(), deadline);
+    // sipd answers an OPTIONS keep-alive on its instance port.
+    let sip_port = 5060 + offset as u16;
+    let status = sip_options(([127, 0, 0, 1], sip_port).into(), deadline);
+    assert!(status.starts_with("SIP/2.0 200"), "{status}");
 
     sigterm(guard.admin.id());
     let status = loop {
@@ -631,6 +695,8 @@ fn up_runs_turnd_until_sigterm() {
     );
     assert!(summary.contains("demo user: demo / "), "{summary}");
     assert!(summary.contains("[turnd] "), "{summary}");
+    assert!(summary.contains("[sipd] "), "{summary}");
+    assert!(summary.contains("SIP account: sip:alice@"), "{summary}");
     let pid = rustix::process::Pid::from_raw(guard.turnd_pid.unwrap()).unwrap();
     assert!(
         rustix::process::test_kill_process(pid).is_err(),
