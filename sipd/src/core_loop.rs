@@ -94,6 +94,11 @@ pub enum Event {
     Reload(Option<Box<(CoreConfig, PikeConfig)>>),
     /// Bindings re-read from the database (SIGHUP, after `rtc-admin sip ul ...`).
     Bindings(Vec<Binding>),
+    /// An RFC 3263 lookup finished (`dns.rs`).
+    Resolved {
+        id: u64,
+        peers: Vec<Peer>,
+    },
     /// SIGTERM: finish what is being stored, then stop.
     Shutdown,
 }
@@ -108,6 +113,7 @@ pub struct Setup {
     pub metrics: Arc<Metrics>,
     pub lookups: mpsc::Sender<Lookup>,
     pub writer: mpsc::Sender<WriterCmd>,
+    pub dns: mpsc::Sender<crate::dns::Query>,
     pub events: mpsc::Receiver<Event>,
 }
 
@@ -159,6 +165,7 @@ pub fn run(setup: Setup, ready: std::sync::mpsc::Sender<Result<(), String>>) {
             metrics: setup.metrics,
             lookups: setup.lookups,
             writer: setup.writer,
+            dns: setup.dns,
             creds: HashMap::new(),
             pending_lookups: HashSet::new(),
             outstanding: 0,
@@ -200,6 +207,7 @@ struct CoreLoop {
     metrics: Arc<Metrics>,
     lookups: mpsc::Sender<Lookup>,
     writer: mpsc::Sender<WriterCmd>,
+    dns: mpsc::Sender<crate::dns::Query>,
     /// (username, domain) -> credentials (`None`: no such subscriber) and when fetched.
     creds: HashMap<(String, String), (Option<Credentials>, Instant)>,
     pending_lookups: HashSet<(String, String)>,
@@ -461,6 +469,7 @@ impl CoreLoop {
                 );
                 self.core.reload_bindings(bindings);
             }
+            Event::Resolved { id, peers } => self.core.resolved(self.now, self.unix, id, peers),
             Event::Shutdown => {}
         }
     }
@@ -471,6 +480,27 @@ impl CoreLoop {
             match out {
                 Output::Transmit(t) => self.transmit(t),
                 Output::FetchCredentials { username, domain } => self.fetch(username, domain),
+                Output::Resolve {
+                    id,
+                    host,
+                    port,
+                    transport,
+                    secure,
+                } => {
+                    let q = crate::dns::Query {
+                        id,
+                        host,
+                        port,
+                        transport,
+                        secure,
+                    };
+                    if self.dns.try_send(q).is_err() {
+                        // Lookups far behind: answer "no destination" now (478) rather
+                        // than let the request wait for the core's own timeout.
+                        self.metrics.dns_failures.inc();
+                        self.core.resolved(self.now, self.unix, id, Vec::new());
+                    }
+                }
                 Output::Store { id, ops } => {
                     match self.writer.try_send(WriterCmd::Store { id, ops }) {
                         Ok(()) => self.outstanding += 1,

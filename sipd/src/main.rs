@@ -21,6 +21,7 @@
 mod config;
 mod core_loop;
 mod db;
+mod dns;
 mod keepalive;
 mod metrics;
 mod stream;
@@ -46,6 +47,8 @@ const EVENT_QUEUE: usize = 8192;
 /// Credential lookups waiting for the database; beyond this they are dropped (see
 /// `core_loop`: the UA retransmits).
 const LOOKUP_QUEUE: usize = 1024;
+/// RFC 3263 lookups waiting for the resolver before new ones are answered 478.
+const DNS_QUEUE: usize = 1024;
 /// Location orders waiting for the writer; beyond this a REGISTER gets an error at once.
 const WRITER_QUEUE: usize = 20_000;
 /// Kernel receive buffer per UDP socket: bursts of REGISTERs after a network outage are
@@ -122,6 +125,12 @@ fn run(r: config::Resolved) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (lookup_tx, lookup_rx) = mpsc::channel::<Lookup>(LOOKUP_QUEUE);
+    let (dns_tx, dns_rx) = mpsc::channel::<dns::Query>(DNS_QUEUE);
+    io.spawn(dns::resolver_task(
+        dns_rx,
+        events_tx.clone(),
+        metrics.clone(),
+    ));
     let (writer_tx, writer_rx) = mpsc::channel::<WriterCmd>(WRITER_QUEUE);
     let streams = Streams::new(
         io.handle().clone(),
@@ -154,6 +163,7 @@ fn run(r: config::Resolved) -> Result<(), String> {
         metrics: metrics.clone(),
         lookups: lookup_tx,
         writer: writer_tx.clone(),
+        dns: dns_tx,
         events: events_rx,
     };
     let core_thread = std::thread::Builder::new()

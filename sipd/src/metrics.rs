@@ -40,6 +40,8 @@ pub struct Metrics {
     pub db_batch_ops: Arc<Counter>,
     pub db_errors: Arc<Counter>,
     pub db_lookups: Arc<Counter>,
+    pub dns_lookups: Arc<Counter>,
+    pub dns_failures: Arc<Counter>,
     pub db_lookups_dropped: Arc<Counter>,
 }
 
@@ -139,6 +141,14 @@ impl Metrics {
             db_lookups_dropped: r.counter(
                 "sipd_db_lookups_dropped_total",
                 "Credential lookups dropped because the database queue was full",
+            ),
+            dns_lookups: r.counter(
+                "sipd_dns_lookups_total",
+                "RFC 3263 lookups of next hops given by host name",
+            ),
+            dns_failures: r.counter(
+                "sipd_dns_failures_total",
+                "Lookups that found no destination (answered 478)",
             ),
             registry: r,
         }

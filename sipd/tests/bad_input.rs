@@ -220,3 +220,34 @@ fn flood_is_banned_and_others_are_unaffected() {
     assert!(other.recv(&mut buf).is_err(), "scanners get silence");
     sipd.wait_metric("sipd_scanner_drops_total", 1.0);
 }
+
+/// A trusted trunk's call to a host name (RFC 3263): sipd looks the name up and relays
+/// the INVITE to the address it finds; the receiving UA sees the Request-URI unchanged.
+#[test]
+fn relays_to_a_host_name_after_dns() {
+    let sipd = Sipd::builder(sipd_bin())
+        .set("trusted", "[\"127.0.0.0/8\"]")
+        .start();
+    let uas = UdpSocket::bind("127.0.0.1:0").unwrap();
+    uas.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let uas_port = uas.local_addr().unwrap().port();
+    let trunk = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = trunk.local_addr().unwrap();
+    let invite = format!(
+        "INVITE sip:carol@localhost:{uas_port} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-dns\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:pbx@trunk.example>;tag=1\r\nTo: <sip:carol@localhost>\r\n\
+         Call-ID: dns-test\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@{local}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    trunk.send_to(invite.as_bytes(), sipd.addr()).unwrap();
+    let mut buf = [0u8; 8192];
+    let (n, from) = uas
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("nothing relayed ({e}); log:\n{}", sipd.log()));
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        text.starts_with(&format!("INVITE sip:carol@localhost:{uas_port} SIP/2.0")),
+        "{text}"
+    );
+    assert_eq!(from, sipd.addr());
+    assert!(text.contains("Max-Forwards: 69"), "{text}");
+}

@@ -27,7 +27,7 @@ use crate::txn::{
 };
 use crate::uri::{NameAddr, Uri};
 use nonce::{NonceState, Nonces};
-use proxy::ProxyCtx;
+use proxy::{PendingResolve, ProxyCtx};
 use registrar::Location;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -140,6 +140,15 @@ pub enum Output {
         id: u64,
         ops: Vec<BindingOp>,
     },
+    /// Find where to send a request for `sip(s):host[:port][;transport=]` (RFC 3263
+    /// section 4: NAPTR/SRV/A/AAAA); answer [`Core::resolved`] with `id`.
+    Resolve {
+        id: u64,
+        host: String,
+        port: Option<u16>,
+        transport: Option<Transport>,
+        secure: bool,
+    },
 }
 
 /// Counters for `/metrics` (monotonic unless noted).
@@ -179,6 +188,10 @@ pub struct Core {
     held: HashMap<u64, HeldReply>,
     next_store_id: u64,
     proxies: HashMap<ServerTxnId, ProxyCtx>,
+    /// Requests waiting for DNS, and their deadlines.
+    resolving: HashMap<u64, PendingResolve>,
+    resolve_deadlines: VecDeque<(Instant, u64)>,
+    next_resolve_id: u64,
     branches: HashMap<ClientTxnId, ServerTxnId>,
     /// Timer C deadlines (lazy: a popped entry whose context is gone is ignored).
     timer_c: BinaryHeap<Reverse<(Instant, u64, ServerTxnId)>>,
@@ -265,6 +278,9 @@ impl Core {
             held: HashMap::new(),
             next_store_id: 1,
             proxies: HashMap::new(),
+            resolving: HashMap::new(),
+            resolve_deadlines: VecDeque::new(),
+            next_resolve_id: 1,
             branches: HashMap::new(),
             timer_c: BinaryHeap::new(),
             lingering: VecDeque::new(),
@@ -361,8 +377,17 @@ impl Core {
         self.drain_txn(now, unix);
     }
 
+    /// Result of an [`Output::Resolve`]: destinations in preference order, empty when the
+    /// name does not resolve.
+    pub fn resolved(&mut self, now: Instant, unix: u64, id: u64, peers: Vec<Peer>) {
+        self.tick(now, unix);
+        self.resolved_inner(now, unix, id, peers);
+        self.drain_txn(now, unix);
+    }
+
     pub fn handle_timeout(&mut self, now: Instant, unix: u64) {
         self.tick(now, unix);
+        self.expire_resolves(now);
         self.txn.handle_timeout(now);
         while let Some(Reverse((at, _, id))) = self.timer_c.peek().copied() {
             if at > now {
@@ -427,6 +452,9 @@ impl Core {
             t = t.min(*x);
         }
         if let Some((x, _)) = self.park_deadlines.front() {
+            t = t.min(*x);
+        }
+        if let Some((x, _)) = self.resolve_deadlines.front() {
             t = t.min(*x);
         }
         Some(t)

@@ -75,6 +75,7 @@ struct Harness {
     sent: Vec<(Peer, Message)>,
     stores: Vec<(u64, Vec<BindingOp>)>,
     fetches: Vec<(String, String)>,
+    resolves: Vec<(u64, String, Option<u16>)>,
 }
 
 impl Harness {
@@ -88,6 +89,7 @@ impl Harness {
             sent: vec![],
             stores: vec![],
             fetches: vec![],
+            resolves: vec![],
         }
     }
 
@@ -103,6 +105,7 @@ impl Harness {
                     self.fetches.push((username, domain))
                 }
                 Output::Store { id, ops } => self.stores.push((id, ops)),
+                Output::Resolve { id, host, port, .. } => self.resolves.push((id, host, port)),
             }
         }
     }
@@ -914,4 +917,42 @@ fn tcp_registration_is_reached_over_its_connection() {
     assert!(fwd.1.top_via().unwrap().transport == "TCP");
     // Two Record-Routes: the UDP leg and the TCP leg differ.
     assert_eq!(fwd.1.values(&HeaderName::RecordRoute).len(), 2);
+}
+
+/// A trusted trunk's call to another domain: the host name goes out for an RFC 3263
+/// lookup, the request follows the answer; a name that does not resolve gets 478.
+#[test]
+fn foreign_domains_are_resolved_before_forwarding() {
+    let mut h = Harness::new(config());
+    let trunk = udp("192.0.2.10:5060");
+    let inv = |cid: &str| {
+        invite("carol@example.net", "x", "192.0.2.10:5060", cid, "").replace(
+            &format!("sip:x@{DOMAIN} SIP"),
+            "sip:dave@carrier.example SIP",
+        )
+    };
+    h.recv(&trunk, &inv("dns1"));
+    assert_eq!(h.resolves.len(), 1);
+    let (rid, host, port) = h.resolves.remove(0);
+    assert_eq!((host.as_str(), port), ("carrier.example", None));
+    h.core
+        .resolved(h.now, h.unix, rid, vec![udp("203.0.113.50:5080")]);
+    h.drain();
+    let fwd = h
+        .take()
+        .into_iter()
+        .find(|(_, m)| m.is_request())
+        .expect("forwarded");
+    assert_eq!(fwd.0.addr, "203.0.113.50:5080".parse().unwrap());
+    assert_eq!(fwd.1.uri().unwrap().to_string(), "sip:dave@carrier.example");
+    h.recv(&trunk, &inv("dns2"));
+    let (rid, _, _) = h.resolves.remove(0);
+    h.core.resolved(h.now, h.unix, rid, vec![]);
+    h.drain();
+    assert_eq!(h.last_status(), 478);
+    // A lookup that never returns ends the same way.
+    h.recv(&trunk, &inv("dns3"));
+    h.take();
+    h.advance(Duration::from_secs(11));
+    assert_eq!(h.last_status(), 478);
 }

@@ -29,6 +29,20 @@ pub(super) struct BranchState {
     done: bool,
 }
 
+/// A request waiting for its next hop's DNS answer.
+pub(super) struct PendingResolve {
+    #[allow(dead_code)] // kept for debugging output; the deadline queue drives expiry
+    since: Instant,
+    id: ServerTxnId,
+    req: Message,
+    from: Peer,
+    local: SocketAddr,
+    ruri: Uri,
+}
+
+/// How long a DNS lookup may take before the request is answered 478.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Where and how to send one branch.
 struct Target {
     ruri: Uri,
@@ -264,25 +278,7 @@ impl Core {
                 self.reply(now, id, &req, 403, "Relaying Forbidden");
                 return;
             }
-            match uri_peer(&top.uri) {
-                Some(dest) => {
-                    let ruri = req.uri().cloned().expect("request");
-                    self.fork(
-                        now,
-                        unix,
-                        id,
-                        req,
-                        from,
-                        local,
-                        vec![Target {
-                            ruri,
-                            routes: vec![],
-                            dest,
-                        }],
-                    );
-                }
-                None => self.reply(now, id, &req, 502, "Cannot Resolve Next Hop"),
-            }
+            self.forward_to(now, unix, id, req, from, local, &top.uri);
             return;
         }
         let Some(ruri) = req.uri().and_then(Uri::as_sip).cloned() else {
@@ -319,22 +315,7 @@ impl Core {
             self.reply(now, id, &req, 403, "Relaying Forbidden");
             return;
         }
-        match uri_peer(&Uri::Sip(ruri.clone())) {
-            Some(dest) => self.fork(
-                now,
-                unix,
-                id,
-                req,
-                from,
-                local,
-                vec![Target {
-                    ruri: Uri::Sip(ruri),
-                    routes: vec![],
-                    dest,
-                }],
-            ),
-            None => self.reply(now, id, &req, 502, "Cannot Resolve Next Hop"),
-        }
+        self.forward_to(now, unix, id, req, from, local, &Uri::Sip(ruri));
     }
 
     /// In-dialog request after loose routing: to the next Route, else the Request-URI.
@@ -353,28 +334,105 @@ impl Core {
             .and_then(|r| r.into_iter().next())
             .map(|n| n.uri)
             .or_else(|| req.uri().cloned());
-        match next.as_ref().and_then(uri_peer) {
+        if req.method() == Some(&Method::Invite) && !self.proxies.contains_key(&id) {
+            self.proxies
+                .insert(id, ProxyCtx::new(req.clone(), from.clone()));
+        }
+        match next {
+            Some(next) => self.forward_to(now, unix, id, req, from, local, &next),
+            None => self.reply(now, id, &req, 400, "No Route"),
+        }
+    }
+
+    /// Sends `req` (Request-URI unchanged) towards `next_hop`: at once for an IP address,
+    /// after an RFC 3263 lookup ([`Output::Resolve`]) for a host name.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_to(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        id: ServerTxnId,
+        req: Message,
+        from: Peer,
+        local: SocketAddr,
+        next_hop: &Uri,
+    ) {
+        let ruri = req.uri().cloned().expect("request");
+        if let Some(dest) = uri_peer(next_hop) {
+            let t = Target {
+                ruri,
+                routes: vec![],
+                dest,
+            };
+            self.fork(now, unix, id, req, from, local, vec![t]);
+            return;
+        }
+        let Some(u) = next_hop.as_sip() else {
+            self.reply(now, id, &req, 416, "Unsupported URI Scheme");
+            return;
+        };
+        let transport = u.transport().and_then(|t| Transport::from_via_token(&t));
+        let rid = self.next_resolve_id;
+        self.next_resolve_id += 1;
+        self.outputs.push_back(Output::Resolve {
+            id: rid,
+            host: u.host.clone(),
+            port: u.port,
+            transport,
+            secure: u.secure,
+        });
+        self.resolving.insert(
+            rid,
+            PendingResolve {
+                since: now,
+                id,
+                req,
+                from,
+                local,
+                ruri,
+            },
+        );
+        self.resolve_deadlines
+            .push_back((now + RESOLVE_TIMEOUT, rid));
+    }
+
+    /// The answer to an [`Output::Resolve`]: destinations in preference order (RFC 3263
+    /// section 4: SRV priority and weight already applied). The first one is used; none
+    /// at all is 478, as Kamailio answers an unresolvable destination.
+    pub(super) fn resolved_inner(&mut self, now: Instant, unix: u64, rid: u64, peers: Vec<Peer>) {
+        let Some(p) = self.resolving.remove(&rid) else {
+            return;
+        };
+        // The first destination we have a socket for (an AAAA answer is no use without an
+        // IPv6 listener).
+        let usable = |d: &Peer| {
+            self.cfg
+                .listeners
+                .iter()
+                .any(|l| l.transport == d.transport && l.addr.is_ipv4() == d.addr.is_ipv4())
+        };
+        match peers.into_iter().find(usable) {
             Some(dest) => {
-                let ruri = req.uri().cloned().expect("request");
-                if req.method() == Some(&Method::Invite) && !self.proxies.contains_key(&id) {
-                    self.proxies
-                        .insert(id, ProxyCtx::new(req.clone(), from.clone()));
-                }
-                self.fork(
-                    now,
-                    unix,
-                    id,
-                    req,
-                    from,
-                    local,
-                    vec![Target {
-                        ruri,
-                        routes: vec![],
-                        dest,
-                    }],
-                );
+                let t = Target {
+                    ruri: p.ruri,
+                    routes: vec![],
+                    dest,
+                };
+                self.fork(now, unix, p.id, p.req, p.from, p.local, vec![t]);
             }
-            None => self.reply(now, id, &req, 502, "Cannot Resolve Next Hop"),
+            None => self.reply(now, p.id, &p.req, 478, "Unresolvable Destination"),
+        }
+    }
+
+    pub(super) fn expire_resolves(&mut self, now: Instant) {
+        while let Some(&(at, rid)) = self.resolve_deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.resolve_deadlines.pop_front();
+            if let Some(p) = self.resolving.remove(&rid) {
+                self.reply(now, p.id, &p.req, 478, "Unresolvable Destination");
+            }
         }
     }
 
