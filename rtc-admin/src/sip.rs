@@ -35,7 +35,8 @@ use self::config::SipConfig;
 #[derive(Debug, Args)]
 #[command(
     after_help = "USER is `user` (in the first `domain` of <config-dir>/sipd.toml) or \
-                        `user@domain`; the digest realm is that first domain.\n\
+                        `user@domain`; the digest realm is the user's domain (sipd challenges with the \
+                        domain of the address of record).\n\
                         Example: rtc-admin sip add alice s3cret"
 )]
 pub struct SipArgs {
@@ -86,7 +87,8 @@ pub struct PasswordArgs {
     /// `user` or `user@domain`.
     pub user: String,
     pub password: String,
-    /// Digest realm the HA1s are computed for; default: the first `domain` of sipd.toml.
+    /// Digest realm the HA1s are computed for; default: the user's domain, the realm
+    /// sipd challenges with (Kamailio's `www_authorize("$td", ...)`).
     #[arg(long)]
     pub realm: Option<String>,
 }
@@ -165,11 +167,8 @@ impl LazyConfig<'_> {
         Ok((name.to_owned(), domain))
     }
 
-    fn realm(&mut self, given: Option<&str>) -> anyhow::Result<String> {
-        match given {
-            Some(r) => Ok(r.to_owned()),
-            None => self.get()?.require_default_domain(),
-        }
+    fn realm(&mut self, given: Option<&str>, domain: &str) -> String {
+        given.unwrap_or(domain).to_owned()
     }
 }
 
@@ -233,7 +232,7 @@ async fn subscriber_or_location_command(
     match command {
         SipCommand::Add(a) => {
             let (user, domain) = cfg.user_domain(&a.user)?;
-            let realm = cfg.realm(a.realm.as_deref())?;
+            let realm = cfg.realm(a.realm.as_deref(), &domain);
             if !sip
                 .add_subscriber(&user, &domain, &realm, &a.password)
                 .await?
@@ -247,7 +246,7 @@ async fn subscriber_or_location_command(
         }
         SipCommand::Passwd(a) => {
             let (user, domain) = cfg.user_domain(&a.user)?;
-            let realm = cfg.realm(a.realm.as_deref())?;
+            let realm = cfg.realm(a.realm.as_deref(), &domain);
             if !sip
                 .set_password(&user, &domain, &realm, &a.password)
                 .await?
