@@ -530,6 +530,18 @@ wait_bg() {
     BG=()
 }
 
+stop_bg_after() { # SECONDS NAME...: wait that long for the SIPps NAME to end, then stop them
+    local deadline n
+    deadline=$(awk -v now="$EPOCHREALTIME" -v s="$1" 'BEGIN { printf "%.0f", now + s }')
+    shift
+    for n in "$@"; do
+        while [[ ! -e $n.rc ]] && ((${EPOCHREALTIME%.*} < deadline)); do sleep 0.2; done
+        # timeout passes TERM on to its process group (SIPp); the last -fd 1 stats remain
+        [[ -e $n.rc || ! -e $n.pid ]] || kill -TERM "$(<"$n.pid")" 2>/dev/null || true
+    done
+    wait_bg
+}
+
 rcs_ok() { # NAME... -> true if every SIPp exited 0
     local n
     for n in "$@"; do [[ -e $n.rc && $(<"$n.rc") == 0 ]] || return 1; done
@@ -681,9 +693,10 @@ call_run() { # server rate rep
     c1=$(cpu_ticks "$pid")
     read -r rss pss < <(mem_kb "$pid")
     procs=$(nprocs "$pid")
-    # The UAS processes stop by themselves after their share of calls (and 2 s of timewait).
+    # The UAS processes stop by themselves after their share of calls (and 2 s of timewait);
+    # after failed calls they wait for calls that never come: stop them.
     BG=("${uas_bg[@]}")
-    wait_bg
+    stop_bg_after $((hold_s + 5)) "${uas_names[@]}"
     stop_server
     local created ok failed retrans unexpected timeouts resp_ms stats_ok uas_failed
     eval "$(sipp_totals "${uas_names[@]}")"
@@ -843,7 +856,7 @@ check_server() { # server
         wait_bg
         check_one "uac_auth.xml (4 calls, callee over $ut)" "$dir/uac"
         BG=("${uas_bg[@]}")
-        wait_bg
+        stop_bg_after 10 "$dir/uas"
         check_one "uas.xml (4 calls)" "$dir/uas"
         [[ -n $BRIDGE_PID ]] && { stop_pid "$BRIDGE_PID"; BRIDGE_PID=; }
         stop_server

@@ -9,6 +9,10 @@
 //! - `rtc-admin sip ...` is Kamailio's `kamctl`/`kamdbctl` for sipd (`add`, `passwd`, `ul
 //!   show`, `ping`, `db backup`...), on Kamailio's own tables; defaults come from
 //!   `<config-dir>/sipd.toml`. See [`sip`].
+//! - `rtc-admin xmpp ...` is Prosody's `prosodyctl` for xmppd (`adduser`, `passwd`,
+//!   `deluser`, `check`, `cert import`, `about`, `status`); accounts go to xmppd's tables,
+//!   hosts and certificates come from `<config-dir>/xmppd.toml` and its virtual-host
+//!   files. See [`xmpp`].
 //! - `rtc-admin init` writes a self-contained local instance (configs, certificate, user
 //!   database, demo user) into a directory. See [`instance`].
 //! - `rtc-admin up` starts that instance's daemons in the foreground and stops them on
@@ -27,6 +31,7 @@ mod settings;
 mod sip;
 mod turn;
 mod up;
+mod xmpp;
 
 use std::path::PathBuf;
 
@@ -36,10 +41,10 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "rtc-admin",
     version,
-    about = "Administer the RTC suite (TURN users and secrets, SIP subscribers and registrations, local instances)"
+    about = "Administer the RTC suite (TURN users and secrets, SIP subscribers and registrations, XMPP accounts, local instances)"
 )]
 struct Cli {
-    /// Directory holding the daemons' configuration files (turnd.toml, sipd.toml...).
+    /// Directory holding the daemons' configuration files (turnd.toml, sipd.toml, xmppd.toml...).
     #[arg(
         long,
         global = true,
@@ -57,6 +62,8 @@ enum Command {
     Turn(Box<turn::TurnArgs>),
     /// SIP subscribers, registrations and database tables (Kamailio kamctl/kamdbctl commands).
     Sip(Box<sip::SipArgs>),
+    /// XMPP accounts, configuration and certificate checks (Prosody prosodyctl commands).
+    Xmpp(Box<xmpp::XmppArgs>),
     /// Write a ready-to-run local instance (configs, certificate, database, demo user).
     Init(instance::InitArgs),
     /// Run a local instance in the foreground (initialising it first if needed).
@@ -68,6 +75,7 @@ fn main() {
     let result = match cli.command {
         Command::Turn(args) => turn::run(*args, &cli.config_dir).map(|()| 0),
         Command::Sip(args) => sip::run(*args, &cli.config_dir).map(|()| 0),
+        Command::Xmpp(args) => xmpp::run(*args, &cli.config_dir),
         Command::Init(args) => instance::init(&args).map(|()| 0),
         Command::Up(args) => up::run(&args),
     };

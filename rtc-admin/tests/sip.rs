@@ -73,21 +73,22 @@ fn subscribers_add_show_passwd_rm() {
         "user: alice@sip.example.org\ndigest: MD5 SHA-256\nregistrations: 0\n"
     );
 
-    // Stored as Kamailio's auth_db reads it, for realm = the first domain; no clear text.
+    // Stored as Kamailio's auth_db reads it, for realm = the user's domain (the realm sipd
+    // challenges with); no clear text.
     let url = sqlite_url(d);
     let creds = with_store(&url, async |s| {
         s.sip().credentials("bob", "other.org").await.unwrap()
     })
     .expect("bob stored");
     let md5 = DigestAlgorithm::Md5;
-    assert_eq!(creds.ha1_md5, ha1(md5, "bob", "sip.example.org", "builder"));
+    assert_eq!(creds.ha1_md5, ha1(md5, "bob", "other.org", "builder"));
     assert_eq!(
         creds.ha1b_md5,
-        ha1b(md5, "bob", "other.org", "sip.example.org", "builder")
+        ha1b(md5, "bob", "other.org", "other.org", "builder")
     );
     assert_eq!(
         creds.ha1_sha256.as_deref(),
-        Some(ha1(DigestAlgorithm::Sha256, "bob", "sip.example.org", "builder").as_str())
+        Some(ha1(DigestAlgorithm::Sha256, "bob", "other.org", "builder").as_str())
     );
     let snapshot = with_store(&url, async |s| s.sip().snapshot().await.unwrap());
     assert!(snapshot.subscribers.iter().all(|s| s.password.is_empty()));
@@ -97,7 +98,7 @@ fn subscribers_add_show_passwd_rm() {
         s.sip().credentials("bob", "other.org").await.unwrap()
     })
     .unwrap();
-    assert_eq!(creds.ha1_md5, ha1(md5, "bob", "sip.example.org", "fixer"));
+    assert_eq!(creds.ha1_md5, ha1(md5, "bob", "other.org", "fixer"));
     // --realm overrides the configured realm.
     ok(
         d,

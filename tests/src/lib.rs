@@ -1,4 +1,4 @@
-//! Shared harness for the suite's integration tests (turnd and sipd now, xmppd later).
+//! Shared harness for the suite's integration tests (turnd, sipd, xmppd).
 //!
 //! A test picks free ports ([`ports`]), writes a config and starts the real binary with
 //! [`Daemon`] (logs captured in its directory, readiness awaited, killed on drop), drives it
@@ -6,7 +6,7 @@
 //! in-process [`stun::StunClient`] for the cases real clients never produce (refusals,
 //! garbage), and reads its Prometheus endpoint with [`metrics`]. [`turnd::Turnd`] bundles
 //! all of this for the TURN server so each turnd test is a few lines, [`sipd::Sipd`] for
-//! the SIP server.
+//! the SIP server, [`xmppd::Xmppd`] for the XMPP server.
 
 pub mod daemon;
 pub mod metrics;
@@ -17,6 +17,7 @@ pub mod stun;
 pub mod tls;
 pub mod tool;
 pub mod turnd;
+pub mod xmppd;
 
 pub use daemon::{Daemon, Ready, Signal, SIGHUP, SIGTERM};
 pub use ports::{free_port_range, free_udp_tcp_port};

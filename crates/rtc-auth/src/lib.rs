@@ -11,12 +11,14 @@
 //! - [`admin_password`]: the password format of coturn's `admin_user` table.
 //! - [`sip`]: SIP digest HA1 and response checks (RFC 2617, RFC 7616, RFC 8760), with
 //!   Kamailio's `ha1`/`ha1b` forms.
-//!
-//! SCRAM (RFC 5802) is meant to join as a sibling module.
+//! - [`scram`]: SCRAM key derivation (RFC 5802, RFC 7677): PBKDF2-HMAC, StoredKey and
+//!   ServerKey, proof checks, and SASLprep in the practical subset; the SASL exchange
+//!   itself lives in `xmpp-proto`'s `sasl` module.
 
 #![forbid(unsafe_code)]
 
 pub mod admin_password;
+pub mod scram;
 pub mod sip;
 pub mod turn;
 

@@ -7,9 +7,10 @@
 //! credential *algorithms* live in `rtc-auth`; this crate only moves rows.
 //!
 //! Data flow: URL -> [`Store`] (an `sqlx` `Any` pool plus the [`Backend`] it talks to) ->
-//! per-service module ([`turn`] for coturn's tables, [`sip`] for Kamailio's; `xmpp`
-//! later) -> SQL written once in the portable subset of the three dialects (engine
-//! specific only where the dialects differ, such as upserts and dates), with `?`
+//! per-service module ([`turn`] for coturn's tables, [`sip`] for Kamailio's, [`xmpp`]
+//! for xmppd's accounts and Prosody-style key-value data) -> SQL written once in the
+//! portable subset of the three dialects (engine specific only where the dialects
+//! differ, such as upserts and dates), with `?`
 //! placeholders that [`Store`] rewrites to `$n` for PostgreSQL, because sqlx's `Any`
 //! driver passes SQL through untouched.
 //!
@@ -34,6 +35,7 @@
 mod dburl;
 pub mod sip;
 pub mod turn;
+pub mod xmpp;
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -46,6 +48,7 @@ pub use sip::{
     SubscriberRow,
 };
 pub use turn::{PeerIpList, RealmOption, RealmOptions, TurnStore};
+pub use xmpp::{ScramRow, XmppAccount, XmppOp, XmppSecrets, XmppStore};
 
 /// The SQL engine behind a [`Store`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

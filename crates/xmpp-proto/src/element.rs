@@ -1,6 +1,14 @@
 //! XML elements as stanzas are handled: a small owned tree with resolved namespaces.
 //!
 //! CONTRACT (implemented by the parser work; keep the public signatures, add freely).
+//!
+//! Elements come out of [`crate::xml::StreamParser`] with one text node between two child
+//! elements at most (adjacent text, character references and CDATA sections are merged)
+//! and no empty text node, so parse -> [`Element::write_to`] -> parse gives the same
+//! value. Built by hand, an element may hold adjacent or empty text nodes; it still
+//! serializes correctly, but parses back merged.
+
+use crate::xml::{escape_attr, escape_text};
 
 /// Namespaces used everywhere (RFC 6120 section 4.8, RFC 6121).
 pub mod ns {
@@ -104,9 +112,84 @@ impl Element {
     /// Serializes, writing `xmlns` only where the namespace differs from `parent_ns`
     /// (stanzas inside a `jabber:client` stream are written with `parent_ns` = that).
     /// Text and attribute values are escaped.
+    ///
+    /// The output is namespace-well-formed on its own as long as the element came from
+    /// [`crate::xml::StreamParser`] (which keeps an `xmlns:p` declaration next to every
+    /// `p:attr` it returns) or was built with plain attribute names: elements never get a
+    /// prefix, each one that changes namespace carries a default `xmlns` (RFC 6120 section
+    /// 4.8.5 asks for no prefixes on content elements). An `xmlns` entry in `attrs` is
+    /// ignored: `ns` is the one source of the element's namespace. Empty elements are
+    /// written `<x/>`; text nodes are escaped with [`escape_text`], attribute values with
+    /// [`escape_attr`] and `'`-quoted.
     pub fn write_to(&self, out: &mut String, parent_ns: &str) {
-        let _ = (out, parent_ns);
-        unimplemented!("parser")
+        self.write_start(out, "", self.ns != parent_ns);
+        if self.children.is_empty() {
+            out.push_str("/>");
+            return;
+        }
+        out.push('>');
+        self.write_children(out, &self.ns);
+        out.push_str("</");
+        out.push_str(&self.name);
+        out.push('>');
+    }
+
+    /// Serializes a first-level element of a stream whose header declared
+    /// `xmlns:stream='http://etherx.jabber.org/streams'` and the content namespace
+    /// `content_ns` as default: elements of the stream namespace (`<stream:features/>`,
+    /// `<stream:error/>`) are written with the `stream:` prefix RFC 6120 section 4.8.5 says
+    /// implementations SHOULD generate, their children relative to `content_ns` (the
+    /// prefixed element does not change the default namespace); anything else is
+    /// [`Element::write_to`] with `content_ns`.
+    ///
+    /// The result is only namespace-well-formed inside such a stream; use `write_to` for
+    /// standalone XML.
+    pub fn write_in_stream(&self, out: &mut String, content_ns: &str) {
+        if self.ns != ns::STREAM || content_ns == ns::STREAM {
+            self.write_to(out, content_ns);
+            return;
+        }
+        self.write_start(out, "stream:", false);
+        if self.children.is_empty() {
+            out.push_str("/>");
+            return;
+        }
+        out.push('>');
+        self.write_children(out, content_ns);
+        out.push_str("</stream:");
+        out.push_str(&self.name);
+        out.push('>');
+    }
+
+    /// `<`, the prefixed name, `xmlns` if asked, the attributes.
+    fn write_start(&self, out: &mut String, prefix: &str, with_xmlns: bool) {
+        out.push('<');
+        out.push_str(prefix);
+        out.push_str(&self.name);
+        if with_xmlns {
+            out.push_str(" xmlns='");
+            escape_attr(&self.ns, out);
+            out.push('\'');
+        }
+        for (name, value) in &self.attrs {
+            if name == "xmlns" {
+                continue;
+            }
+            out.push(' ');
+            out.push_str(name);
+            out.push_str("='");
+            escape_attr(value, out);
+            out.push('\'');
+        }
+    }
+
+    fn write_children(&self, out: &mut String, ns_in_scope: &str) {
+        for child in &self.children {
+            match child {
+                Node::Element(e) => e.write_to(out, ns_in_scope),
+                Node::Text(t) => escape_text(t, out),
+            }
+        }
     }
     /// `write_to` into a new string with `parent_ns`.
     pub fn to_xml(&self, parent_ns: &str) -> String {

@@ -11,5 +11,6 @@
 
 pub mod element;
 pub mod jid;
+pub mod sasl;
 pub mod server;
 pub mod xml;

@@ -14,9 +14,86 @@
 //!   it asked for is done (stored = durable: a message for an offline user is only
 //!   acknowledged (XEP-0198) once its [`Output::Store`] batch is committed);
 //! - [`Server::handle_timeout`] at [`Server::poll_timeout`];
+//! - [`Server::set_wall_clock`] at start and now and then (XEP-0203 delay stamps and
+//!   offline-storage keys need the calendar time the core never reads itself);
 //! - and drains [`Server::poll_output`] after each call.
+//!
+//! Storage orders must be carried out in the order they are polled (one queue per
+//! daemon, or at least per user): a `Load` issued after a `Store` must see that store.
+//!
+//! # Inside
+//!
+//! ```text
+//! bytes -> Conn (stream.rs: parser, header checks, STARTTLS, SASL, bind, stream errors)
+//!       -> Session (session.rs: bound resource, from/to checks; sm.rs XEP-0198 counting
+//!          and queue, csi.rs XEP-0352 hold)
+//!       -> router.rs: route(stanza) by its `to`
+//!            our domain, no localpart -> iq.rs dispatch table (server modules)
+//!            a local user             -> users.rs (load state) -> message delivery
+//!                                        (router.rs), presence.rs, offline.rs,
+//!                                        account iq modules (roster.rs, blocking.rs...)
+//!            a MUC service domain     -> muc.rs (muc_handle)
+//!            anything else            -> deliver_remote (where s2s slots in)
+//! ```
+//!
+//! Per-user state (`users.rs`: roster, blocklist, offline messages) is loaded with
+//! [`Output::Load`] when a user first binds a resource or when a stanza for an offline
+//! user needs it (a message to store, a subscription request), kept while the user has
+//! sessions, and dropped a minute after the last one goes. Every change is written
+//! through with [`Output::Store`]; answers that promise durability (a roster set result,
+//! a blocklist change, an XEP-0198 `<a h>` covering a message written to offline
+//! storage) wait for [`Server::stored`].
+//!
+//! # Adding a service module (vcard, private, PEP, version, time, registration...)
+//!
+//! A module is a file `src/server/<module>.rs` (declared with `mod <module>;` in this
+//! file) starting with `use super::*;`, holding free functions or an `impl Server`
+//! block, and one `pub(super) const MODULE: Module` listed in `iq::MODULES`:
+//!
+//! ```ignore
+//! pub(super) const MODULE: Module = Module {
+//!     name: "version",
+//!     server_features: &["jabber:iq:version"],   // domain disco#info (XEP-0030)
+//!     account_features: &[],                     // user@domain disco#info
+//!     iq: &[IqRoute { ns: "jabber:iq:version", name: "query",
+//!                     target: Target::Server, handler: version_iq }],
+//!     preauth_iq: None,                          // XEP-0077: iq before auth
+//! };
+//! fn version_iq(s: &mut Server, now: Instant, req: IqRequest) -> IqReply {
+//!     if req.is_set() { return IqReply::Error(StanzaError::new("bad-request")); }
+//!     IqReply::Result(Some(Element::new("query", "jabber:iq:version")...))
+//! }
+//! ```
+//!
+//! - The dispatcher hands each get/set whose single payload matches `ns` + `name` and
+//!   whose target matches (`Target::Server`: `to` = the domain; `Target::Account`: `to`
+//!   = a user's bare JID, or no `to` from one of the user's own resources, RFC 6120
+//!   section 10.3.3; `Target::Both`) to the handler. `IqRequest` carries the iq
+//!   (`from` stamped), `from`, `to`, the sender's `session` if local, and `own` (the
+//!   account's own resource). Results and errors of results are never dispatched.
+//! - `IqReply::Result(payload)` / `IqReply::Error(StanzaError)` are sent at once;
+//!   `IqReply::Later` means the handler answers itself with `Server::reply_iq(now,
+//!   &req.reply_to(), Ok(payload) | Err(error))`, typically from a storage callback:
+//!   `load_then`, `store_then` and `fetch_account_then` take a closure run when the
+//!   daemon answers, so a module never needs a variant in a central enum.
+//! - A namespace nobody registered is answered `service-unavailable`; a registered
+//!   namespace with another element name or target `feature-not-implemented` (RFC 6120
+//!   section 8.3.3).
+//! - Module state goes in a field of [`Server`] of a type the module defines (see
+//!   `muc.rs`'s `MucState`); per-user data in the key-value stores under the module's
+//!   own store names (`vcard`, `private`, `pep_<node>`...).
+//! - Stanzas are sent with `Server::route(now, stanza)` (`from` and `to` set), which
+//!   reaches local sessions, MUC and (later) remote servers alike; `Server::bounce`
+//!   answers one with a stanza error.
+//! - Hooks other than iq (caps on presence for PEP, a message archive) are explicit
+//!   calls added where the event happens (`presence.rs`, `router.rs`), with a comment
+//!   naming the module.
 
+use crate::element::{ns, Element};
 use crate::jid::Jid;
+use crate::xml::{StreamEvent, StreamParser};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -216,23 +293,162 @@ pub enum CloseReason {
     Error,
 }
 
+mod blocking;
+mod carbons;
+mod csi;
+mod disco;
+mod iq;
+mod muc;
+mod offline;
+mod ping;
+mod presence;
+mod roster;
+mod router;
+mod session;
+mod sm;
+mod stanza;
+mod stream;
+mod users;
+
+pub use stanza::StanzaError;
+
+use iq::{IqReply, IqRequest, IqRoute, Module, Target};
+use session::{AckToken, Session, SessionId};
+use stream::Conn;
+use users::User;
+
+/// How long an offline user's loaded state is kept after its last use (a burst of
+/// messages to the same offline user costs one load).
+const USER_IDLE: Duration = Duration::from_secs(60);
+
+/// Something to do at a given time; checked against the current state when it fires
+/// (a cancelled timer is simply found stale).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// RFC 6120 section 4.9.3.4 `connection-timeout` before authentication completes.
+    Negotiation(ConnId),
+    /// End of an XEP-0198 hibernation (section 5: the resumption window).
+    Hibernation(SessionId, u64),
+    /// Drop an offline user's loaded state.
+    UserIdle(Jid),
+}
+
+type AccountCallback = Box<dyn FnOnce(&mut Server, Instant, Option<AccountSecrets>) + Send>;
+type LoadCallback = Box<dyn FnOnce(&mut Server, Instant, LoadResult) + Send>;
+type StoreCallback = Box<dyn FnOnce(&mut Server, Instant, bool) + Send>;
+
+/// What [`Server::loaded`] hands a load callback.
+pub(crate) type LoadResult = Result<Vec<(String, String)>, ()>;
+
+/// Continuations of storage orders, by order id.
+enum Waiting {
+    Account(AccountCallback),
+    Load(LoadCallback),
+    Store(StoreCallback),
+}
+
 /// The server core.
 pub struct Server {
-    _private: (),
+    cfg: Config,
+    rng: u64,
+    outputs: VecDeque<Output>,
+    conns: HashMap<ConnId, Conn>,
+    sessions: HashMap<SessionId, Session>,
+    next_session: SessionId,
+    /// Bound resources (RFC 6120 section 7).
+    by_full: HashMap<Jid, SessionId>,
+    /// XEP-0198 resumption ids.
+    by_smid: HashMap<String, SessionId>,
+    users: HashMap<Jid, User>,
+    next_order: u64,
+    waiting: HashMap<u64, Waiting>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    /// The XEP-0198 handled-count token of the client stanza being processed: taken by
+    /// whatever makes its outcome asynchronous (a user load, an offline store) and
+    /// released when that outcome is durable.
+    hold: Option<AckToken>,
+    /// Sessions whose XEP-0198 queue grew during this call (an `<r/>` goes out at the end).
+    sm_dirty: Vec<SessionId>,
+    /// (monotonic, Unix time) pair from [`Server::set_wall_clock`].
+    wall: Option<(Instant, Duration)>,
+    last_now: Option<Instant>,
+    /// Last offline key's microseconds, so keys stay increasing.
+    last_offline_micros: u64,
+    /// Per-server key of the fake SCRAM secrets of unknown users (stable salts).
+    fake_key: u64,
+    stats: Stats,
+    muc: muc::MucState,
 }
 
 impl Server {
     /// `seed` feeds stream ids, SCRAM nonces, resource names and stanza ids.
     pub fn new(config: Config, seed: u64) -> Server {
-        let _ = (config, seed);
-        unimplemented!("core")
+        let mut rng = seed;
+        let fake_key = splitmix(&mut rng);
+        Server {
+            cfg: config,
+            rng,
+            fake_key,
+            outputs: VecDeque::new(),
+            conns: HashMap::new(),
+            sessions: HashMap::new(),
+            next_session: 1,
+            by_full: HashMap::new(),
+            by_smid: HashMap::new(),
+            users: HashMap::new(),
+            next_order: 1,
+            waiting: HashMap::new(),
+            timers: BinaryHeap::new(),
+            hold: None,
+            sm_dirty: Vec::new(),
+            wall: None,
+            last_now: None,
+            last_offline_micros: 0,
+            stats: Stats::default(),
+            muc: muc::MucState::default(),
+        }
     }
+
     /// New settings (SIGHUP: virtual hosts added or removed). Sessions of a removed host
-    /// are closed with `host-gone`.
+    /// are closed with `host-gone` (RFC 6120 section 4.9.3.5).
     pub fn update_config(&mut self, now: Instant, config: Config) {
-        let _ = (now, config);
-        unimplemented!("core")
+        self.tick(now);
+        self.cfg = config;
+        let gone: Vec<ConnId> = self
+            .conns
+            .values()
+            .filter(|c| c.host.as_ref().is_some_and(|h| !self.is_local_domain(h)))
+            .map(|c| c.id)
+            .collect();
+        for cid in gone {
+            self.stream_error(now, cid, "host-gone", None);
+        }
+        let hibernating: Vec<SessionId> = self
+            .sessions
+            .values()
+            .filter(|s| s.conn.is_none() && !self.is_local_domain(s.jid.domain()))
+            .map(|s| s.id)
+            .collect();
+        for sid in hibernating {
+            self.destroy_session(now, sid);
+        }
+        self.users.retain(|j, _| {
+            self.cfg
+                .vhosts
+                .iter()
+                .any(|v| v.domain.eq_ignore_ascii_case(j.domain()))
+        });
+        self.finish_call();
     }
+
+    /// The calendar time now (`since_epoch` = `SystemTime::now().duration_since(UNIX_EPOCH)`),
+    /// for XEP-0203 delay stamps and the arrival-ordered keys of offline messages. Call at
+    /// start and from time to time (clock steps are picked up); until then the core
+    /// counts from the Unix epoch.
+    pub fn set_wall_clock(&mut self, now: Instant, since_epoch: Duration) {
+        self.wall = Some((now, since_epoch));
+    }
+
     pub fn connection_opened(
         &mut self,
         now: Instant,
@@ -240,48 +456,300 @@ impl Server {
         kind: ConnKind,
         peer: SocketAddr,
     ) {
-        let _ = (now, conn, kind, peer);
-        unimplemented!("core")
+        self.tick(now);
+        let c = Conn::new(conn, kind, peer, self.cfg.limits, self.cfg.c2s_rate, now);
+        self.conns.insert(conn, c);
+        self.stats.c2s_connections = self.conns.len() as u64;
+        self.arm(now + self.cfg.negotiation_timeout, Timer::Negotiation(conn));
+        self.finish_call();
     }
+
     /// For [`ConnKind::C2sDirectTls`] right after opening; after [`Output::StartTls`]
     /// otherwise.
     pub fn tls_established(&mut self, now: Instant, conn: ConnId, info: TlsInfo) {
-        let _ = (now, conn, info);
-        unimplemented!("core")
+        self.tick(now);
+        self.on_tls_established(now, conn, info);
+        self.finish_call();
     }
+
     pub fn data(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
-        let _ = (now, conn, bytes);
-        unimplemented!("core")
+        self.tick(now);
+        self.on_data(now, conn, bytes);
+        self.finish_call();
     }
+
     pub fn connection_closed(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
-        let _ = (now, conn, reason);
-        unimplemented!("core")
+        self.tick(now);
+        self.on_connection_closed(now, conn, reason);
+        self.finish_call();
     }
+
     /// `None`: no such account (answered exactly like a wrong password).
     pub fn account_loaded(&mut self, now: Instant, id: u64, secrets: Option<AccountSecrets>) {
-        let _ = (now, id, secrets);
-        unimplemented!("core")
+        self.tick(now);
+        if let Some(Waiting::Account(f)) = self.waiting.remove(&id) {
+            f(self, now, secrets);
+        }
+        self.finish_call();
     }
+
     /// `(key, value)` pairs of the store asked for; `Err` when the database failed.
     pub fn loaded(&mut self, now: Instant, id: u64, items: Result<Vec<(String, String)>, ()>) {
-        let _ = (now, id, items);
-        unimplemented!("core")
+        self.tick(now);
+        if let Some(Waiting::Load(f)) = self.waiting.remove(&id) {
+            f(self, now, items);
+        }
+        self.finish_call();
     }
+
     pub fn stored(&mut self, now: Instant, id: u64, ok: bool) {
-        let _ = (now, id, ok);
-        unimplemented!("core")
+        self.tick(now);
+        if let Some(Waiting::Store(f)) = self.waiting.remove(&id) {
+            f(self, now, ok);
+        }
+        self.finish_call();
     }
+
     pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
-        unimplemented!("core")
+        self.tick(now);
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, timer))) = self.timers.pop() else {
+                break;
+            };
+            match timer {
+                Timer::Negotiation(cid) => self.negotiation_timeout(now, cid),
+                Timer::Hibernation(sid, generation) => {
+                    self.hibernation_timeout(now, sid, generation)
+                }
+                Timer::UserIdle(bare) => self.user_idle(now, &bare),
+            }
+        }
+        self.finish_call();
     }
+
+    /// Graceful stop (SIGTERM): every stream gets `system-shutdown` (RFC 6120 section
+    /// 4.9.3.20) and every session ends now, hibernating ones included, so their
+    /// unacknowledged messages reach offline storage; the daemon then drains the
+    /// outputs (storage orders included) before exiting.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.tick(now);
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for cid in conns {
+            self.stream_error(now, cid, "system-shutdown", None);
+        }
+        let rest: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for sid in rest {
+            self.destroy_session(now, sid);
+        }
+        self.finish_call();
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
-        unimplemented!("core")
+        self.timers.peek().map(|Reverse((at, _))| *at)
     }
+
     pub fn poll_output(&mut self) -> Option<Output> {
-        unimplemented!("core")
+        self.outputs.pop_front()
     }
+
     pub fn stats(&self) -> Stats {
-        unimplemented!("core")
+        let mut s = self.stats.clone();
+        s.c2s_connections = self.conns.len() as u64;
+        s.sessions = self.sessions.len() as u64;
+        let (rooms, occupants) = self.muc_counts();
+        s.rooms = rooms;
+        s.occupants = occupants;
+        s
     }
+
+    /// When the connection's read budget (`c2s_rate`) is spent, the instant at which the
+    /// daemon may read from it again (it pauses reads until then; a client that keeps
+    /// sending regardless ends with `policy-violation`).
+    pub fn read_paused_until(&self, conn: ConnId) -> Option<Instant> {
+        self.conns
+            .get(&conn)
+            .and_then(|c| c.paused_until(self.cfg.c2s_rate))
+    }
+
+    // ---- storage orders with continuations (for every module) ----
+
+    /// [`Output::FetchAccount`], `then` runs with the answer.
+    pub(crate) fn fetch_account_then(
+        &mut self,
+        host: &str,
+        user: &str,
+        then: impl FnOnce(&mut Server, Instant, Option<AccountSecrets>) + Send + 'static,
+    ) {
+        let id = self.order_id();
+        self.waiting.insert(id, Waiting::Account(Box::new(then)));
+        self.outputs.push_back(Output::FetchAccount {
+            id,
+            host: host.to_string(),
+            user: user.to_string(),
+        });
+    }
+
+    /// [`Output::Load`] of `store` (one `key` or all), `then` runs with the answer.
+    pub(crate) fn load_then(
+        &mut self,
+        host: &str,
+        user: &str,
+        store: &str,
+        key: Option<&str>,
+        then: impl FnOnce(&mut Server, Instant, LoadResult) + Send + 'static,
+    ) {
+        let id = self.order_id();
+        self.waiting.insert(id, Waiting::Load(Box::new(then)));
+        self.outputs.push_back(Output::Load {
+            id,
+            host: host.to_string(),
+            user: user.to_string(),
+            store: store.to_string(),
+            key: key.map(str::to_string),
+        });
+    }
+
+    /// [`Output::Store`] of `ops` in one transaction, `then` runs once it is durable (or
+    /// failed). The XEP-0198 hold of the stanza being processed, if any, is carried
+    /// over: it is released after `then`.
+    pub(crate) fn store_then(
+        &mut self,
+        ops: Vec<StoreOp>,
+        then: impl FnOnce(&mut Server, Instant, bool) + Send + 'static,
+    ) {
+        let id = self.order_id();
+        let hold = self.hold.take();
+        self.waiting.insert(
+            id,
+            Waiting::Store(Box::new(move |s: &mut Server, now, ok| {
+                s.hold = hold;
+                then(s, now, ok);
+                s.release_hold(now);
+            })),
+        );
+        self.outputs.push_back(Output::Store { id, ops });
+    }
+
+    /// Writes `ops` with nobody waiting for the outcome (a failure is logged by the
+    /// daemon; memory stays authoritative while the user is online).
+    pub(crate) fn store(&mut self, ops: Vec<StoreOp>) {
+        if ops.is_empty() {
+            return;
+        }
+        let id = self.order_id();
+        self.waiting
+            .insert(id, Waiting::Store(Box::new(|_: &mut Server, _, _| {})));
+        self.outputs.push_back(Output::Store { id, ops });
+    }
+
+    // ---- small shared helpers ----
+
+    fn tick(&mut self, now: Instant) {
+        self.last_now = Some(now);
+    }
+
+    /// Work done at the end of every public call: XEP-0198 ack requests for sessions
+    /// whose queue grew.
+    fn finish_call(&mut self) {
+        if let Some(now) = self.last_now {
+            self.release_hold(now);
+        }
+        self.request_acks();
+    }
+
+    fn order_id(&mut self) -> u64 {
+        let id = self.next_order;
+        self.next_order += 1;
+        id
+    }
+
+    fn arm(&mut self, at: Instant, timer: Timer) {
+        self.timers.push(Reverse((at, timer)));
+    }
+
+    pub(crate) fn random_u64(&mut self) -> u64 {
+        splitmix(&mut self.rng)
+    }
+
+    /// 16 hex digits of the seeded generator (stream ids, resources, stanza ids).
+    pub(crate) fn random_id(&mut self) -> String {
+        format!("{:016x}", self.random_u64())
+    }
+
+    /// Calendar time now, from [`Server::set_wall_clock`].
+    pub(crate) fn unix_now(&self, now: Instant) -> Duration {
+        match self.wall {
+            Some((at, base)) => base + now.saturating_duration_since(at),
+            None => Duration::ZERO,
+        }
+    }
+
+    /// Whether `domain` is one of our virtual hosts.
+    pub(crate) fn is_local_domain(&self, domain: &str) -> bool {
+        self.cfg
+            .vhosts
+            .iter()
+            .any(|v| v.domain.eq_ignore_ascii_case(domain))
+    }
+
+    pub(crate) fn vhost(&self, domain: &str) -> Option<&VHost> {
+        self.cfg
+            .vhosts
+            .iter()
+            .find(|v| v.domain.eq_ignore_ascii_case(domain))
+    }
+
+    pub(crate) fn muc_service(&self, domain: &str) -> Option<&MucService> {
+        self.cfg
+            .muc
+            .iter()
+            .find(|m| m.domain.eq_ignore_ascii_case(domain))
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Whether `jid` (bare) is an admin of its host (global `admins` or the vhost's):
+    /// for the ad-hoc commands module (XEP-0133).
+    #[allow(dead_code)]
+    pub(crate) fn is_admin(&self, jid: &Jid) -> bool {
+        let bare = jid.bare();
+        self.cfg.admins.contains(&bare)
+            || self
+                .vhost(jid.domain())
+                .is_some_and(|v| v.admins.contains(&bare))
+    }
+
+    fn count_in(&mut self, name: &str) {
+        if let Some(i) = stanza_index(name) {
+            self.stats.stanzas_in[i] += 1;
+        }
+    }
+
+    fn count_out(&mut self, name: &str) {
+        if let Some(i) = stanza_index(name) {
+            self.stats.stanzas_out[i] += 1;
+        }
+    }
+}
+
+fn stanza_index(name: &str) -> Option<usize> {
+    match name {
+        "message" => Some(MESSAGE),
+        "presence" => Some(PRESENCE),
+        "iq" => Some(IQ),
+        _ => None,
+    }
+}
+
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }

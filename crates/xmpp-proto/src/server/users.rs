@@ -1,0 +1,251 @@
+//! Per-user state (roster, blocklist, offline messages), loaded from the key-value
+//! stores when first needed and kept while the user has sessions (plus [`USER_IDLE`]).
+//!
+//! Stores (host, user, store, key -> XML value):
+//! - `roster`: one key per contact bare JID, value `<item xmlns='jabber:iq:roster'/>`
+//!   with our bookkeeping attributes (see `roster.rs`);
+//! - `roster_version`: key `ver`, value `<ver xmlns='urn:xmpp:features:rosterver'>N</ver>`;
+//! - `blocklist`: one key per blocked JID, value `<item xmlns='urn:xmpp:blocking'/>`;
+//! - `offline`: keys sortable by arrival (`offline.rs`), value the stored `<message/>`.
+
+use super::*;
+
+/// Outcome of loading a user's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ready {
+    Ok,
+    /// No such account (RFC 6121 section 8.5.1 rules apply).
+    NoSuchUser,
+    /// The database failed: answer with a `wait` error, try again next time.
+    Failed,
+}
+
+type UserWaiter = Box<dyn FnOnce(&mut Server, Instant, Ready) + Send>;
+
+enum LoadState {
+    Loading { pending: u32, failed: bool },
+    Ready,
+}
+
+pub(crate) struct User {
+    state: LoadState,
+    waiters: Vec<UserWaiter>,
+    /// `None` until known (an account lookup is part of loading for routing).
+    pub(crate) exists: Option<bool>,
+    pub(crate) roster: BTreeMap<Jid, roster::RosterItem>,
+    pub(crate) roster_ver: u64,
+    pub(crate) blocklist: BTreeSet<Jid>,
+    pub(crate) offline: BTreeMap<String, offline::OfflineEntry>,
+    pub(crate) sessions: Vec<SessionId>,
+    last_used: Instant,
+}
+
+/// The parts loaded for a user.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Account,
+    Roster,
+    RosterVersion,
+    Blocklist,
+    Offline,
+}
+
+impl Server {
+    /// Runs `f` once `bare`'s state is loaded (at once if it is). `known_exists` skips
+    /// the account lookup (the user just authenticated). The XEP-0198 hold of the stanza
+    /// being processed follows `f`.
+    pub(crate) fn with_user(
+        &mut self,
+        now: Instant,
+        bare: &Jid,
+        known_exists: bool,
+        f: impl FnOnce(&mut Server, Instant, Ready) + Send + 'static,
+    ) {
+        if let Some(u) = self.users.get_mut(bare) {
+            u.last_used = now;
+            if known_exists {
+                u.exists = Some(true);
+            }
+            match u.state {
+                LoadState::Ready => {
+                    let r = if u.exists == Some(false) {
+                        Ready::NoSuchUser
+                    } else {
+                        Ready::Ok
+                    };
+                    f(self, now, r);
+                    return;
+                }
+                LoadState::Loading { .. } => {
+                    let hold = self.hold.take();
+                    u.waiters.push(Box::new(move |s: &mut Server, now, r| {
+                        s.hold = hold;
+                        f(s, now, r);
+                        s.release_hold(now);
+                    }));
+                    return;
+                }
+            }
+        }
+        let hold = self.hold.take();
+        let mut parts = vec![
+            Part::Roster,
+            Part::RosterVersion,
+            Part::Blocklist,
+            Part::Offline,
+        ];
+        if !known_exists {
+            parts.push(Part::Account);
+        }
+        self.users.insert(
+            bare.clone(),
+            User {
+                state: LoadState::Loading {
+                    pending: parts.len() as u32,
+                    failed: false,
+                },
+                waiters: vec![Box::new(move |s: &mut Server, now, r| {
+                    s.hold = hold;
+                    f(s, now, r);
+                    s.release_hold(now);
+                })],
+                exists: known_exists.then_some(true),
+                roster: BTreeMap::new(),
+                roster_ver: 0,
+                blocklist: BTreeSet::new(),
+                offline: BTreeMap::new(),
+                sessions: Vec::new(),
+                last_used: now,
+            },
+        );
+        let host = bare.domain().to_string();
+        let node = bare.node().unwrap_or_default().to_string();
+        for part in parts {
+            let b = bare.clone();
+            match part {
+                Part::Account => self.fetch_account_then(&host, &node, move |s, now, a| {
+                    s.user_part(now, &b, part, Ok(Vec::new()), Some(a.is_some()))
+                }),
+                _ => {
+                    let store = match part {
+                        Part::Roster => "roster",
+                        Part::RosterVersion => "roster_version",
+                        Part::Blocklist => "blocklist",
+                        _ => "offline",
+                    };
+                    self.load_then(&host, &node, store, None, move |s, now, r| {
+                        s.user_part(now, &b, part, r, None)
+                    });
+                }
+            }
+        }
+    }
+
+    fn user_part(
+        &mut self,
+        now: Instant,
+        bare: &Jid,
+        part: Part,
+        items: LoadResult,
+        exists: Option<bool>,
+    ) {
+        let Some(u) = self.users.get_mut(bare) else {
+            return;
+        };
+        let LoadState::Loading { pending, failed } = &mut u.state else {
+            return;
+        };
+        *pending -= 1;
+        match items {
+            Err(()) => *failed = true,
+            Ok(items) => match part {
+                Part::Account => {
+                    if u.exists.is_none() {
+                        u.exists = exists;
+                    }
+                }
+                Part::Roster => {
+                    for (_, v) in items {
+                        if let Some(item) = stanza::parse_stored(&v)
+                            .and_then(|e| roster::RosterItem::from_element(&e))
+                        {
+                            u.roster.insert(item.jid.clone(), item);
+                        }
+                    }
+                }
+                Part::RosterVersion => {
+                    u.roster_ver = items
+                        .first()
+                        .and_then(|(_, v)| stanza::parse_stored(v))
+                        .and_then(|e| e.text().trim().parse().ok())
+                        .unwrap_or(0);
+                }
+                Part::Blocklist => {
+                    for (k, _) in items {
+                        if let Ok(j) = Jid::parse(&k) {
+                            u.blocklist.insert(j);
+                        }
+                    }
+                }
+                Part::Offline => {
+                    for (k, v) in items {
+                        if let Some(st) = stanza::parse_stored(&v) {
+                            u.offline.insert(k, offline::OfflineEntry::new(st));
+                        }
+                    }
+                }
+            },
+        }
+        let (done, failed) = (*pending == 0, *failed);
+        if !done {
+            return;
+        }
+        let waiters = std::mem::take(&mut u.waiters);
+        let ready = if failed {
+            self.users.remove(bare);
+            Ready::Failed
+        } else {
+            u.state = LoadState::Ready;
+            if u.exists == Some(false) {
+                Ready::NoSuchUser
+            } else {
+                Ready::Ok
+            }
+        };
+        for w in waiters {
+            w(self, now, ready);
+        }
+        if ready != Ready::Failed && self.users.get(bare).is_some_and(|u| u.sessions.is_empty()) {
+            self.arm(now + USER_IDLE, Timer::UserIdle(bare.clone()));
+        }
+    }
+
+    /// Drops an offline user's state once unused for [`USER_IDLE`].
+    pub(super) fn user_idle(&mut self, now: Instant, bare: &Jid) {
+        let Some(u) = self.users.get(bare) else {
+            return;
+        };
+        if !u.sessions.is_empty() || !matches!(u.state, LoadState::Ready) {
+            return;
+        }
+        let due = u.last_used + USER_IDLE;
+        if due <= now {
+            self.users.remove(bare);
+        } else {
+            self.arm(due, Timer::UserIdle(bare.clone()));
+        }
+    }
+
+    /// The loaded state of a user (`None` when not loaded).
+    pub(crate) fn user(&self, bare: &Jid) -> Option<&User> {
+        self.users
+            .get(bare)
+            .filter(|u| matches!(u.state, LoadState::Ready))
+    }
+
+    pub(crate) fn user_mut(&mut self, bare: &Jid) -> Option<&mut User> {
+        self.users
+            .get_mut(bare)
+            .filter(|u| matches!(u.state, LoadState::Ready))
+    }
+}

@@ -1,0 +1,1560 @@
+//! The XMPP server core over virtual time: raw XML in, bytes and storage orders out,
+//! exactly as xmppd drives it, with no socket, clock or database. Clients are played
+//! by the harness (their side of SCRAM included); storage is an in-memory map whose
+//! answers can be held back to check what waits for durability.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use rtc_auth::scram::{self, ScramHash};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+use xmpp_proto::element::{ns, Element};
+use xmpp_proto::jid::Jid;
+use xmpp_proto::server::{
+    AccountSecrets, CloseReason, Config, ConnId, ConnKind, MucService, Output, Server, StoreOp,
+    TlsInfo, VHost,
+};
+use xmpp_proto::xml::{Limits, StreamEvent, StreamParser};
+
+const HOST: &str = "example.org";
+const PASS: &str = "s3cret pass";
+const NS_SM: &str = "urn:xmpp:sm:3";
+const NS_CARBONS: &str = "urn:xmpp:carbons:2";
+const NS_BLOCKING: &str = "urn:xmpp:blocking";
+const EXPORTER: [u8; 32] = [7; 32];
+
+fn config() -> Config {
+    Config {
+        vhosts: vec![VHost {
+            domain: HOST.into(),
+            allow_registration: false,
+            admins: vec![],
+        }],
+        muc: vec![MucService {
+            domain: "conference.example.org".into(),
+            restrict_room_creation: false,
+            max_history: 20,
+        }],
+        admins: vec![],
+        require_encryption: true,
+        allow_plain: true,
+        limits: Limits::default(),
+        scram_iterations: 4096,
+        sm_resume_timeout: Duration::from_secs(300),
+        offline_max: 3,
+        c2s_rate: 0,
+        negotiation_timeout: Duration::from_secs(30),
+        software_name: "xmppd".into(),
+        software_version: "0.1".into(),
+    }
+}
+
+/// One client connection as the harness sees it.
+#[derive(Default)]
+struct Client {
+    parser: Option<StreamParser>,
+    /// Elements received and not yet taken.
+    inbox: Vec<Element>,
+    /// Everything received, as text.
+    raw: String,
+    headers: usize,
+    ended: bool,
+    closed: bool,
+    starttls: bool,
+}
+
+type Key = (String, String, String, String);
+
+struct Harness {
+    server: Server,
+    now: Instant,
+    clients: HashMap<ConnId, Client>,
+    accounts: HashMap<String, AccountSecrets>,
+    db: BTreeMap<Key, String>,
+    /// Store orders not yet answered (when `hold_stores`).
+    stores: Vec<(u64, Vec<StoreOp>)>,
+    hold_stores: bool,
+    /// Every store order seen.
+    store_log: Vec<StoreOp>,
+    next_conn: ConnId,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness::with(config())
+    }
+
+    fn with(cfg: Config) -> Harness {
+        let mut accounts = HashMap::new();
+        for (i, u) in ["alice", "bob", "carol"].iter().enumerate() {
+            let salt = [i as u8 + 1; 16];
+            accounts.insert(
+                u.to_string(),
+                xmpp_proto::sasl::scram_secrets(PASS, &salt, 4096),
+            );
+        }
+        let now = Instant::now();
+        let mut server = Server::new(cfg, 7);
+        server.set_wall_clock(now, Duration::from_secs(1_700_000_000));
+        Harness {
+            server,
+            now,
+            clients: HashMap::new(),
+            accounts,
+            db: BTreeMap::new(),
+            stores: Vec::new(),
+            hold_stores: false,
+            store_log: Vec::new(),
+            next_conn: 1,
+        }
+    }
+
+    /// Drains outputs, answering storage work (stores only when not held), until quiet.
+    fn settle(&mut self) {
+        loop {
+            let mut answers = Vec::new();
+            while let Some(o) = self.server.poll_output() {
+                match o {
+                    Output::Send { conn, data } => self.received(conn, &data),
+                    Output::StartTls { conn } => {
+                        self.clients.get_mut(&conn).unwrap().starttls = true;
+                    }
+                    Output::Close { conn } => self.clients.get_mut(&conn).unwrap().closed = true,
+                    Output::FetchAccount { id, user, .. } => {
+                        answers.push(Answer::Account(id, user))
+                    }
+                    Output::Load {
+                        id,
+                        host,
+                        user,
+                        store,
+                        key,
+                    } => answers.push(Answer::Load(id, host, user, store, key)),
+                    Output::Store { id, ops } => {
+                        self.store_log.extend(ops.iter().cloned());
+                        if self.hold_stores {
+                            self.stores.push((id, ops));
+                        } else {
+                            answers.push(Answer::Store(id, ops));
+                        }
+                    }
+                }
+            }
+            if answers.is_empty() {
+                return;
+            }
+            for a in answers {
+                match a {
+                    Answer::Account(id, user) => {
+                        let s = self.accounts.get(&user).cloned();
+                        self.server.account_loaded(self.now, id, s);
+                    }
+                    Answer::Load(id, host, user, store, key) => {
+                        let items = self
+                            .db
+                            .iter()
+                            .filter(|((h, u, s, k), _)| {
+                                *h == host
+                                    && *u == user
+                                    && *s == store
+                                    && key.as_ref().is_none_or(|x| x == k)
+                            })
+                            .map(|((_, _, _, k), v)| (k.clone(), v.clone()))
+                            .collect();
+                        self.server.loaded(self.now, id, Ok(items));
+                    }
+                    Answer::Store(id, ops) => self.commit(id, ops),
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, id: u64, ops: Vec<StoreOp>) {
+        for op in ops {
+            match op {
+                StoreOp::Put {
+                    host,
+                    user,
+                    store,
+                    key,
+                    value,
+                } => {
+                    self.db.insert((host, user, store, key), value);
+                }
+                StoreOp::Delete {
+                    host,
+                    user,
+                    store,
+                    key,
+                } => {
+                    self.db.remove(&(host, user, store, key));
+                }
+                _ => {}
+            }
+        }
+        self.server.stored(self.now, id, true);
+    }
+
+    /// Commits the held stores.
+    fn release_stores(&mut self) {
+        let held = std::mem::take(&mut self.stores);
+        for (id, ops) in held {
+            self.commit(id, ops);
+        }
+        self.settle();
+    }
+
+    fn received(&mut self, conn: ConnId, data: &[u8]) {
+        let c = self.clients.get_mut(&conn).expect("known connection");
+        let text = String::from_utf8(data.to_vec()).expect("UTF-8");
+        c.raw.push_str(&text);
+        let p = c
+            .parser
+            .get_or_insert_with(|| StreamParser::new(Limits::default()));
+        p.feed(data)
+            .unwrap_or_else(|e| panic!("server sent bad XML ({e}): {text}"));
+        while let Some(ev) = p.next_event().expect("well-formed") {
+            match ev {
+                StreamEvent::Header(_) => c.headers += 1,
+                StreamEvent::End => c.ended = true,
+                StreamEvent::Element(e) => {
+                    let restart = (e.name == "proceed" && e.ns == ns::TLS)
+                        || (e.name == "success" && e.ns == ns::SASL);
+                    c.inbox.push(e);
+                    if restart {
+                        p.reset();
+                    }
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, kind: ConnKind) -> ConnId {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        self.clients.insert(id, Client::default());
+        self.server
+            .connection_opened(self.now, id, kind, "192.0.2.1:40000".parse().unwrap());
+        self.settle();
+        id
+    }
+
+    fn send(&mut self, conn: ConnId, xml: &str) {
+        self.server.data(self.now, conn, xml.as_bytes());
+        self.settle();
+    }
+
+    fn header(&mut self, conn: ConnId) {
+        self.send(
+            conn,
+            &format!("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{HOST}' version='1.0'>"),
+        );
+    }
+
+    fn tls(&mut self, conn: ConnId) {
+        self.server.tls_established(
+            self.now,
+            conn,
+            TlsInfo {
+                tls_exporter: Some(EXPORTER.to_vec()),
+                tls_server_end_point: None,
+                sni: Some(HOST.into()),
+                version: "TLSv1.3".into(),
+            },
+        );
+        self.settle();
+    }
+
+    /// Elements received since the last call, `<r/>` requests filtered out.
+    fn take(&mut self, conn: ConnId) -> Vec<Element> {
+        let v = std::mem::take(&mut self.clients.get_mut(&conn).unwrap().inbox);
+        v.into_iter()
+            .filter(|e| !(e.name == "r" && e.ns == NS_SM))
+            .collect()
+    }
+
+    /// The one element received.
+    fn one(&mut self, conn: ConnId) -> Element {
+        let mut v = self.take(conn);
+        assert_eq!(v.len(), 1, "expected one element, got {v:#?}");
+        v.remove(0)
+    }
+
+    fn closed(&self, conn: ConnId) -> bool {
+        self.clients[&conn].closed
+    }
+
+    /// The condition of the stream error received, checking the stream is closed.
+    fn stream_error(&mut self, conn: ConnId) -> String {
+        let v = self.take(conn);
+        let err = v
+            .iter()
+            .find(|e| e.name == "error" && e.ns == ns::STREAM)
+            .unwrap_or_else(|| panic!("no stream error in {v:#?}"));
+        assert!(self.clients[&conn].ended, "stream closed after the error");
+        assert!(self.closed(conn));
+        let cond = err
+            .elements()
+            .find(|c| c.ns == ns::STREAMS_ERR)
+            .unwrap()
+            .name
+            .clone();
+        cond
+    }
+
+    /// Connection through STARTTLS up to the SASL features.
+    fn open_to_sasl(&mut self) -> (ConnId, Element) {
+        let c = self.open(ConnKind::C2sStartTls);
+        self.header(c);
+        let f = self.one(c);
+        assert_eq!(f.name, "features");
+        self.send(c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        assert_eq!(self.one(c).name, "proceed");
+        assert!(self.clients[&c].starttls);
+        self.tls(c);
+        self.header(c);
+        let f = self.one(c);
+        (c, f)
+    }
+
+    /// Runs SASL with `mech`, returns the final element (`success` or `failure`).
+    fn auth(&mut self, c: ConnId, mech: &str, user: &str, pass: &str) -> Element {
+        if mech == "PLAIN" {
+            let msg = B64.encode(format!("\0{user}\0{pass}"));
+            self.send(
+                c,
+                &format!("<auth xmlns='{}' mechanism='PLAIN'>{msg}</auth>", ns::SASL),
+            );
+            return self.one(c);
+        }
+        let hash = if mech.contains("SHA-256") {
+            ScramHash::Sha256
+        } else {
+            ScramHash::Sha1
+        };
+        let gs2 = if mech.ends_with("-PLUS") {
+            "p=tls-exporter,,"
+        } else {
+            "n,,"
+        };
+        let cnonce = "fyko+d2lbbFgONRv9qkxdawL";
+        let first_bare = format!("n={user},r={cnonce}");
+        let first = format!("{gs2}{first_bare}");
+        self.send(
+            c,
+            &format!(
+                "<auth xmlns='{}' mechanism='{mech}'>{}</auth>",
+                ns::SASL,
+                B64.encode(&first)
+            ),
+        );
+        let ch = self.one(c);
+        assert_eq!(ch.name, "challenge", "{ch:?}");
+        let server_first = String::from_utf8(B64.decode(ch.text()).unwrap()).unwrap();
+        let mut nonce = "";
+        let mut salt = Vec::new();
+        let mut iters = 0;
+        for part in server_first.split(',') {
+            match part.split_at(2) {
+                ("r=", v) => nonce = v,
+                ("s=", v) => salt = B64.decode(v).unwrap(),
+                ("i=", v) => iters = v.parse().unwrap(),
+                _ => {}
+            }
+        }
+        assert!(nonce.starts_with(cnonce));
+        let mut cb = gs2.as_bytes().to_vec();
+        if mech.ends_with("-PLUS") {
+            cb.extend_from_slice(&EXPORTER);
+        }
+        let without_proof = format!("c={},r={nonce}", B64.encode(&cb));
+        let auth_message = format!("{first_bare},{server_first},{without_proof}");
+        let salted = scram::salted_password(hash, pass, &salt, iters);
+        let ck = scram::client_key(hash, &salted);
+        let sk = scram::stored_key(hash, &ck);
+        let sig = scram::hmac(hash, &sk, auth_message.as_bytes());
+        let proof: Vec<u8> = ck.iter().zip(sig.iter()).map(|(a, b)| a ^ b).collect();
+        let fin = format!("{without_proof},p={}", B64.encode(&proof));
+        self.send(
+            c,
+            &format!(
+                "<response xmlns='{}'>{}</response>",
+                ns::SASL,
+                B64.encode(&fin)
+            ),
+        );
+        let r = self.one(c);
+        if r.name == "success" {
+            let server_key = scram::server_key(hash, &salted);
+            let v = scram::hmac(hash, &server_key, auth_message.as_bytes());
+            let got = String::from_utf8(B64.decode(r.text()).unwrap()).unwrap();
+            assert_eq!(got, format!("v={}", B64.encode(v)), "server signature");
+        }
+        r
+    }
+
+    /// A full login: STARTTLS, SASL with `mech`, restart, bind `resource`.
+    fn login_with(&mut self, user: &str, resource: &str, mech: &str) -> ConnId {
+        let (c, _) = self.open_to_sasl();
+        let r = self.auth(c, mech, user, PASS);
+        assert_eq!(r.name, "success", "{r:?}");
+        self.header(c);
+        let f = self.one(c);
+        assert!(f.get_child("bind", ns::BIND).is_some());
+        self.send(
+            c,
+            &format!("<iq type='set' id='b1'><bind xmlns='{}'><resource>{resource}</resource></bind></iq>", ns::BIND),
+        );
+        let r = self.one(c);
+        assert_eq!(r.get_attr("type"), Some("result"), "{r:?}");
+        let jid = r
+            .get_child("bind", ns::BIND)
+            .unwrap()
+            .get_child("jid", ns::BIND)
+            .unwrap()
+            .text();
+        assert_eq!(jid, format!("{user}@{HOST}/{resource}"));
+        c
+    }
+
+    fn login(&mut self, user: &str, resource: &str) -> ConnId {
+        self.login_with(user, resource, "SCRAM-SHA-256-PLUS")
+    }
+
+    /// Login, roster fetched, initial presence (with `priority`), inbox emptied.
+    fn online(&mut self, user: &str, resource: &str, priority: i8) -> ConnId {
+        let c = self.login(user, resource);
+        self.send(
+            c,
+            "<iq type='get' id='r0'><query xmlns='jabber:iq:roster'/></iq>",
+        );
+        self.send(
+            c,
+            &format!("<presence><priority>{priority}</priority></presence>"),
+        );
+        self.take(c);
+        c
+    }
+
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        while let Some(t) = self.server.poll_timeout().filter(|t| *t <= end) {
+            self.now = t.max(self.now);
+            self.server.handle_timeout(self.now);
+            self.settle();
+        }
+        self.now = end;
+    }
+
+    fn drop_conn(&mut self, c: ConnId) {
+        self.server
+            .connection_closed(self.now, c, CloseReason::Error);
+        self.settle();
+    }
+}
+
+enum Answer {
+    Account(u64, String),
+    Load(u64, String, String, String, Option<String>),
+    Store(u64, Vec<StoreOp>),
+}
+
+fn names(v: &[Element]) -> Vec<String> {
+    v.iter().map(|e| e.name.clone()).collect()
+}
+
+fn body(e: &Element) -> Option<String> {
+    e.get_child("body", ns::CLIENT).map(|b| b.text())
+}
+
+fn stanza_error(e: &Element) -> String {
+    assert_eq!(e.get_attr("type"), Some("error"), "{e:?}");
+    e.get_child("error", ns::CLIENT)
+        .unwrap()
+        .elements()
+        .find(|c| c.ns == ns::STANZAS)
+        .unwrap()
+        .name
+        .clone()
+}
+
+fn msg(to: &str, text: &str) -> String {
+    format!("<message to='{to}' type='chat' id='m-{text}'><body>{text}</body></message>")
+}
+
+// ---- stream negotiation ----
+
+#[test]
+fn features_in_order_and_starttls_required() {
+    let mut h = Harness::new();
+    let c = h.open(ConnKind::C2sStartTls);
+    h.header(c);
+    assert_eq!(h.clients[&c].headers, 1);
+    let f = h.one(c);
+    assert_eq!(f.ns, ns::STREAM);
+    assert_eq!(
+        names(&f.elements().cloned().collect::<Vec<_>>()),
+        ["starttls"]
+    );
+    assert!(f
+        .get_child("starttls", ns::TLS)
+        .unwrap()
+        .get_child("required", ns::TLS)
+        .is_some());
+    // SASL before TLS is refused (RFC 6120 section 6.5.6).
+    h.send(
+        c,
+        &format!(
+            "<auth xmlns='{}' mechanism='SCRAM-SHA-1'>biwsbj1hLHI9eA==</auth>",
+            ns::SASL
+        ),
+    );
+    let fail = h.one(c);
+    assert_eq!(fail.name, "failure");
+    assert!(fail.get_child("encryption-required", ns::SASL).is_some());
+
+    let (c, f) = h.open_to_sasl();
+    let mechs: Vec<String> = f
+        .get_child("mechanisms", ns::SASL)
+        .unwrap()
+        .elements()
+        .map(|m| m.text())
+        .collect();
+    assert_eq!(
+        mechs,
+        [
+            "SCRAM-SHA-256-PLUS",
+            "SCRAM-SHA-1-PLUS",
+            "SCRAM-SHA-256",
+            "SCRAM-SHA-1",
+            "PLAIN"
+        ]
+    );
+    assert!(f
+        .get_child("sasl-channel-binding", "urn:xmpp:sasl-cb:0")
+        .is_some());
+    assert!(f.get_child("starttls", ns::TLS).is_none());
+    // A second STARTTLS is a failure that closes the stream.
+    h.send(c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    assert_eq!(h.one(c).name, "failure");
+    assert!(h.closed(c));
+}
+
+#[test]
+fn login_with_each_mechanism() {
+    for mech in [
+        "SCRAM-SHA-256-PLUS",
+        "SCRAM-SHA-1-PLUS",
+        "SCRAM-SHA-256",
+        "SCRAM-SHA-1",
+        "PLAIN",
+    ] {
+        let mut h = Harness::new();
+        let c = h.login_with("alice", "laptop", mech);
+        // RFC 3921 session and ping still work after bind.
+        h.send(
+            c,
+            "<iq type='set' id='s1' to='example.org'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>",
+        );
+        let r = h.one(c);
+        assert_eq!(r.get_attr("type"), Some("result"), "{mech}: {r:?}");
+        assert_eq!(r.get_attr("from"), Some(HOST));
+        assert_eq!(h.server.stats().auth_successes, 1);
+        assert_eq!(h.server.stats().sessions, 1);
+    }
+}
+
+#[test]
+fn direct_tls_offers_plus_without_starttls() {
+    let mut h = Harness::new();
+    let c = h.open(ConnKind::C2sDirectTls);
+    h.tls(c);
+    h.header(c);
+    let f = h.one(c);
+    assert!(f.get_child("starttls", ns::TLS).is_none());
+    assert!(f.get_child("mechanisms", ns::SASL).is_some());
+    assert_eq!(h.auth(c, "SCRAM-SHA-1-PLUS", "bob", PASS).name, "success");
+}
+
+#[test]
+fn wrong_password_and_unknown_user_look_the_same() {
+    let mut h = Harness::new();
+    let mut answers = Vec::new();
+    for user in ["alice", "mallory"] {
+        let (c, _) = h.open_to_sasl();
+        let before = h.clients[&c].raw.len();
+        let pass = if user == "alice" { "wrong" } else { PASS };
+        let r = h.auth(c, "SCRAM-SHA-256", user, pass);
+        assert_eq!(r.name, "failure");
+        assert!(r.get_child("not-authorized", ns::SASL).is_some());
+        let raw = h.clients[&c].raw[before..].to_string();
+        // The challenge differs (nonce, salt); the failure is the same bytes.
+        answers.push(raw[raw.rfind("<failure").unwrap()..].to_string());
+    }
+    assert_eq!(answers[0], answers[1]);
+    // PLAIN too.
+    for user in ["alice", "mallory"] {
+        let (c, _) = h.open_to_sasl();
+        let r = h.auth(c, "PLAIN", user, "nope");
+        assert!(r.get_child("not-authorized", ns::SASL).is_some());
+    }
+    assert_eq!(h.server.stats().auth_failures, 4);
+    assert_eq!(h.server.stats().auth_successes, 0);
+}
+
+#[test]
+fn stanza_before_auth_is_not_authorized() {
+    let mut h = Harness::new();
+    let (c, _) = h.open_to_sasl();
+    h.send(c, &msg("bob@example.org", "hi"));
+    assert_eq!(h.stream_error(c), "not-authorized");
+    assert_eq!(h.server.stats().stream_errors, 1);
+    // Before TLS too.
+    let c = h.open(ConnKind::C2sStartTls);
+    h.header(c);
+    h.take(c);
+    h.send(
+        c,
+        "<iq type='get' id='x'><query xmlns='jabber:iq:roster'/></iq>",
+    );
+    assert_eq!(h.stream_error(c), "not-authorized");
+    // Authenticated but not bound.
+    let (c, _) = h.open_to_sasl();
+    assert_eq!(h.auth(c, "SCRAM-SHA-1", "alice", PASS).name, "success");
+    h.header(c);
+    h.take(c);
+    h.send(c, "<presence/>");
+    assert_eq!(h.stream_error(c), "not-authorized");
+}
+
+#[test]
+fn host_unknown_and_bad_headers() {
+    let mut h = Harness::new();
+    let c = h.open(ConnKind::C2sStartTls);
+    h.send(c, "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='other.org' version='1.0'>");
+    assert_eq!(h.clients[&c].headers, 1, "our header comes first");
+    assert_eq!(h.stream_error(c), "host-unknown");
+
+    let c = h.open(ConnKind::C2sStartTls);
+    h.send(c, "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='example.org' version='1.0'>");
+    assert_eq!(h.stream_error(c), "invalid-namespace");
+
+    let c = h.open(ConnKind::C2sStartTls);
+    h.send(c, "<stream:stream xmlns='jabber:client' xmlns:stream='urn:wrong' to='example.org' version='1.0'>");
+    assert_eq!(h.stream_error(c), "invalid-namespace");
+
+    let c = h.open(ConnKind::C2sStartTls);
+    h.send(c, "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='example.org'>");
+    assert_eq!(h.stream_error(c), "unsupported-version");
+
+    let c = h.open(ConnKind::C2sStartTls);
+    h.send(c, "<!DOCTYPE foo [<!ENTITY x 'y'>]><stream:stream>");
+    assert_eq!(h.stream_error(c), "restricted-xml");
+
+    let c = h.open(ConnKind::C2sStartTls);
+    h.header(c);
+    h.take(c);
+    h.send(c, "<foo xmlns='urn:x'/>");
+    assert_eq!(h.stream_error(c), "unsupported-stanza-type");
+}
+
+#[test]
+fn bad_namespaces_and_addresses_after_bind() {
+    let mut h = Harness::new();
+    let c = h.login("alice", "a");
+    h.send(
+        c,
+        "<message xmlns='jabber:server' to='bob@example.org'><body>x</body></message>",
+    );
+    assert_eq!(h.stream_error(c), "invalid-namespace");
+
+    let c = h.login("alice", "a");
+    h.send(
+        c,
+        "<message from='bob@example.org/x' to='carol@example.org'><body>x</body></message>",
+    );
+    assert_eq!(h.stream_error(c), "invalid-from");
+
+    let c = h.login("alice", "a");
+    h.send(c, "<message to='a@b@c' id='j'><body>x</body></message>");
+    assert_eq!(stanza_error(&h.one(c)), "jid-malformed");
+    h.send(
+        c,
+        "<message to='bob@example.org' type='bogus' id='t'><body>x</body></message>",
+    );
+    assert_eq!(stanza_error(&h.one(c)), "bad-request");
+    // Not-well-formed input maps to its condition.
+    h.send(c, "<message><body>x</message>");
+    assert_eq!(h.stream_error(c), "not-well-formed");
+}
+
+#[test]
+fn oversized_stanza_is_policy_violation() {
+    let mut cfg = config();
+    cfg.limits.max_stanza_bytes = 1024;
+    let mut h = Harness::with(cfg);
+    let c = h.login("alice", "a");
+    let big = "x".repeat(2000);
+    h.send(c, &msg("bob@example.org", &big));
+    assert_eq!(h.stream_error(c), "policy-violation");
+}
+
+#[test]
+fn rate_limit_reports_pause_then_policy_violation() {
+    let mut cfg = config();
+    cfg.c2s_rate = 1000;
+    cfg.limits.max_stanza_bytes = 1000;
+    let mut h = Harness::with(cfg);
+    let c = h.login("alice", "a");
+    h.advance(Duration::from_secs(10));
+    let m = format!(
+        "<message to='alice@example.org'><body>{}</body></message>",
+        "y".repeat(800)
+    );
+    h.send(c, &m);
+    h.send(c, &m);
+    h.send(c, &m);
+    assert!(!h.closed(c), "{}", h.clients[&c].raw);
+    assert!(h.server.read_paused_until(c).is_some());
+    for _ in 0..5 {
+        h.send(c, &m);
+    }
+    assert_eq!(h.stream_error(c), "policy-violation");
+}
+
+#[test]
+fn negotiation_timeout() {
+    let mut h = Harness::new();
+    let c = h.open(ConnKind::C2sStartTls);
+    h.send(c, "<stream:stream xmlns='jabber:client'");
+    h.advance(Duration::from_secs(31));
+    assert_eq!(h.stream_error(c), "connection-timeout");
+    // A bound session is not affected.
+    let c = h.login("alice", "a");
+    h.advance(Duration::from_secs(60));
+    assert!(!h.closed(c));
+}
+
+#[test]
+fn bind_conflict_kicks_the_old_session_and_generates_resources() {
+    let mut h = Harness::new();
+    let old = h.login("alice", "phone");
+    let new = h.login("alice", "phone");
+    assert_eq!(h.stream_error(old), "conflict");
+    assert!(!h.closed(new));
+    // No resource asked: the server makes one.
+    let (c, _) = h.open_to_sasl();
+    h.auth(c, "SCRAM-SHA-256", "alice", PASS);
+    h.header(c);
+    h.take(c);
+    h.send(
+        c,
+        &format!("<iq type='set' id='b'><bind xmlns='{}'/></iq>", ns::BIND),
+    );
+    let r = h.one(c);
+    let jid = r
+        .get_child("bind", ns::BIND)
+        .unwrap()
+        .get_child("jid", ns::BIND)
+        .unwrap()
+        .text();
+    let jid = Jid::parse(&jid).unwrap();
+    assert_eq!(jid.bare().to_string(), "alice@example.org");
+    assert!(!jid.resource().unwrap().is_empty());
+}
+
+#[test]
+fn server_iq_disco_ping_and_unknown_payloads() {
+    let mut h = Harness::new();
+    let c = h.login("alice", "a");
+    h.send(c, "<iq type='get' id='d' to='example.org'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    let r = h.one(c);
+    let q = r
+        .get_child("query", "http://jabber.org/protocol/disco#info")
+        .unwrap();
+    let id = q.elements().find(|e| e.name == "identity").unwrap();
+    assert_eq!(id.get_attr("category"), Some("server"));
+    assert_eq!(id.get_attr("type"), Some("im"));
+    let features: Vec<&str> = q.elements().filter_map(|e| e.get_attr("var")).collect();
+    for f in [
+        "urn:xmpp:ping",
+        NS_CARBONS,
+        NS_BLOCKING,
+        "http://jabber.org/protocol/disco#info",
+    ] {
+        assert!(features.contains(&f), "{f} in {features:?}");
+    }
+    h.send(c, "<iq type='get' id='i' to='example.org'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>");
+    let r = h.one(c);
+    let items: Vec<&str> = r
+        .elements()
+        .next()
+        .unwrap()
+        .elements()
+        .filter_map(|e| e.get_attr("jid"))
+        .collect();
+    assert_eq!(items, ["conference.example.org"]);
+    h.send(
+        c,
+        "<iq type='get' id='p' to='example.org'><ping xmlns='urn:xmpp:ping'/></iq>",
+    );
+    let r = h.one(c);
+    assert_eq!(r.get_attr("type"), Some("result"));
+    assert_eq!(r.get_attr("id"), Some("p"));
+    h.send(
+        c,
+        "<iq type='get' id='u' to='example.org'><query xmlns='urn:unknown'/></iq>",
+    );
+    assert_eq!(stanza_error(&h.one(c)), "service-unavailable");
+    h.send(
+        c,
+        "<iq type='get' id='f' to='example.org'><other xmlns='urn:xmpp:ping'/></iq>",
+    );
+    assert_eq!(stanza_error(&h.one(c)), "feature-not-implemented");
+    h.send(c, "<iq type='get' id='two' to='example.org'><ping xmlns='urn:xmpp:ping'/><ping xmlns='urn:xmpp:ping'/></iq>");
+    assert_eq!(stanza_error(&h.one(c)), "bad-request");
+    // Remote domains and the MUC placeholder.
+    h.send(c, &msg("someone@elsewhere.net", "x"));
+    let e = h.one(c);
+    assert_eq!(stanza_error(&e), "remote-server-not-found");
+    assert_eq!(e.get_attr("from"), Some("someone@elsewhere.net"));
+    h.send(c, "<iq type='get' id='m' to='conference.example.org'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    assert_eq!(stanza_error(&h.one(c)), "service-unavailable");
+}
+
+// ---- routing ----
+
+#[test]
+fn messages_iq_and_presence_between_two_sessions() {
+    let mut h = Harness::new();
+    let a = h.online("alice", "a", 0);
+    let b = h.online("bob", "b", 0);
+    h.send(a, &msg("bob@example.org/b", "hello"));
+    let m = h.one(b);
+    assert_eq!(body(&m).as_deref(), Some("hello"));
+    assert_eq!(m.get_attr("from"), Some("alice@example.org/a"));
+    assert_eq!(m.get_attr("to"), Some("bob@example.org/b"));
+    // iq between full JIDs, result routed back.
+    h.send(
+        a,
+        "<iq type='get' id='v1' to='bob@example.org/b'><query xmlns='jabber:iq:version'/></iq>",
+    );
+    let iq = h.one(b);
+    assert_eq!(iq.get_attr("from"), Some("alice@example.org/a"));
+    h.send(b, "<iq type='result' id='v1' to='alice@example.org/a'/>");
+    let r = h.one(a);
+    assert_eq!(r.get_attr("type"), Some("result"));
+    assert_eq!(r.get_attr("from"), Some("bob@example.org/b"));
+    // iq to an offline full JID: service-unavailable.
+    h.send(
+        a,
+        "<iq type='get' id='v2' to='bob@example.org/gone'><query xmlns='jabber:iq:version'/></iq>",
+    );
+    assert_eq!(stanza_error(&h.one(a)), "service-unavailable");
+    // Directed presence reaches the resource; its unavailable follows at logout.
+    h.send(
+        a,
+        "<presence to='bob@example.org/b'><show>away</show></presence>",
+    );
+    let p = h.one(b);
+    assert_eq!(p.name, "presence");
+    assert_eq!(p.get_attr("from"), Some("alice@example.org/a"));
+    h.send(a, "</stream:stream>");
+    assert!(h.clients[&a].ended && h.closed(a));
+    let p = h.one(b);
+    assert_eq!(p.get_attr("type"), Some("unavailable"));
+    // Message to a user that does not exist.
+    h.send(b, &msg("nobody@example.org", "x"));
+    assert_eq!(stanza_error(&h.one(b)), "service-unavailable");
+}
+
+#[test]
+fn bare_jid_messages_follow_priority() {
+    let mut h = Harness::new();
+    let a = h.online("alice", "a", 0);
+    let b1 = h.online("bob", "one", 5);
+    let b2 = h.online("bob", "two", 1);
+    h.take(b1);
+    h.send(a, &msg("bob@example.org", "to-bare"));
+    assert_eq!(body(&h.one(b1)).as_deref(), Some("to-bare"));
+    assert!(h.take(b2).is_empty());
+    // Same priority: both get it.
+    h.send(b2, "<presence><priority>5</priority></presence>");
+    h.take(b1);
+    h.take(b2);
+    h.send(a, &msg("bob@example.org", "tie"));
+    assert_eq!(body(&h.one(b1)).as_deref(), Some("tie"));
+    assert_eq!(body(&h.one(b2)).as_deref(), Some("tie"));
+    // Full JID: that resource only, even with a lower priority.
+    h.send(b2, "<presence><priority>-1</priority></presence>");
+    h.take(b1);
+    h.take(b2);
+    h.send(a, &msg("bob@example.org/two", "full"));
+    assert_eq!(body(&h.one(b2)).as_deref(), Some("full"));
+    assert!(h.take(b1).is_empty());
+    // A full JID that is not online is treated as the bare JID.
+    h.send(a, &msg("bob@example.org/nope", "fallback"));
+    assert_eq!(body(&h.one(b1)).as_deref(), Some("fallback"));
+    // Headline: every non-negative resource.
+    h.send(
+        a,
+        "<message to='bob@example.org' type='headline'><body>news</body></message>",
+    );
+    assert_eq!(h.take(b1).len(), 1);
+    assert!(h.take(b2).is_empty());
+    // Groupchat to a bare JID is an error.
+    h.send(
+        a,
+        "<message to='bob@example.org' type='groupchat' id='g'><body>x</body></message>",
+    );
+    assert_eq!(stanza_error(&h.one(a)), "service-unavailable");
+}
+
+// ---- roster and presence ----
+
+fn roster_push_item(e: &Element) -> (String, Element) {
+    assert_eq!(e.name, "iq");
+    assert_eq!(e.get_attr("type"), Some("set"));
+    let q = e.get_child("query", ns::ROSTER).unwrap();
+    (
+        q.get_attr("ver").unwrap_or_default().to_string(),
+        q.elements().next().unwrap().clone(),
+    )
+}
+
+#[test]
+fn roster_set_push_and_versioning() {
+    let mut h = Harness::new();
+    let a1 = h.online("alice", "one", 0);
+    let a2 = h.online("alice", "two", 0);
+    h.take(a1);
+    h.send(
+        a1,
+        "<iq type='get' id='g0'><query xmlns='jabber:iq:roster' ver=''/></iq>",
+    );
+    let r = h.one(a1);
+    let q = r.get_child("query", ns::ROSTER).unwrap();
+    assert_eq!(q.get_attr("ver"), Some("0"));
+    assert_eq!(q.elements().count(), 0);
+
+    h.hold_stores = true;
+    h.send(
+        a1,
+        "<iq type='set' id='s1'><query xmlns='jabber:iq:roster'><item jid='bob@example.org' name='Bob'><group>Friends</group></item></query></iq>",
+    );
+    assert!(h.take(a1).is_empty(), "result waits for the store");
+    assert!(h.take(a2).is_empty());
+    h.hold_stores = false;
+    h.release_stores();
+    let v = h.take(a1);
+    assert_eq!(v.len(), 2, "{v:#?}");
+    let (ver, item) = roster_push_item(&v[0]);
+    assert_eq!(ver, "1");
+    assert_eq!(item.get_attr("jid"), Some("bob@example.org"));
+    assert_eq!(item.get_attr("name"), Some("Bob"));
+    assert_eq!(item.get_attr("subscription"), Some("none"));
+    assert_eq!(v[1].get_attr("id"), Some("s1"));
+    assert_eq!(v[1].get_attr("type"), Some("result"));
+    let (ver2, _) = roster_push_item(&h.one(a2));
+    assert_eq!(ver2, "1");
+
+    // Current version: empty result.
+    h.send(
+        a1,
+        "<iq type='get' id='g1'><query xmlns='jabber:iq:roster' ver='1'/></iq>",
+    );
+    let r = h.one(a1);
+    assert_eq!(r.get_attr("type"), Some("result"));
+    assert!(r.elements().next().is_none());
+    // Older version: the whole roster.
+    h.send(
+        a1,
+        "<iq type='get' id='g2'><query xmlns='jabber:iq:roster' ver='0'/></iq>",
+    );
+    let r = h.one(a1);
+    let q = r.get_child("query", ns::ROSTER).unwrap();
+    assert_eq!(q.get_attr("ver"), Some("1"));
+    assert_eq!(q.elements().count(), 1);
+
+    // Bad sets.
+    h.send(a1, "<iq type='set' id='bad'><query xmlns='jabber:iq:roster'><item jid='x@example.org'><group/></item></query></iq>");
+    assert_eq!(stanza_error(&h.one(a1)), "not-acceptable");
+    h.send(a1, "<iq type='set' id='bad2'><query xmlns='jabber:iq:roster'><item jid='x@example.org'/><item jid='y@example.org'/></query></iq>");
+    assert_eq!(stanza_error(&h.one(a1)), "bad-request");
+    h.send(a1, "<iq type='set' id='rm0'><query xmlns='jabber:iq:roster'><item jid='x@example.org' subscription='remove'/></query></iq>");
+    assert_eq!(stanza_error(&h.one(a1)), "item-not-found");
+
+    // Survives a logout: reloaded from the store.
+    h.send(a1, "</stream:stream>");
+    h.send(a2, "</stream:stream>");
+    h.advance(Duration::from_secs(120));
+    let a = h.login("alice", "three");
+    h.send(
+        a,
+        "<iq type='get' id='g3'><query xmlns='jabber:iq:roster' ver='1'/></iq>",
+    );
+    assert!(h.one(a).elements().next().is_none());
+    h.send(
+        a,
+        "<iq type='get' id='g4'><query xmlns='jabber:iq:roster'/></iq>",
+    );
+    let r = h.one(a);
+    let item = r
+        .get_child("query", ns::ROSTER)
+        .unwrap()
+        .elements()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(item.get_attr("name"), Some("Bob"));
+    assert_eq!(
+        item.get_child("group", ns::ROSTER).unwrap().text(),
+        "Friends"
+    );
+
+    // Remove.
+    h.send(a, "<iq type='set' id='rm'><query xmlns='jabber:iq:roster'><item jid='bob@example.org' subscription='remove'/></query></iq>");
+    let v = h.take(a);
+    let (ver, item) = roster_push_item(&v[0]);
+    assert_eq!(ver, "2");
+    assert_eq!(item.get_attr("subscription"), Some("remove"));
+    assert_eq!(v[1].get_attr("type"), Some("result"));
+}
+
+#[test]
+fn subscription_handshake_and_presence_broadcast() {
+    let mut h = Harness::new();
+    let a = h.online("alice", "a", 0);
+    let b = h.online("bob", "b", 0);
+
+    // Alice asks.
+    h.send(a, "<presence to='bob@example.org' type='subscribe'/>");
+    let (_, item) = roster_push_item(&h.one(a));
+    assert_eq!(item.get_attr("ask"), Some("subscribe"));
+    assert_eq!(item.get_attr("subscription"), Some("none"));
+    let req = h.one(b);
+    assert_eq!(req.get_attr("type"), Some("subscribe"));
+    assert_eq!(req.get_attr("from"), Some("alice@example.org"));
+
+    // Bob approves: his roster gets alice 'from', alice's becomes 'to' and she gets
+    // bob's presence.
+    h.send(b, "<presence to='alice@example.org' type='subscribed'/>");
+    let (_, item) = roster_push_item(&h.one(b));
+    assert_eq!(item.get_attr("subscription"), Some("from"));
+    let v = h.take(a);
+    assert_eq!(v.len(), 3, "{v:#?}");
+    let (_, item) = roster_push_item(&v[0]);
+    assert_eq!(item.get_attr("subscription"), Some("to"));
+    assert!(item.get_attr("ask").is_none());
+    assert_eq!(v[1].get_attr("type"), Some("subscribed"));
+    assert_eq!(v[2].name, "presence");
+    assert_eq!(v[2].get_attr("from"), Some("bob@example.org/b"));
+    assert!(v[2].get_attr("type").is_none());
+
+    // And back.
+    h.send(b, "<presence to='alice@example.org' type='subscribe'/>");
+    h.take(b);
+    assert_eq!(h.one(a).get_attr("type"), Some("subscribe"));
+    h.send(a, "<presence to='bob@example.org' type='subscribed'/>");
+    let (_, item) = roster_push_item(&h.one(a));
+    assert_eq!(item.get_attr("subscription"), Some("both"));
+    let v = h.take(b);
+    let (_, item) = roster_push_item(&v[0]);
+    assert_eq!(item.get_attr("subscription"), Some("both"));
+
+    // Presence updates now reach the contact.
+    h.send(a, "<presence><show>dnd</show></presence>");
+    let p = h.one(b);
+    assert_eq!(p.get_child("show", ns::CLIENT).unwrap().text(), "dnd");
+    assert_eq!(p.get_attr("from"), Some("alice@example.org/a"));
+    h.take(a);
+
+    // A new resource of bob gets alice's presence through the probe.
+    let b2 = h.login("bob", "b2");
+    h.send(b2, "<presence/>");
+    let v = h.take(b2);
+    assert!(
+        v.iter()
+            .any(|p| p.get_attr("from") == Some("alice@example.org/a")),
+        "{v:#?}"
+    );
+    assert!(v
+        .iter()
+        .any(|p| p.get_attr("from") == Some("bob@example.org/b")));
+    h.take(a);
+    h.take(b);
+
+    // Connection lost: contacts see alice go.
+    h.drop_conn(a);
+    let p = h.one(b);
+    assert_eq!(p.get_attr("type"), Some("unavailable"));
+    assert_eq!(p.get_attr("from"), Some("alice@example.org/a"));
+    assert_eq!(h.one(b2).get_attr("type"), Some("unavailable"));
+
+    // Bob cancels: alice loses 'from' (next login shows 'to').
+    h.send(b, "<presence to='alice@example.org' type='unsubscribed'/>");
+    let (_, item) = roster_push_item(&h.one(b));
+    assert_eq!(item.get_attr("subscription"), Some("to"));
+    let a = h.login("alice", "a");
+    h.send(
+        a,
+        "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>",
+    );
+    let r = h.one(a);
+    let item = r
+        .get_child("query", ns::ROSTER)
+        .unwrap()
+        .elements()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(item.get_attr("subscription"), Some("from"));
+}
+
+#[test]
+fn subscription_request_to_offline_user_is_kept() {
+    let mut h = Harness::new();
+    let a = h.online("alice", "a", 0);
+    h.send(
+        a,
+        "<presence to='carol@example.org' type='subscribe'><status>hi</status></presence>",
+    );
+    h.take(a);
+    let c = h.online("carol", "c", 0);
+    // `online` took the inbox; log in again to see it delivered at initial presence.
+    let _ = c;
+    let c2 = h.login("carol", "c2");
+    h.send(c2, "<presence/>");
+    let v = h.take(c2);
+    assert!(
+        v.iter().any(|p| p.get_attr("type") == Some("subscribe")
+            && p.get_attr("from") == Some("alice@example.org")),
+        "{v:#?}"
+    );
+    // Not in carol's roster until she answers.
+    h.send(
+        c2,
+        "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>",
+    );
+    assert_eq!(
+        h.one(c2)
+            .get_child("query", ns::ROSTER)
+            .unwrap()
+            .elements()
+            .count(),
+        0
+    );
+    // Subscribe to a user that does not exist: unsubscribed comes back.
+    h.send(a, "<presence to='ghost@example.org' type='subscribe'/>");
+    let v = h.take(a);
+    assert!(
+        v.iter().any(|p| p.get_attr("type") == Some("unsubscribed")),
+        "{v:#?}"
+    );
+}
+
+// ---- offline storage and durability ----
+
+#[test]
+fn offline_messages_are_acked_only_when_stored_and_delivered_at_login() {
+    let mut h = Harness::new();
+    let a = h.online("alice", "a", 0);
+    h.send(a, &format!("<enable xmlns='{NS_SM}' resume='true'/>"));
+    assert_eq!(h.one(a).name, "enabled");
+    h.hold_stores = true;
+    h.send(a, &msg("bob@example.org", "one"));
+    h.send(a, &msg("bob@example.org", "two"));
+    h.send(a, &format!("<r xmlns='{NS_SM}'/>"));
+    assert!(h.take(a).is_empty(), "no ack before the store is durable");
+    h.hold_stores = false;
+    let held = std::mem::take(&mut h.stores);
+    assert_eq!(held.len(), 2);
+    let (id, ops) = held[0].clone();
+    h.commit(id, ops);
+    h.settle();
+    let ack = h.one(a);
+    assert_eq!(ack.name, "a");
+    assert_eq!(ack.get_attr("h"), Some("1"), "only the first is durable");
+    let (id, ops) = held[1].clone();
+    h.commit(id, ops);
+    h.settle();
+    h.send(a, &format!("<r xmlns='{NS_SM}'/>"));
+    assert_eq!(h.one(a).get_attr("h"), Some("2"));
+    assert_eq!(h.server.stats().offline_stored, 2);
+
+    // Bob logs in: nothing before initial presence, then both with a delay stamp.
+    let b = h.login("bob", "b");
+    assert!(h.take(b).is_empty());
+    h.send(b, "<presence/>");
+    let v: Vec<Element> = h
+        .take(b)
+        .into_iter()
+        .filter(|e| e.name == "message")
+        .collect();
+    assert_eq!(v.len(), 2);
+    assert_eq!(body(&v[0]).as_deref(), Some("one"));
+    assert_eq!(body(&v[1]).as_deref(), Some("two"));
+    let delay = v[0].get_child("delay", "urn:xmpp:delay").unwrap();
+    assert_eq!(delay.get_attr("from"), Some(HOST));
+    assert!(delay
+        .get_attr("stamp")
+        .unwrap()
+        .starts_with("2023-11-14T22:13"));
+    // Delivered without SM: deleted.
+    assert!(!h.db.keys().any(|(_, u, s, _)| u == "bob" && s == "offline"));
+
+    // Cap: offline_max = 3, the fourth is bounced.
+    h.send(b, "</stream:stream>");
+    for i in 0..4 {
+        h.send(a, &msg("carol@example.org", &format!("c{i}")));
+    }
+    let v = h.take(a);
+    let errors: Vec<&Element> = v.iter().filter(|e| e.name == "message").collect();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(stanza_error(errors[0]), "service-unavailable");
+}
+
+#[test]
+fn offline_messages_under_sm_are_deleted_only_when_acked() {
+    let mut h = Harness::new();
+    let a = h.online("alice", "a", 0);
+    h.send(a, &msg("bob@example.org", "kept"));
+    let b = h.login("bob", "b");
+    h.send(b, &format!("<enable xmlns='{NS_SM}'/>"));
+    h.take(b);
+    h.send(b, "<presence/>");
+    assert!(h.take(b).iter().any(|e| body(e).as_deref() == Some("kept")));
+    assert!(h.db.keys().any(|(_, u, s, _)| u == "bob" && s == "offline"));
+    // Connection lost before acking (no resumption): still stored.
+    h.drop_conn(b);
+    assert!(h.db.keys().any(|(_, u, s, _)| u == "bob" && s == "offline"));
+    // Next session acks it: gone.
+    let b = h.login("bob", "b");
+    h.send(b, &format!("<enable xmlns='{NS_SM}'/>"));
+    h.take(b);
+    h.send(b, "<presence/>");
+    let v = h.take(b);
+    assert!(v.iter().any(|e| body(e).as_deref() == Some("kept")));
+    let n = v
+        .iter()
+        .filter(|e| ["message", "presence", "iq"].contains(&e.name.as_str()))
+        .count();
+    h.send(b, &format!("<a xmlns='{NS_SM}' h='{n}'/>"));
+    assert!(!h.db.keys().any(|(_, u, s, _)| u == "bob" && s == "offline"));
+}
+
+// ---- XEP-0198 ----
+
+#[test]
+fn sm_counts_and_resumes_after_a_dropped_connection() {
+    let mut h = Harness::new();
+    let a = h.online("alice", "a", 0);
+    let b = h.login("bob", "b");
+    h.send(b, &format!("<enable xmlns='{NS_SM}' resume='true'/>"));
+    let en = h.one(b);
+    assert_eq!(en.get_attr("resume"), Some("true"));
+    assert_eq!(en.get_attr("max"), Some("300"));
+    let previd = en.get_attr("id").unwrap().to_string();
+    h.send(b, "<presence/>");
+    h.take(b);
+    // Inbound counting.
+    h.send(
+        b,
+        "<iq type='get' id='p' to='example.org'><ping xmlns='urn:xmpp:ping'/></iq>",
+    );
+    h.send(b, &format!("<r xmlns='{NS_SM}'/>"));
+    let v = h.take(b);
+    let a_el = v.iter().find(|e| e.name == "a").unwrap();
+    assert_eq!(a_el.get_attr("h"), Some("2"));
+
+    // Outbound: the server asks for acks.
+    h.send(a, &msg("bob@example.org/b", "m1"));
+    let raw = h.clients[&b].raw.clone();
+    assert!(raw.contains(&format!("<r xmlns='{NS_SM}'/>")), "{raw}");
+    h.send(a, &msg("bob@example.org/b", "m2"));
+    // So far bob got: presence echo (1), ping result (2), m1 (3), m2 (4).
+    h.take(b);
+    h.send(b, &format!("<a xmlns='{NS_SM}' h='3'/>"));
+    // Too high an h is an error, tested on another session below.
+
+    h.drop_conn(b);
+    // Still available: alice's message is queued.
+    h.send(a, &msg("bob@example.org", "m3"));
+    assert!(h.take(a).is_empty());
+
+    let (c, _) = h.open_to_sasl();
+    assert_eq!(h.auth(c, "SCRAM-SHA-256", "bob", PASS).name, "success");
+    h.header(c);
+    h.take(c);
+    h.send(
+        c,
+        &format!("<resume xmlns='{NS_SM}' previd='{previd}' h='3'/>"),
+    );
+    let v = h.take(c);
+    assert_eq!(v[0].name, "resumed");
+    assert_eq!(v[0].get_attr("h"), Some("2"));
+    let bodies: Vec<String> = v.iter().filter_map(body).collect();
+    assert_eq!(bodies, ["m2", "m3"]);
+    // The resumed session works.
+    h.send(c, &msg("alice@example.org/a", "back"));
+    assert_eq!(body(&h.one(a)).as_deref(), Some("back"));
+
+    // A resumption id is single-use per user: another user cannot take it.
+    let (x, _) = h.open_to_sasl();
+    h.auth(x, "SCRAM-SHA-256", "carol", PASS);
+    h.header(x);
+    h.take(x);
+    h.send(
+        x,
+        &format!("<resume xmlns='{NS_SM}' previd='{previd}' h='0'/>"),
+    );
+    let f = h.one(x);
+    assert_eq!(f.name, "failed");
+    assert!(f.get_child("item-not-found", ns::STANZAS).is_some());
+
+    // Acknowledging more than was sent.
+    h.send(c, &format!("<a xmlns='{NS_SM}' h='99'/>"));
+    assert_eq!(h.stream_error(c), "undefined-condition");
+}
+
+#[test]
+fn hibernation_timeout_moves_unacked_messages_offline() {
+    let mut h = Harness::new();
+    let a = h.online("alice", "a", 0);
+    let b = h.login("bob", "b");
+    h.send(b, &format!("<enable xmlns='{NS_SM}' resume='true'/>"));
+    h.send(b, "<presence/>");
+    h.send(b, &format!("<a xmlns='{NS_SM}' h='1'/>"));
+    // Sent on the live connection, never acknowledged.
+    h.send(a, &msg("bob@example.org", "unacked"));
+    assert_eq!(h.take(b).iter().filter_map(body).count(), 1);
+    h.drop_conn(b);
+    h.send(a, &msg("bob@example.org", "while-away"));
+    // Written at once (see the next test), kept when the session is given up.
+    assert!(h.db.keys().any(|(_, u, s, _)| u == "bob" && s == "offline"));
+    h.take(a);
+    h.advance(Duration::from_secs(301));
+    assert_eq!(h.server.stats().sessions, 1);
+    let stored: Vec<&String> =
+        h.db.iter()
+            .filter(|((_, u, s, _), _)| u == "bob" && s == "offline")
+            .map(|(_, v)| v)
+            .collect();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    // Next login gets both, once.
+    let b = h.login("bob", "b");
+    h.send(b, "<presence/>");
+    let mut bodies: Vec<String> = h.take(b).iter().filter_map(body).collect();
+    bodies.sort();
+    assert_eq!(bodies, ["unacked", "while-away"]);
+}
+
+// ---- carbons, CSI, blocking ----
+
+#[test]
+fn carbons_between_two_resources() {
+    let mut h = Harness::new();
+    let a = h.online("alice", "a", 0);
+    let b1 = h.online("bob", "one", 0);
+    let b2 = h.online("bob", "two", 0);
+    h.take(b1);
+    for c in [b1, b2] {
+        h.send(
+            c,
+            &format!("<iq type='set' id='c'><enable xmlns='{NS_CARBONS}'/></iq>"),
+        );
+        assert_eq!(h.one(c).get_attr("type"), Some("result"));
+    }
+    // Received copy.
+    h.send(a, &msg("bob@example.org/one", "to-one"));
+    assert_eq!(body(&h.one(b1)).as_deref(), Some("to-one"));
+    let copy = h.one(b2);
+    assert_eq!(copy.get_attr("from"), Some("bob@example.org"));
+    let fwd = copy
+        .get_child("received", NS_CARBONS)
+        .unwrap()
+        .get_child("forwarded", "urn:xmpp:forward:0")
+        .unwrap()
+        .get_child("message", ns::CLIENT)
+        .unwrap();
+    assert_eq!(body(fwd).as_deref(), Some("to-one"));
+    // Sent copy.
+    h.send(b1, &msg("alice@example.org/a", "reply"));
+    assert_eq!(body(&h.one(a)).as_deref(), Some("reply"));
+    let copy = h.one(b2);
+    assert!(copy.get_child("sent", NS_CARBONS).is_some());
+    assert!(h.take(b1).is_empty());
+    // Private: no copy.
+    h.send(b1, &format!("<message to='alice@example.org/a' type='chat'><body>p</body><private xmlns='{NS_CARBONS}'/></message>"));
+    h.take(a);
+    assert!(h.take(b2).is_empty());
+    // Disabled: no copy.
+    h.send(
+        b2,
+        &format!("<iq type='set' id='d'><disable xmlns='{NS_CARBONS}'/></iq>"),
+    );
+    h.take(b2);
+    h.send(a, &msg("bob@example.org/one", "again"));
+    h.take(b1);
+    assert!(h.take(b2).is_empty());
+}
+
+#[test]
+fn csi_holds_presence_until_active() {
+    let mut h = Harness::new();
+    let a = h.online("alice", "a", 0);
+    let b = h.online("bob", "b", 0);
+    h.send(b, "<inactive xmlns='urn:xmpp:csi:0'/>");
+    h.send(
+        a,
+        "<presence to='bob@example.org/b'><show>away</show></presence>",
+    );
+    h.send(
+        a,
+        "<presence to='bob@example.org/b'><show>xa</show></presence>",
+    );
+    assert!(h.take(b).is_empty());
+    // A message flushes the latest presence first.
+    h.send(a, &msg("bob@example.org/b", "wake"));
+    let v = h.take(b);
+    assert_eq!(names(&v), ["presence", "message"]);
+    assert_eq!(v[0].get_child("show", ns::CLIENT).unwrap().text(), "xa");
+    h.send(
+        a,
+        "<presence to='bob@example.org/b'><show>chat</show></presence>",
+    );
+    assert!(h.take(b).is_empty());
+    h.send(b, "<active xmlns='urn:xmpp:csi:0'/>");
+    assert_eq!(
+        h.one(b).get_child("show", ns::CLIENT).unwrap().text(),
+        "chat"
+    );
+}
+
+#[test]
+fn blocking_drops_both_ways_and_pushes() {
+    let mut h = Harness::new();
+    let a1 = h.online("alice", "one", 0);
+    let a2 = h.online("alice", "two", 0);
+    let b = h.online("bob", "b", 0);
+    h.take(a1);
+    h.send(
+        a2,
+        &format!("<iq type='get' id='bl'><blocklist xmlns='{NS_BLOCKING}'/></iq>"),
+    );
+    assert_eq!(
+        h.one(a2)
+            .get_child("blocklist", NS_BLOCKING)
+            .unwrap()
+            .elements()
+            .count(),
+        0
+    );
+    h.hold_stores = true;
+    h.send(a1, &format!("<iq type='set' id='blk'><block xmlns='{NS_BLOCKING}'><item jid='bob@example.org'/></block></iq>"));
+    assert!(h.take(a1).is_empty(), "answer after the store");
+    h.hold_stores = false;
+    h.release_stores();
+    assert_eq!(h.one(a1).get_attr("type"), Some("result"));
+    let push = h.one(a2);
+    assert!(push.get_child("block", NS_BLOCKING).is_some());
+    // Bob -> alice: refused like an absent user; alice -> bob: blocked error.
+    h.send(b, &msg("alice@example.org", "spam"));
+    assert_eq!(stanza_error(&h.one(b)), "service-unavailable");
+    assert!(h.take(a1).is_empty() && h.take(a2).is_empty());
+    h.send(a1, &msg("bob@example.org", "hey"));
+    let e = h.one(a1);
+    assert_eq!(stanza_error(&e), "not-acceptable");
+    assert!(e
+        .get_child("error", ns::CLIENT)
+        .unwrap()
+        .get_child("blocked", "urn:xmpp:blocking:errors")
+        .is_some());
+    assert!(h.take(b).is_empty());
+    // Unblock all.
+    h.send(
+        a1,
+        &format!("<iq type='set' id='ub'><unblock xmlns='{NS_BLOCKING}'/></iq>"),
+    );
+    assert_eq!(h.one(a1).get_attr("type"), Some("result"));
+    assert!(h.one(a2).get_child("unblock", NS_BLOCKING).is_some());
+    h.send(b, &msg("alice@example.org/one", "ok now"));
+    assert_eq!(body(&h.one(a1)).as_deref(), Some("ok now"));
+    // Persisted: the block survived in the store and is gone now.
+    assert!(!h.db.keys().any(|(_, _, s, _)| s == "blocklist"));
+}
+
+#[test]
+fn messages_to_a_hibernating_session_are_stored_before_the_ack() {
+    let mut h = Harness::new();
+    let a = h.online("alice", "a", 0);
+    h.send(a, &format!("<enable xmlns='{NS_SM}'/>"));
+    h.take(a);
+    let b = h.login("bob", "b");
+    h.send(b, &format!("<enable xmlns='{NS_SM}' resume='true'/>"));
+    let previd = h.one(b).get_attr("id").unwrap().to_string();
+    h.send(b, "<presence/>");
+    h.send(b, &format!("<a xmlns='{NS_SM}' h='1'/>"));
+    h.take(b);
+    h.drop_conn(b);
+    h.hold_stores = true;
+    h.send(a, &msg("bob@example.org", "durable"));
+    h.send(a, &format!("<r xmlns='{NS_SM}'/>"));
+    assert!(h.take(a).is_empty(), "acked only once written");
+    h.hold_stores = false;
+    h.release_stores();
+    assert_eq!(h.one(a).get_attr("h"), Some("1"));
+    // A crash now would keep it: it is in the offline store.
+    assert!(h.db.keys().any(|(_, u, s, _)| u == "bob" && s == "offline"));
+    // Resumed and acknowledged: deleted, delivered once.
+    let (c, _) = h.open_to_sasl();
+    h.auth(c, "SCRAM-SHA-256", "bob", PASS);
+    h.header(c);
+    h.take(c);
+    h.send(
+        c,
+        &format!("<resume xmlns='{NS_SM}' previd='{previd}' h='1'/>"),
+    );
+    let v = h.take(c);
+    assert_eq!(v.iter().filter_map(body).collect::<Vec<_>>(), ["durable"]);
+    h.send(c, &format!("<a xmlns='{NS_SM}' h='2'/>"));
+    assert!(!h.db.keys().any(|(_, u, s, _)| u == "bob" && s == "offline"));
+    // Shutdown ends everything with system-shutdown.
+    h.server.shutdown(h.now);
+    h.settle();
+    assert_eq!(h.stream_error(c), "system-shutdown");
+    assert_eq!(h.server.stats().sessions, 0);
+}
+
+#[test]
+fn server_is_send() {
+    // The daemon moves the core into a task.
+    fn check<T: Send>() {}
+    check::<Server>();
+}
+
+#[test]
+fn resumption_replaces_a_connection_not_yet_seen_dead() {
+    let mut h = Harness::new();
+    let b = h.login("bob", "b");
+    h.send(b, &format!("<enable xmlns='{NS_SM}' resume='true'/>"));
+    let previd = h.one(b).get_attr("id").unwrap().to_string();
+    let (c, _) = h.open_to_sasl();
+    h.auth(c, "SCRAM-SHA-256", "bob", PASS);
+    h.header(c);
+    h.take(c);
+    h.send(
+        c,
+        &format!("<resume xmlns='{NS_SM}' previd='{previd}' h='0'/>"),
+    );
+    assert_eq!(h.one(c).name, "resumed");
+    // The old connection is closed without an error, the session lives on.
+    assert!(h.closed(b) && h.clients[&b].ended);
+    h.drop_conn(b);
+    assert_eq!(h.server.stats().sessions, 1);
+    h.send(
+        c,
+        "<iq type='get' id='p' to='example.org'><ping xmlns='urn:xmpp:ping'/></iq>",
+    );
+    assert_eq!(h.one(c).get_attr("type"), Some("result"));
+}

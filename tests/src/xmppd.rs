@@ -1,0 +1,483 @@
+//! xmppd under test: the main file and one file per virtual host (Prosody's Debian layout:
+//! `vhosts-available/<domain>.toml` with its own self-signed certificate, linked from
+//! `vhosts-enabled/`), SQLite in a scratch directory, free ports, the daemon, and a small
+//! raw XMPP client for what the shell itself must get right (stream headers, STARTTLS,
+//! direct TLS with SNI).
+//!
+//! ```no_run
+//! # let bin = std::path::Path::new("xmppd");
+//! let xmppd = rtc_tests::xmppd::Xmppd::builder(bin).prometheus().start();
+//! let mut c = rtc_tests::xmppd::XmppStream::connect(xmppd.addr()).unwrap();
+//! let features = c.open(rtc_tests::xmppd::DOMAIN).unwrap();
+//! assert!(features.contains(rtc_tests::xmppd::NS_TLS));
+//! ```
+
+use crate::daemon::{Daemon, Ready};
+use crate::ports::free_udp_tcp_port;
+use crate::tls::{self_signed_files, CertFiles};
+use crate::tool::{run_tool, ToolOutput};
+use crate::turnd::toml_string;
+use rustls::pki_types::ServerName;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// The test server's first domain, with its chat-room component [`MUC`].
+pub const DOMAIN: &str = "falcot.com";
+pub const MUC: &str = "conference.falcot.com";
+/// The STARTTLS namespace (RFC 6120 section 5.4.2.1).
+pub const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+/// The SASL namespace (RFC 6120 section 6.4.1).
+pub const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Settings for one xmppd, as raw TOML values by key; see [`Xmppd::builder`].
+#[derive(Debug)]
+pub struct XmppdBuilder {
+    binary: PathBuf,
+    dir: TempDir,
+    settings: BTreeMap<String, String>,
+    port: u16,
+    tls_port: u16,
+    prometheus: Option<u16>,
+    /// Certificates of the host files written, by domain.
+    certs: BTreeMap<String, CertFiles>,
+}
+
+impl XmppdBuilder {
+    /// Sets `key` of the main file to `toml_value` (written as is: strings need their
+    /// quotes).
+    pub fn set(mut self, key: &str, toml_value: &str) -> Self {
+        self.settings
+            .insert(key.to_string(), toml_value.to_string());
+        self
+    }
+
+    /// Leaves `key` at xmppd's default.
+    pub fn unset(mut self, key: &str) -> Self {
+        self.settings.remove(key);
+        self
+    }
+
+    /// Another virtual host `domain` (with component `conference.<domain>`): its file
+    /// and certificate written now, the file linked from vhosts-enabled if `enabled`.
+    pub fn vhost(mut self, domain: &str, enabled: bool) -> Self {
+        let files = write_vhost(self.dir.path(), domain);
+        if enabled {
+            enable_vhost(self.dir.path(), domain);
+        }
+        self.certs.insert(domain.to_string(), files);
+        self
+    }
+
+    /// Serves `/metrics` on a free port.
+    pub fn prometheus(mut self) -> Self {
+        let port = free_udp_tcp_port();
+        self.prometheus = Some(port);
+        self.set("prometheus", "true")
+            .set("prometheus-port", &port.to_string())
+    }
+
+    /// The directory the config, log, database, host files and certificates live in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The main file's text.
+    pub fn config_text(&self) -> String {
+        self.settings
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}\n"))
+            .collect()
+    }
+
+    /// Writes the main file as `daemon.toml` (where [`Daemon::start`] writes it too); its
+    /// path. The host files are on disk already.
+    fn write_main(&self) -> PathBuf {
+        let main = self.dir.path().join("daemon.toml");
+        std::fs::write(&main, self.config_text()).expect("writing the main file");
+        main
+    }
+
+    /// Writes the main file and runs `xmppd --check-config` on the whole configuration
+    /// as it is on disk (tests may break a host file first).
+    pub fn check_config(&self) -> ToolOutput {
+        let main = self.write_main();
+        let main = main.to_string_lossy().into_owned();
+        run_tool(
+            &self.binary.to_string_lossy(),
+            &["--check-config", "--config", &main],
+            CHECK_TIMEOUT,
+        )
+    }
+
+    /// Starts the daemon and waits until its STARTTLS port accepts connections, which it
+    /// does only once the core runs.
+    pub fn start(self) -> Xmppd {
+        let daemon = Daemon::start(
+            &self.binary,
+            &["--config", "{config}"],
+            &self.config_text(),
+            self.dir.path(),
+            Ready::TcpConnect(SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))),
+        );
+        Xmppd {
+            binary: self.binary,
+            daemon,
+            port: self.port,
+            tls_port: self.tls_port,
+            prometheus: self.prometheus,
+            certs: self.certs,
+            dir: self.dir,
+        }
+    }
+}
+
+/// Writes `vhosts-available/<domain>.toml` (certificate paths relative to it) and a
+/// self-signed certificate for `domain` and `conference.<domain>` in `certs/`.
+pub fn write_vhost(dir: &Path, domain: &str) -> CertFiles {
+    let certs = dir.join("certs");
+    let available = dir.join("vhosts-available");
+    std::fs::create_dir_all(&certs).expect("certs directory");
+    std::fs::create_dir_all(&available).expect("vhosts-available");
+    std::fs::create_dir_all(dir.join("vhosts-enabled")).expect("vhosts-enabled");
+    let muc = format!("conference.{domain}");
+    let files = self_signed_files(&certs, &[domain, &muc]);
+    let text = format!(
+        "domain = {}\ncertificate = {}\nkey = {}\n\n[[component]]\ndomain = {}\ntype = \"muc\"\n",
+        toml_string(domain),
+        toml_string(&format!("../certs/{domain}.crt")),
+        toml_string(&format!("../certs/{domain}.key")),
+        toml_string(&muc),
+    );
+    std::fs::write(available.join(format!("{domain}.toml")), text).expect("writing a vhost");
+    files
+}
+
+/// Links `vhosts-available/<domain>.toml` into `vhosts-enabled/`, as an administrator
+/// does (`ln -s ../vhosts-available/<domain>.toml vhosts-enabled/`).
+pub fn enable_vhost(dir: &Path, domain: &str) {
+    let name = format!("{domain}.toml");
+    let link = dir.join("vhosts-enabled").join(&name);
+    std::os::unix::fs::symlink(Path::new("../vhosts-available").join(&name), &link)
+        .unwrap_or_else(|e| panic!("linking {}: {e}", link.display()));
+}
+
+/// A running xmppd. Dropping it kills the daemon and removes its directory.
+#[derive(Debug)]
+pub struct Xmppd {
+    binary: PathBuf,
+    pub daemon: Daemon,
+    /// STARTTLS port.
+    pub port: u16,
+    /// Direct-TLS port (XEP-0368).
+    pub tls_port: u16,
+    pub prometheus: Option<u16>,
+    /// Certificates by host domain.
+    pub certs: BTreeMap<String, CertFiles>,
+    // Last: the directory outlives the daemon that writes into it.
+    pub dir: TempDir,
+}
+
+impl Xmppd {
+    /// Domain `falcot.com` (component `conference.falcot.com`) enabled, STARTTLS and
+    /// direct TLS on 127.0.0.1 on free ports, SQLite in the test's directory.
+    pub fn builder(binary: &Path) -> XmppdBuilder {
+        let dir = tempfile::Builder::new()
+            .prefix("xmppd-test-")
+            .tempdir()
+            .expect("temporary directory");
+        let port = free_udp_tcp_port();
+        let tls_port = free_udp_tcp_port();
+        let b = XmppdBuilder {
+            binary: binary.to_owned(),
+            dir,
+            settings: BTreeMap::new(),
+            port,
+            tls_port,
+            prometheus: None,
+            certs: BTreeMap::new(),
+        };
+        b.vhost(DOMAIN, true)
+            .set("interfaces", "[\"127.0.0.1\"]")
+            .set("c2s-ports", &format!("[{port}]"))
+            .set("c2s-direct-tls-ports", &format!("[{tls_port}]"))
+            .set("db-url", &toml_string("xmppd.sqlite"))
+            .set("log-level", &toml_string("info"))
+    }
+
+    /// `kill -9` (nothing flushed, nothing cleaned up), then the same binary again on the
+    /// same configuration, database and ports; returns once it is ready.
+    pub fn kill_and_restart(&mut self) {
+        self.daemon.signal(crate::daemon::Signal::Kill);
+        self.daemon.wait_exit(Duration::from_secs(5));
+        let config = std::fs::read_to_string(self.daemon.config_path()).expect("config");
+        self.daemon = Daemon::start(
+            &self.binary,
+            &["--config", "{config}"],
+            &config,
+            self.dir.path(),
+            Ready::TcpConnect(self.addr()),
+        );
+    }
+
+    /// The STARTTLS address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// The direct-TLS address.
+    pub fn tls_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.tls_port))
+    }
+
+    /// The certificate (PEM) of host `domain`.
+    pub fn cert_pem(&self, domain: &str) -> &str {
+        &self.certs[domain].cert_pem
+    }
+
+    /// Adds host `domain` to vhosts-available (not enabled); its certificate PEM.
+    pub fn add_vhost(&mut self, domain: &str) -> String {
+        let files = write_vhost(self.dir.path(), domain);
+        let pem = files.cert_pem.clone();
+        self.certs.insert(domain.to_string(), files);
+        pem
+    }
+
+    /// Links host `domain` into vhosts-enabled (takes effect at the next SIGHUP).
+    pub fn enable_vhost(&self, domain: &str) {
+        enable_vhost(self.dir.path(), domain);
+    }
+
+    /// The SQLite database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("xmppd.sqlite")
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> String {
+        let port = self.prometheus.expect("started without .prometheus()");
+        crate::metrics::scrape(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+    }
+
+    /// Waits (the core publishes once a second) until `series` is at least `min`; its
+    /// value.
+    pub fn wait_metric(&self, series: &str, min: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = self.metrics();
+            let v = crate::metrics::value(&text, series);
+            if v.is_some_and(|v| v >= min) {
+                return v.unwrap_or_default();
+            }
+            if Instant::now() > deadline {
+                panic!("{series} never reached {min} (last {v:?}); metrics:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.daemon.log_contents()
+    }
+}
+
+/// The opening stream header a client sends (RFC 6120 section 4.7).
+pub fn stream_header(to: &str) -> String {
+    format!(
+        "<?xml version='1.0'?><stream:stream to='{to}' version='1.0' xml:lang='en' \
+         xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+    )
+}
+
+/// A raw XMPP client connection: send text, read until something shows up.
+#[derive(Debug)]
+pub struct XmppStream<S> {
+    io: S,
+    /// Received and not yet returned by a read.
+    pending: Vec<u8>,
+}
+
+/// A TLS client stream over TCP.
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+impl XmppStream<TcpStream> {
+    /// A plain TCP connection (a STARTTLS port).
+    pub fn connect(addr: SocketAddr) -> Result<Self, String> {
+        let tcp = tcp(addr)?;
+        Ok(XmppStream {
+            io: tcp,
+            pending: Vec::new(),
+        })
+    }
+
+    /// `<starttls/>`, `<proceed/>`, then the TLS handshake naming `server_name` (SNI),
+    /// trusting only `trusted_pem` (RFC 6120 section 5.4). Call after [`Self::open`].
+    pub fn starttls(
+        mut self,
+        server_name: &str,
+        trusted_pem: &str,
+    ) -> Result<XmppStream<TlsStream>, String> {
+        self.send(&format!("<starttls xmlns='{NS_TLS}'/>"))?;
+        let answer = self.read_until("proceed", IO_TIMEOUT)?;
+        if !answer.contains("<proceed") {
+            return Err(format!("no <proceed/>: {answer}"));
+        }
+        let tls = tls_client(self.io, server_name, trusted_pem, &[])?;
+        Ok(XmppStream {
+            io: tls,
+            pending: Vec::new(),
+        })
+    }
+}
+
+impl XmppStream<TlsStream> {
+    /// A direct-TLS connection (XEP-0368: ALPN `xmpp-client`) naming `server_name`.
+    pub fn connect_tls(
+        addr: SocketAddr,
+        server_name: &str,
+        trusted_pem: &str,
+    ) -> Result<Self, String> {
+        let tls = tls_client(tcp(addr)?, server_name, trusted_pem, &[b"xmpp-client"])?;
+        Ok(XmppStream {
+            io: tls,
+            pending: Vec::new(),
+        })
+    }
+
+    /// The certificate the server presented (DER).
+    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+        self.io
+            .conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+    }
+}
+
+impl<S: Read + Write> XmppStream<S> {
+    pub fn send(&mut self, text: &str) -> Result<(), String> {
+        self.io
+            .write_all(text.as_bytes())
+            .and_then(|()| self.io.flush())
+            .map_err(|e| format!("send: {e}"))
+    }
+
+    /// Sends a stream header for `to` and reads up to the end of the stream features;
+    /// everything received, or an error with what was received (a stream error, say).
+    pub fn open(&mut self, to: &str) -> Result<String, String> {
+        self.send(&stream_header(to))?;
+        let got = self.read_until("</stream:features>", IO_TIMEOUT)?;
+        if got.contains("<stream:error") {
+            return Err(format!("stream error: {got}"));
+        }
+        Ok(got)
+    }
+
+    /// Reads until `needle` has arrived or the stream ends; what arrived, up to and
+    /// including `needle` (the rest is kept for the next read). An error names what was
+    /// received before the deadline or the end.
+    pub fn read_until(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(at) = find(&self.pending, needle.as_bytes()) {
+                let rest = self.pending.split_off(at + needle.len());
+                let got = std::mem::replace(&mut self.pending, rest);
+                return Ok(String::from_utf8_lossy(&got).into_owned());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "no `{needle}` within {timeout:?}; received: {}",
+                    String::from_utf8_lossy(&self.pending)
+                ));
+            }
+            match self.io.read(&mut buf) {
+                Ok(0) => {
+                    return Err(format!(
+                        "stream closed before `{needle}`; received: {}",
+                        String::from_utf8_lossy(&self.pending)
+                    ))
+                }
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "read: {e}; received: {}",
+                        String::from_utf8_lossy(&self.pending)
+                    ))
+                }
+            }
+        }
+    }
+
+    /// True if nothing arrives and the stream stays open for `wait`.
+    pub fn is_quiet_and_open(&mut self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        let mut buf = [0u8; 1024];
+        while Instant::now() < deadline {
+            match self.io.read(&mut buf) {
+                Ok(0) => return false,
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return false,
+            }
+        }
+        self.pending.is_empty()
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// TCP with a short read timeout, so reads poll against the callers' deadlines.
+fn tcp(addr: SocketAddr) -> Result<TcpStream, String> {
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    tcp.set_read_timeout(Some(Duration::from_millis(100)))
+        .map_err(|e| e.to_string())?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    Ok(tcp)
+}
+
+/// A completed TLS client handshake on `tcp`.
+fn tls_client(
+    mut tcp: TcpStream,
+    server_name: &str,
+    trusted_pem: &str,
+    alpn: &[&[u8]],
+) -> Result<TlsStream, String> {
+    let mut config =
+        (*rtc_tls::client_config_trusting(trusted_pem).map_err(|e| e.to_string())?).clone();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let name = ServerName::try_from(server_name.to_string()).map_err(|e| e.to_string())?;
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while conn.is_handshaking() {
+        match conn.complete_io(&mut tcp) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) && Instant::now() < deadline => {}
+            Err(e) => return Err(format!("TLS handshake: {e}")),
+        }
+    }
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
