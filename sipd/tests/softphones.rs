@@ -302,8 +302,8 @@ fn linphonec(user: &str, password: &str, sipd: &Sipd) -> Phone {
     let rc = format!(
         "[sip]\n\
          sip_port={port}\n\
-         sip_tcp_port=-1\n\
-         sip_tls_port=-1\n\
+         sip_tcp_port=0\n\
+         sip_tls_port=0\n\
          default_proxy=0\n\
          [rtp]\n\
          audio_rtp_port={rtp}\n\

@@ -17,6 +17,29 @@
 //!   never holds more than one stanza plus a partial token.
 //! - [`StreamParser::reset`] starts a new stream on the same connection (after STARTTLS
 //!   and after SASL success, RFC 6120 sections 5.4.3.3 and 6.4.6).
+//!
+//! How the contract is met, and the choices it left open:
+//! - `feed` parses at once and returns any error it meets, not only broken limits; the
+//!   events complete before the error still come out of `next_event`, then the error.
+//!   Outcomes do not depend on how the input was split (tested down to one byte per
+//!   feed, and by the fuzz driver in `tests/common/stream.rs`).
+//! - Refusals are decided as early as the bytes allow: `<!DOCTYPE`, `<!--`, `<?php` are
+//!   refused on their keyword (a billion-laughs DTD is never read, let alone expanded),
+//!   a reference on its name, and a stanza as soon as one byte beyond its size budget
+//!   arrives, without scanning further.
+//! - An XML declaration naming another encoding than UTF-8 is `unsupported-encoding`
+//!   (RFC 6120 section 11.6, [`XmlError::UnsupportedEncoding`]); a byte order mark, and
+//!   non-whitespace text between stanzas, are `not-well-formed`.
+//! - The stream element must be `stream` in the stream namespace, through a prefix
+//!   (`bad-namespace-prefix` otherwise, RFC 6120 section 4.8.5), with `jabber:client`
+//!   or `jabber:server` as the default namespace (`invalid-namespace` otherwise, section
+//!   4.8.2); which of the two a listener accepts is the session's business.
+//! - Elements carry resolved namespaces: prefixes on elements are gone, `xmlns`
+//!   declarations are dropped from `attrs`, except that a prefixed attribute (`p:a`,
+//!   `xml:` aside) gets its `xmlns:p` declaration put before it, so an element written
+//!   on its own stays namespace-well-formed. Text is unescaped, line ends normalised (XML
+//!   section 2.11), attribute values normalised (section 3.3.3); adjacent text,
+//!   references and CDATA sections make one text node.
 
 mod lex;
 
@@ -32,8 +55,8 @@ use lex::{is_ws, not_well_formed};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Serialized size of one stanza (Prosody's `c2s_stanza_size_limit` is 256 KiB), as
-    /// received: from its `<` to the `>` of its end tag. The stream header (and an XML
-    /// declaration before it) is held to the same bound.
+    /// received: from its `<` to the `>` of its end tag. The stream header and the XML
+    /// declaration are each held to the same bound.
     pub max_stanza_bytes: usize,
     /// Element nesting inside a stanza (the stanza itself is depth 1).
     pub max_depth: usize,

@@ -177,7 +177,7 @@ fn xmpp_stream_driver_survives_100k_inputs() {
             drive(&input);
         }
     }
-    let mut rng = Rng(0x5EED_0F_3A11_CE55);
+    let mut rng = Rng(0x5EED_0F3A_11CE_5500);
     for n in 0..INPUTS {
         let input = if n % 8 == 0 {
             noise(&mut rng)
