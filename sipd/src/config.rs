@@ -89,7 +89,7 @@ impl Default for Config {
             tls_certificate: None,
             tls_private_key: None,
             db_url: "sipd.sqlite".into(),
-            auth_algorithms: vec!["SHA-256".into(), "MD5".into()],
+            auth_algorithms: vec!["MD5".into()],
             nonce_expire: 30,
             default_expires: 3600,
             min_expires: 60,
@@ -531,10 +531,7 @@ mod tests {
         assert_eq!(r.listeners.len(), 2);
         assert_eq!(r.listeners[0].transport, Transport::Udp);
         assert_eq!(r.listeners[1].addr, "0.0.0.0:5060".parse().unwrap());
-        assert_eq!(
-            r.core.algorithms,
-            vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5]
-        );
+        assert_eq!(r.core.algorithms, vec![DigestAlgorithm::Md5]);
         assert_eq!(r.core.nonce_expire, Duration::from_secs(30));
         assert_eq!(r.core.invite_timeout, Duration::from_secs(120));
         assert_eq!(r.core.limits.max_message_size, 65535);

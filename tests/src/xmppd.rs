@@ -17,6 +17,7 @@ use crate::ports::free_udp_tcp_port;
 use crate::tls::{self_signed_files, CertFiles};
 use crate::tool::{run_tool, ToolOutput};
 use crate::turnd::toml_string;
+use rtc_auth::scram::{self, ScramHash};
 use rustls::pki_types::ServerName;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -358,6 +359,23 @@ impl XmppStream<TlsStream> {
             .and_then(|c| c.first())
             .map(|c| c.to_vec())
     }
+
+    /// This connection's `tls-exporter` channel binding as the client computes it
+    /// (RFC 9266: 32 bytes of the `EXPORTER-Channel-Binding` exporter).
+    pub fn tls_exporter(&self) -> Vec<u8> {
+        self.io
+            .conn
+            .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
+            .expect("exporter after the handshake")
+            .to_vec()
+    }
+
+    /// `tls-server-end-point` (RFC 5929 section 4.1) for the SHA-256-signed certificates
+    /// the tests use: SHA-256 of the server's certificate.
+    pub fn tls_server_end_point(&self) -> Vec<u8> {
+        let cert = self.peer_certificate().expect("a server certificate");
+        scram::hash(ScramHash::Sha256, &cert)
+    }
 }
 
 impl<S: Read + Write> XmppStream<S> {
@@ -379,28 +397,119 @@ impl<S: Read + Write> XmppStream<S> {
         Ok(got)
     }
 
+    /// SASL SCRAM as a client (RFC 5802; `SCRAM-SHA-1`, `SCRAM-SHA-256`, or their `-PLUS`
+    /// forms with `binding` = (channel-binding type, data) as RFC 5056 defines them).
+    /// `Ok` with the server's `<success/>` (its signature checked), `Err` with the
+    /// `<failure/>` or whatever else came.
+    pub fn scram(
+        &mut self,
+        mechanism: &str,
+        user: &str,
+        password: &str,
+        binding: Option<(&str, &[u8])>,
+    ) -> Result<String, String> {
+        use base64::engine::general_purpose::STANDARD as B64;
+        use base64::Engine as _;
+        let alg = if mechanism.starts_with("SCRAM-SHA-256") {
+            ScramHash::Sha256
+        } else {
+            ScramHash::Sha1
+        };
+        let gs2 = match binding {
+            Some((kind, _)) => format!("p={kind},,"),
+            None => "n,,".to_string(),
+        };
+        let nonce = format!("{:032x}", rand::random::<u128>());
+        let first_bare = format!("n={user},r={nonce}");
+        self.send(&format!(
+            "<auth xmlns='{NS_SASL}' mechanism='{mechanism}'>{}</auth>",
+            B64.encode(format!("{gs2}{first_bare}"))
+        ))?;
+        let server_first = sasl_payload(&self.read_until_any(
+            &["</challenge>", "</failure>", "</stream:stream>"],
+            IO_TIMEOUT,
+        )?)?;
+        let attr = |name: &str| {
+            server_first
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .map(str::to_string)
+                .ok_or_else(|| format!("no `{name}` in {server_first}"))
+        };
+        let (r, s, i) = (attr("r")?, attr("s")?, attr("i")?);
+        if !r.starts_with(&nonce) {
+            return Err(format!("server nonce does not extend ours: {server_first}"));
+        }
+        let salt = B64.decode(&s).map_err(|e| e.to_string())?;
+        let iterations: u32 = i.parse().map_err(|_| format!("bad i in {server_first}"))?;
+        let mut cbind = gs2.into_bytes();
+        if let Some((_, data)) = binding {
+            cbind.extend_from_slice(data);
+        }
+        let final_bare = format!("c={},r={r}", B64.encode(&cbind));
+        let auth_message = format!("{first_bare},{server_first},{final_bare}");
+        let salted = scram::salted_password(alg, password, &salt, iterations);
+        let client_key = scram::client_key(alg, &salted);
+        let proof = scram::client_proof(alg, &client_key, auth_message.as_bytes());
+        self.send(&format!(
+            "<response xmlns='{NS_SASL}'>{}</response>",
+            B64.encode(format!("{final_bare},p={}", B64.encode(proof)))
+        ))?;
+        let answer = self.read_until_any(
+            &["</success>", "</failure>", "</stream:stream>"],
+            IO_TIMEOUT,
+        )?;
+        if !answer.contains("<success") {
+            return Err(answer);
+        }
+        let server_final = sasl_payload(&answer)?;
+        let expected = scram::server_signature(
+            alg,
+            &scram::server_key(alg, &salted),
+            auth_message.as_bytes(),
+        );
+        if server_final != format!("v={}", B64.encode(expected)) {
+            return Err(format!("wrong server signature: {server_final}"));
+        }
+        Ok(answer)
+    }
+
     /// Reads until `needle` has arrived or the stream ends; what arrived, up to and
     /// including `needle` (the rest is kept for the next read). An error names what was
     /// received before the deadline or the end.
     pub fn read_until(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
+        self.read_until_any(&[needle], timeout)
+    }
+
+    /// As [`Self::read_until`], up to whichever of `needles` arrives first (a success
+    /// or a failure element, say).
+    pub fn read_until_any(
+        &mut self,
+        needles: &[&str],
+        timeout: Duration,
+    ) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
         let mut buf = [0u8; 4096];
         loop {
-            if let Some(at) = find(&self.pending, needle.as_bytes()) {
-                let rest = self.pending.split_off(at + needle.len());
+            let first = needles
+                .iter()
+                .filter_map(|n| find(&self.pending, n.as_bytes()).map(|at| at + n.len()))
+                .min();
+            if let Some(end) = first {
+                let rest = self.pending.split_off(end);
                 let got = std::mem::replace(&mut self.pending, rest);
                 return Ok(String::from_utf8_lossy(&got).into_owned());
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "no `{needle}` within {timeout:?}; received: {}",
+                    "none of {needles:?} within {timeout:?}; received: {}",
                     String::from_utf8_lossy(&self.pending)
                 ));
             }
             match self.io.read(&mut buf) {
                 Ok(0) => {
                     return Err(format!(
-                        "stream closed before `{needle}`; received: {}",
+                        "stream closed before any of {needles:?}; received: {}",
                         String::from_utf8_lossy(&self.pending)
                     ))
                 }
@@ -438,6 +547,26 @@ impl<S: Read + Write> XmppStream<S> {
         }
         self.pending.is_empty()
     }
+}
+
+/// The base64 text content of a SASL element (`<challenge>...</challenge>`), decoded.
+fn sasl_payload(element: &str) -> Result<String, String> {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine as _;
+    let start = element
+        .find("<challenge")
+        .or_else(|| element.find("<success"));
+    let Some(start) = start else {
+        return Err(format!("SASL failed: {element}"));
+    };
+    let body = &element[start..];
+    let text = body
+        .split_once('>')
+        .and_then(|(_, rest)| rest.split_once('<'))
+        .map(|(text, _)| text.trim())
+        .unwrap_or("");
+    let bytes = B64.decode(text).map_err(|e| format!("{e}: {element}"))?;
+    String::from_utf8(bytes).map_err(|e| e.to_string())
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -230,7 +230,10 @@ async fn connection(tcp: TcpStream, remote: SocketAddr, kind: ConnKind, conns: &
     let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
     let (stream, tls) = match kind {
         ConnKind::C2sStartTls => (Stream::Plain(tcp), None),
-        ConnKind::C2sDirectTls => match handshake(conns, tcp, kind, remote).await {
+        // Boxed, here and for STARTTLS: a handshake's state (rustls's) is large and
+        // short-lived, and inline it would make every connection's task that much bigger
+        // for its whole life.
+        ConnKind::C2sDirectTls => match Box::pin(handshake(conns, tcp, kind, remote)).await {
             Some((s, info)) => (Stream::Tls(Box::new(s)), Some(info)),
             None => return,
         },
@@ -296,6 +299,23 @@ enum Stream {
 }
 
 impl Stream {
+    /// Waits until a read would find something, without holding a buffer: an idle
+    /// client then costs no read buffer at all. Under TLS, plaintext rustls already
+    /// decrypted is ready at once.
+    async fn readable(&self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.readable().await,
+            Stream::Tls(s) => {
+                let (tcp, tls) = s.get_ref();
+                if tls.wants_read() {
+                    tcp.readable().await
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
     async fn read_buf(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
         match self {
             Stream::Plain(s) => s.read_buf(buf).await,
@@ -376,6 +396,7 @@ impl ConnTask<'_> {
                     };
                 }
                 read = async {
+                    stream.readable().await?;
                     buf.reserve_exact(READ_CHUNK);
                     stream.read_buf(&mut buf).await
                 }, if can_read => {
@@ -434,8 +455,13 @@ impl ConnTask<'_> {
                         debug!("connection {}: STARTTLS on a TLS stream", self.id);
                         return Err(CloseReason::Error);
                     };
-                    let Some((tls, info)) =
-                        handshake(self.conns, tcp, ConnKind::C2sStartTls, self.remote).await
+                    let Some((tls, info)) = Box::pin(handshake(
+                        self.conns,
+                        tcp,
+                        ConnKind::C2sStartTls,
+                        self.remote,
+                    ))
+                    .await
                     else {
                         return Err(CloseReason::Error);
                     };

@@ -5,13 +5,56 @@
 //!
 //! Every test starts its own xmppd on its own free ports (`rtc_tests::xmppd::Xmppd`).
 
-use rtc_tests::xmppd::{XmppStream, Xmppd, DOMAIN, MUC, NS_SASL, NS_TLS};
+use rtc_tests::xmppd::{TlsStream, XmppStream, Xmppd, DOMAIN, MUC, NS_SASL, NS_TLS};
 use rtc_tests::{SIGHUP, SIGTERM};
 use std::path::Path;
 use std::time::Duration;
 
 fn xmppd_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_xmppd"))
+}
+
+/// Creates `user@falcot.com` with `password` in the database at `db`, as `rtc-admin xmpp
+/// adduser` would: SCRAM secrets only.
+fn add_account(db: &Path, user: &str, password: &str) {
+    use rtc_auth::scram::{derive_keys, ScramHash};
+    use rtc_store::{ScramRow, XmppSecrets};
+    let row = |alg| {
+        let salt = rand::random::<[u8; 16]>().to_vec();
+        let (stored_key, server_key) = derive_keys(alg, password, &salt, 4096);
+        ScramRow {
+            salt,
+            iterations: 4096,
+            stored_key,
+            server_key,
+        }
+    };
+    let secrets = XmppSecrets {
+        sha1: Some(row(ScramHash::Sha1)),
+        sha256: Some(row(ScramHash::Sha256)),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = rtc_store::Store::connect(&db.to_string_lossy())
+            .await
+            .unwrap();
+        store.migrate_xmpp().await.unwrap();
+        let created = store
+            .xmpp()
+            .create_account(DOMAIN, user, &secrets)
+            .await
+            .unwrap();
+        assert!(created, "{user} exists already");
+        store.close().await;
+    });
+}
+
+/// `r`'s value, or a panic with the error and the daemon's log.
+fn ok<T>(xmppd: &Xmppd, r: Result<T, String>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}; log:\n{}", xmppd.log()))
 }
 
 #[test]
@@ -149,6 +192,67 @@ fn direct_tls_presents_the_certificate_of_the_host_named_by_sni() {
     assert!(
         XmppStream::connect_tls(xmppd.tls_addr(), DOMAIN, xmppd.cert_pem("debian.org")).is_err()
     );
+}
+
+/// SCRAM-*-PLUS works only if the channel-binding data the shell hands the core is exactly
+/// what the client computes on its side of the same TLS connection: the RFC 9266 exporter
+/// (direct TLS, and after STARTTLS on the upgraded socket) and the RFC 5929 hash of the
+/// certificate the SNI chose.
+#[test]
+fn channel_binding_data_matches_the_clients() {
+    let b = Xmppd::builder(xmppd_bin());
+    add_account(&b.dir().join("xmppd.sqlite"), "roland", "secret");
+    let xmppd = b.start();
+    let pem = xmppd.cert_pem(DOMAIN);
+    let plus = |c: &mut XmppStream<TlsStream>, mechanism: &str, kind: &str, data: &[u8]| {
+        c.scram(mechanism, "roland", "secret", Some((kind, data)))
+    };
+
+    let mut direct = ok(
+        &xmppd,
+        XmppStream::connect_tls(xmppd.tls_addr(), DOMAIN, pem),
+    );
+    let features = ok(&xmppd, direct.open(DOMAIN));
+    assert!(features.contains("SCRAM-SHA-256-PLUS"), "{features}");
+    assert!(features.contains("tls-exporter"), "{features}");
+    let exporter = direct.tls_exporter();
+    ok(
+        &xmppd,
+        plus(&mut direct, "SCRAM-SHA-256-PLUS", "tls-exporter", &exporter),
+    );
+
+    let mut by_cert = ok(&xmppd, XmppStream::connect_tls(xmppd.tls_addr(), MUC, pem));
+    ok(&xmppd, by_cert.open(DOMAIN));
+    let end_point = by_cert.tls_server_end_point();
+    let kind = "tls-server-end-point";
+    ok(
+        &xmppd,
+        plus(&mut by_cert, "SCRAM-SHA-1-PLUS", kind, &end_point),
+    );
+
+    let mut plain = ok(&xmppd, XmppStream::connect(xmppd.addr()));
+    ok(&xmppd, plain.open(DOMAIN));
+    let mut upgraded = ok(&xmppd, plain.starttls(DOMAIN, pem));
+    ok(&xmppd, upgraded.open(DOMAIN));
+    let exporter = upgraded.tls_exporter();
+    ok(
+        &xmppd,
+        plus(
+            &mut upgraded,
+            "SCRAM-SHA-256-PLUS",
+            "tls-exporter",
+            &exporter,
+        ),
+    );
+
+    // Another connection's exporter (what a man in the middle would relay) is refused.
+    let mut other = ok(
+        &xmppd,
+        XmppStream::connect_tls(xmppd.tls_addr(), DOMAIN, pem),
+    );
+    ok(&xmppd, other.open(DOMAIN));
+    let err = plus(&mut other, "SCRAM-SHA-256-PLUS", "tls-exporter", &exporter).unwrap_err();
+    assert!(err.contains("not-authorized"), "{err}");
 }
 
 #[test]
