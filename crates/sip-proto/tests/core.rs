@@ -956,3 +956,86 @@ fn foreign_domains_are_resolved_before_forwarding() {
     h.advance(Duration::from_secs(11));
     assert_eq!(h.last_status(), 478);
 }
+
+/// RFC 3327 Path and RFC 5626 Outbound: an edge proxy's Path is stored, echoed in the 200
+/// and becomes the Route of requests to the UA; `+sip.instance`/`reg-id` bindings are
+/// matched by instance (a new Contact address replaces the old one instead of adding a
+/// second binding) and the 200 says `Require: outbound`.
+#[test]
+fn path_and_outbound() {
+    let mut h = Harness::new(config());
+    let edge = udp("198.51.100.20:5060");
+    let instance = "<urn:uuid:00000000-0000-1000-8000-000A95A0E128>";
+    let reg = |cseq: u32, contact: &str, extra: &str| {
+        register("bob", contact, "ob", cseq, extra)
+            .replace(
+                &format!("Contact: <sip:bob@{contact}>"),
+                &format!("Contact: <sip:bob@{contact};transport=tcp>;+sip.instance=\"{instance}\";reg-id=1"),
+            )
+            .replace("Max-Forwards: 70", "Max-Forwards: 70\nSupported: path, outbound\nPath: <sip:198.51.100.20;lr>")
+    };
+    h.recv(&edge, &reg(1, "192.168.1.40:5062", ""));
+    let ch = h.take().remove(0).1;
+    let auth = authorization(
+        &ch,
+        HeaderName::WwwAuthenticate,
+        "bob",
+        "REGISTER",
+        &format!("sip:{DOMAIN}"),
+        DigestAlgorithm::Md5,
+        1,
+    );
+    h.recv(
+        &edge,
+        &reg(2, "192.168.1.40:5062", &format!("Authorization: {auth}\n")),
+    );
+    h.settle();
+    let ok = h.take().remove(0).1;
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(ok.values(&HeaderName::Path), vec!["<sip:198.51.100.20;lr>"]);
+    assert_eq!(ok.values(&HeaderName::Require), vec!["outbound"]);
+    assert!(ok.values(&HeaderName::Contact)[0].contains("reg-id=1"));
+    // The UA moved (new address, same instance and reg-id): still one binding.
+    h.recv(&edge, &reg(3, "192.168.1.41:5062", ""));
+    let ch = h.take().remove(0).1;
+    let auth = authorization(
+        &ch,
+        HeaderName::WwwAuthenticate,
+        "bob",
+        "REGISTER",
+        &format!("sip:{DOMAIN}"),
+        DigestAlgorithm::Md5,
+        1,
+    );
+    h.recv(
+        &edge,
+        &reg(4, "192.168.1.41:5062", &format!("Authorization: {auth}\n")),
+    );
+    h.settle();
+    let ok = h.take().remove(0).1;
+    assert_eq!(ok.values(&HeaderName::Contact).len(), 1, "{ok:?}");
+    assert!(ok.values(&HeaderName::Contact)[0].contains("192.168.1.41"));
+    assert_eq!(h.core.stats().contacts, 1);
+    // A call to bob goes to the edge proxy, with the Path as its Route (RFC 3327 5.3).
+    let trunk = udp("192.0.2.10:5060");
+    h.recv(
+        &trunk,
+        &invite("carol@example.net", "bob", "192.0.2.10:5060", "viapath", ""),
+    );
+    let fwd = h
+        .take()
+        .into_iter()
+        .find(|(_, m)| m.is_request())
+        .expect("forwarded");
+    assert_eq!(fwd.0.addr, edge.addr);
+    assert_eq!(
+        fwd.1.values(&HeaderName::Route),
+        vec!["<sip:198.51.100.20;lr>"]
+    );
+    assert!(fwd
+        .1
+        .uri()
+        .unwrap()
+        .to_string()
+        .starts_with("sip:bob@192.168.1.41:5062"));
+}
