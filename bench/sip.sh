@@ -43,16 +43,19 @@ TCP_CHILDREN=${TCP_CHILDREN:-$CHILDREN}         # Kamailio TCP workers (its defa
 SHM_MB=${SHM_MB:-256}                           # Kamailio -m (its default is 64)
 PKG_MB=${PKG_MB:-8}                             # Kamailio -M (its default)
 SQLITE_JOURNAL=${SQLITE_JOURNAL:-WAL}           # journal mode of the database file (both servers)
-PORT=${PORT:-35060}                             # server UDP and TCP
-TLS_PORT=${TLS_PORT:-35061}                     # server TLS (check mode)
-CLIENT_PORT=${CLIENT_PORT:-35100}               # first client SIPp port
-UAS_PORT=${UAS_PORT:-35300}                     # first callee SIPp port
-BRIDGE_PORT=${BRIDGE_PORT:-35400}               # TCP->TLS bridge for a SIPp without TLS
+# Ports below the kernel's ephemeral range (32768-60999), where no client socket of this
+# or another program can be sitting on them.
+PORT=${PORT:-15060}                             # server UDP and TCP
+TLS_PORT=${TLS_PORT:-15061}                     # server TLS (check mode)
+CLIENT_PORT=${CLIENT_PORT:-15100}               # first client SIPp port
+UAS_PORT=${UAS_PORT:-15300}                     # first callee SIPp port
+BRIDGE_PORT=${BRIDGE_PORT:-15400}               # TCP->TLS bridge for a SIPp without TLS
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_LOGS=${KEEP_LOGS:-0}
 SIPD_USERS=${SIPD_USERS:-sql}                   # sql: subscriber rows; admin: rtc-admin sip add
-SIPD_EXTRA_TOML=${SIPD_EXTRA_TOML:-}            # more lines for sipd.toml
-SIPD_TLS_TOML=${SIPD_TLS_TOML:-}                # sipd TLS keys (@CERT@, @KEY@ replaced); empty: no TLS check
+SIPD_EXTRA_TOML=${SIPD_EXTRA_TOML:-}            # more lines for sipd.toml (or SIPD_<KEY> variables)
+SIPD_TLS_TOML=${SIPD_TLS_TOML-'tls-certificate = "@CERT@"
+tls-private-key = "@KEY@"'}                     # check mode: sipd's TLS keys; empty skips sipd over TLS
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/rtc-target}
 SIPD_BIN=${SIPD_BIN:-$CARGO_TARGET_DIR/release/sipd}
 RTC_ADMIN_BIN=${RTC_ADMIN_BIN:-$CARGO_TARGET_DIR/release/rtc-admin}
@@ -384,6 +387,11 @@ write_sipd_config() { # dir
         echo "listen = [$listen]"
         echo "db-url = \"sipd.sqlite\""
         echo "prometheus = false"
+        echo "# As the Kamailio script: MD5 challenges only, nonces valid 300 s, no flood"
+        echo "# protection (every SIPp is one source, 127.0.0.1)."
+        echo "auth-algorithms = [\"MD5\"]"
+        echo "nonce-expire = 300"
+        echo "pike-reqs-density-per-unit = 0"
         [[ -z $SIPD_EXTRA_TOML ]] || printf '%s\n' "$SIPD_EXTRA_TOML"
         if ((WITH_TLS)) && [[ -n $SIPD_TLS_TOML ]]; then
             local t=${SIPD_TLS_TOML//@CERT@/$CERT}

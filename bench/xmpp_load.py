@@ -8,7 +8,7 @@ TLS), SASL SCRAM-SHA-1/SCRAM-SHA-256 (or PLAIN), resource binding, presence, mes
   xmpp_load.py msgs   --rate R --duration S           pairs of online clients send chat
                                                        messages to each other at R/s in all
   xmpp_load.py hold                                    log every user in, print READY, stay
-                                                       online until stdin closes
+                                                       online until SIGTERM
 
 Users come from --users FILE (lines `localpart password`), --part K --parts N selects every
 N-th line starting at K. Results: one JSON object written to --out (counts, times, CPU, and
@@ -29,6 +29,7 @@ import json
 import os
 import re
 import resource
+import signal
 import ssl
 import sys
 import time
@@ -382,10 +383,11 @@ async def run_hold(args, client, users):
     wall = time.monotonic() - t0
     readers = [asyncio.ensure_future(drain(c)) for c in conns]
     print(f"READY {len(conns)} {sum(errors.values())}", flush=True)
-    # Stay online until the orchestrator closes our stdin (or the time limit).
-    loop = asyncio.get_running_loop()
+    # Stay online until SIGTERM (or the time limit).
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:
-        await asyncio.wait_for(loop.run_in_executor(None, sys.stdin.read), args.duration)
+        await asyncio.wait_for(stop.wait(), args.duration)
     except asyncio.TimeoutError:
         pass
     ru1 = resource.getrusage(resource.RUSAGE_SELF)

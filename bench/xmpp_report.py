@@ -56,9 +56,8 @@ def read_users(path):
 
 
 def prosody_encode(s):
-    # Prosody's datamanager escapes every character outside [a-zA-Z0-9_-]... except that
-    # only these matter for our names: '.' and '@'.
-    return "".join(c if c.isalnum() or c in "_-" else "%%%02x" % ord(c) for c in s)
+    # Prosody's datamanager: every byte that is not an ASCII letter or digit becomes %xx.
+    return "".join(c if c.isascii() and c.isalnum() else "%%%02x" % ord(c) for c in s)
 
 
 def _scram_sha1(item):

@@ -2,7 +2,7 @@
 //!
 //! Every connection is one task on the I/O runtime that owns its socket. Bytes read go to
 //! the core loop as [`Event::Data`], unparsed: the XML parser lives in the core. In the
-//! other direction the task writes what the core loop queues on its [`ConnCmd`] channel
+//! other direction the task writes what the core loop queues on its [`ConnHandle`]
 //! (coalescing whatever is queued into one write, so a burst of stanzas costs one TLS
 //! record and one syscall), and carries out the core's [`ConnCmd::StartTls`] by running
 //! the server handshake on the same TCP stream.
@@ -25,9 +25,9 @@ use crate::config::ConnLimits;
 use crate::core_loop::Event;
 use crate::metrics::Metrics;
 use crate::tls::{self, Certs};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,6 +45,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_CHUNK: usize = 4096;
 /// Queued output gathered into one write at most.
 const COALESCE: usize = 64 * 1024;
+/// Commands an idle connection's queue may keep room for.
+const IDLE_QUEUE_CAPACITY: usize = 8;
 /// TCP keep-alive: a client that vanished without a FIN (a phone losing its network) is
 /// noticed by the kernel, and its session can be hibernated for resumption.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(120);
@@ -63,43 +65,78 @@ pub enum ConnCmd {
     Close,
 }
 
-/// The core loop's handle on one connection.
-#[derive(Debug, Clone)]
+/// The core loop's handle on one connection: a command queue shared with its task.
+///
+/// Not a tokio channel: a channel allocates its first block of slots (about a kilobyte)
+/// when it is made and keeps it for the connection's life, and most connections are
+/// idle most of the time. A `VecDeque` allocates only while something is queued, and
+/// gives the memory back once a burst is written.
+#[derive(Debug)]
 pub struct ConnHandle {
-    tx: mpsc::UnboundedSender<ConnCmd>,
     shared: Arc<ConnShared>,
 }
 
 #[derive(Debug, Default)]
 struct ConnShared {
+    queue: Mutex<VecDeque<ConnCmd>>,
+    /// Something was queued, the connection is to be aborted, or the handle is gone.
+    wake: Notify,
     /// Bytes queued and not yet written.
     queued: AtomicUsize,
     /// Close at once, dropping what is queued.
-    abort: Notify,
+    abort: AtomicBool,
+    /// The core loop let go of the connection (it is shutting down): nothing more will
+    /// be queued.
+    gone: AtomicBool,
 }
 
 impl ConnHandle {
     /// Queues `data`; false (and the connection is aborted) when more than `max` bytes
-    /// would be waiting: the client is not reading what it is sent. The channel is
-    /// unbounded because this cap, in bytes, is the real bound.
+    /// would be waiting: the client is not reading what it is sent. That cap, in bytes,
+    /// is what bounds the queue.
     pub fn send(&self, data: Vec<u8>, max: usize) -> bool {
         let queued = self.shared.queued.fetch_add(data.len(), Ordering::Relaxed) + data.len();
         if queued > max {
             self.abort();
             return false;
         }
-        let _ = self.tx.send(ConnCmd::Send(data));
+        self.command(ConnCmd::Send(data));
         true
     }
 
-    /// Any other command; ignored once the task is gone.
+    /// Queues any command; ignored once the task is gone.
     pub fn command(&self, cmd: ConnCmd) {
-        let _ = self.tx.send(cmd);
+        self.shared.lock().push_back(cmd);
+        self.shared.wake.notify_one();
     }
 
     /// Closes without writing what is queued.
     pub fn abort(&self) {
-        self.shared.abort.notify_one();
+        self.shared.abort.store(true, Ordering::Relaxed);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Drop for ConnHandle {
+    fn drop(&mut self) {
+        self.shared.gone.store(true, Ordering::Relaxed);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl ConnShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<ConnCmd>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next queued command. An emptied queue that grew for a burst is released.
+    fn pop(&self) -> Option<ConnCmd> {
+        let mut q = self.lock();
+        let cmd = q.pop_front();
+        if q.is_empty() && q.capacity() > IDLE_QUEUE_CAPACITY {
+            *q = VecDeque::new();
+        }
+        cmd
     }
 }
 
@@ -239,10 +276,8 @@ async fn connection(tcp: TcpStream, remote: SocketAddr, kind: ConnKind, conns: &
         },
     };
     let id = conns.next_id.fetch_add(1, Ordering::Relaxed);
-    let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(ConnShared::default());
     let handle = ConnHandle {
-        tx,
         shared: shared.clone(),
     };
     let opened = Event::Opened {
@@ -260,7 +295,6 @@ async fn connection(tcp: TcpStream, remote: SocketAddr, kind: ConnKind, conns: &
         remote,
         conns,
         shared,
-        rx,
         waiting: false,
         paused_until: None,
         out: Vec::new(),
@@ -358,7 +392,6 @@ struct ConnTask<'a> {
     remote: SocketAddr,
     conns: &'a Conns,
     shared: Arc<ConnShared>,
-    rx: mpsc::UnboundedReceiver<ConnCmd>,
     /// A chunk is with the core: no reading until it answers.
     waiting: bool,
     /// No reading before this (`c2s-rate`).
@@ -380,20 +413,23 @@ impl ConnTask<'_> {
             let mut buf = Vec::new();
             tokio::select! {
                 biased;
-                () = shared.abort.notified() => {
-                    debug!("connection {} from {}: not reading its output, closing", self.id, self.remote);
-                    return CloseReason::Error;
-                }
-                cmd = self.rx.recv() => {
-                    let Some(cmd) = cmd else {
-                        // The core loop is gone (shutdown).
+                () = shared.wake.notified() => {
+                    if shared.abort.load(Ordering::Relaxed) {
+                        debug!("connection {} from {}: not reading its output, closing", self.id, self.remote);
+                        return CloseReason::Error;
+                    }
+                    while let Some(cmd) = shared.pop() {
+                        stream = match self.command(stream, cmd).await {
+                            Ok(s) => s,
+                            Err(stop) => return stop,
+                        };
+                    }
+                    if shared.gone.load(Ordering::Relaxed) {
+                        // The core loop is gone (shutdown) and everything it queued
+                        // is written.
                         stream.shutdown().await;
                         return CloseReason::Eof;
-                    };
-                    stream = match self.command(stream, cmd).await {
-                        Ok(s) => s,
-                        Err(stop) => return stop,
-                    };
+                    }
                 }
                 read = async {
                     stream.readable().await?;
@@ -431,7 +467,7 @@ impl ConnTask<'_> {
             if let ConnCmd::Send(data) = cmd {
                 self.out.extend_from_slice(&data);
                 if self.out.len() < COALESCE {
-                    if let Ok(more) = self.rx.try_recv() {
+                    if let Some(more) = self.shared.pop() {
                         next = Some(more);
                         continue;
                     }

@@ -293,22 +293,33 @@ pub enum CloseReason {
     Error,
 }
 
+mod adhoc;
 mod blocking;
+mod bookmarks;
+mod caps;
 mod carbons;
 mod csi;
 mod disco;
+mod form;
 mod iq;
+mod last;
 mod muc;
 mod offline;
+mod pep;
 mod ping;
 mod presence;
+mod private;
+mod register;
 mod roster;
 mod router;
 mod session;
 mod sm;
 mod stanza;
 mod stream;
+mod time;
 mod users;
+mod vcard;
+mod version;
 
 pub use stanza::StanzaError;
 
@@ -378,6 +389,12 @@ pub struct Server {
     fake_key: u64,
     stats: Stats,
     muc: muc::MucState,
+    /// XEP-0115: clients' capabilities (`caps.rs`).
+    caps: caps::CapsState,
+    /// First call seen: XEP-0012 server uptime (`last.rs`).
+    started: Option<Instant>,
+    /// XEP-0077 registrations and removals in progress (`register.rs`).
+    registering: register::RegisterState,
 }
 
 impl Server {
@@ -406,6 +423,9 @@ impl Server {
             last_offline_micros: 0,
             stats: Stats::default(),
             muc: muc::MucState::default(),
+            caps: caps::CapsState::default(),
+            started: None,
+            registering: register::RegisterState::default(),
         }
     }
 
@@ -447,6 +467,7 @@ impl Server {
     /// counts from the Unix epoch.
     pub fn set_wall_clock(&mut self, now: Instant, since_epoch: Duration) {
         self.wall = Some((now, since_epoch));
+        self.started.get_or_insert(now);
     }
 
     pub fn connection_opened(
@@ -649,6 +670,7 @@ impl Server {
 
     fn tick(&mut self, now: Instant) {
         self.last_now = Some(now);
+        self.started.get_or_insert(now);
     }
 
     /// Work done at the end of every public call: XEP-0198 ack requests for sessions

@@ -37,7 +37,7 @@ pub(crate) type Notify = Arc<BTreeSet<String>>;
 /// answer is one section 5.4 step 3 says to refuse: a duplicate identity or feature,
 /// two forms of one `FORM_TYPE`, or a `FORM_TYPE` with differing values. Forms whose
 /// `FORM_TYPE` is missing or not hidden are left out (step 3.6).
-pub fn verification_string(query: &Element) -> Option<String> {
+pub(crate) fn verification_string(query: &Element) -> Option<String> {
     const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
     let mut identities: Vec<String> = query
         .elements()
@@ -127,7 +127,7 @@ pub fn verification_string(query: &Element) -> Option<String> {
 
 /// Section 5.1 steps 8-9 with SHA-1 (the `hash='sha-1'` every client uses): base64 of
 /// the digest of [`verification_string`].
-pub fn caps_ver(query: &Element) -> Option<String> {
+pub(crate) fn caps_ver(query: &Element) -> Option<String> {
     verification_string(query).map(|s| B64.encode(Sha1::digest(s.as_bytes())))
 }
 

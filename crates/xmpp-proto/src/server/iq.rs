@@ -105,6 +105,15 @@ pub(crate) const MODULES: &[&Module] = &[
     &carbons::MODULE,
     &disco::MODULE,
     &ping::MODULE,
+    &vcard::MODULE,
+    &private::MODULE,
+    &pep::MODULE,
+    &bookmarks::MODULE,
+    &version::MODULE,
+    &time::MODULE,
+    &last::MODULE,
+    &register::MODULE,
+    &adhoc::MODULE,
 ];
 
 impl Server {

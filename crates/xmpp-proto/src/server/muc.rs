@@ -258,9 +258,13 @@ impl Server {
         };
         let node = room.node().unwrap_or_default().to_string();
         let domain = room.domain().to_string();
-        self.load_then(&domain, &node, STORE_AFFILIATIONS, None, move |s, now, res| {
-            s.room_loaded(now, room, config, subject, res)
-        });
+        self.load_then(
+            &domain,
+            &node,
+            STORE_AFFILIATIONS,
+            None,
+            move |s, now, res| s.room_loaded(now, room, config, subject, res),
+        );
     }
 
     fn room_loaded(
@@ -340,7 +344,12 @@ impl Server {
                 return;
             }
         };
-        match (ty.as_str(), payload.0.as_str(), payload.1.as_str(), payload.2) {
+        match (
+            ty.as_str(),
+            payload.0.as_str(),
+            payload.1.as_str(),
+            payload.2,
+        ) {
             ("get", "query", disco::NS_DISCO_INFO, false) => {
                 let mut q = Element::new("query", disco::NS_DISCO_INFO);
                 q.push(
@@ -376,7 +385,11 @@ impl Server {
         if let Some(Index::Ready(entries)) = self.muc.indexes.get(domain) {
             for (node, e) in entries {
                 if let (true, Ok(j)) = (e.public, Jid::from_parts(Some(node), domain, None)) {
-                    let name = if e.name.is_empty() { node.clone() } else { e.name.clone() };
+                    let name = if e.name.is_empty() {
+                        node.clone()
+                    } else {
+                        e.name.clone()
+                    };
                     listed.insert(j, name);
                 }
             }
@@ -448,7 +461,7 @@ impl Server {
         let ty = stanza::stanza_type(&st).to_string();
         let room = to.bare();
         match (st.name.as_str(), to.resource().is_some()) {
-            ("presence", _) if ty == "error" => self.muc_error_from(now, &room, &from),
+            ("presence", _) if ty == "error" => self.muc_error_from(now, &to, &from, st),
             ("presence", true) => match ty.as_str() {
                 "" => self.muc_presence(now, from, to, st),
                 "unavailable" => {
@@ -457,12 +470,11 @@ impl Server {
                 }
                 _ => {}
             },
-            ("presence", false) => {
-                if ty.is_empty() {
-                    self.muc_bounce(now, &st, StanzaError::new("jid-malformed"));
-                }
+            // Section 7.2.1: no nick.
+            ("presence", false) if ty.is_empty() => {
+                self.muc_bounce(now, &st, StanzaError::new("jid-malformed"))
             }
-            ("message", _) if ty == "error" => self.muc_error_from(now, &room, &from),
+            ("message", _) if ty == "error" => self.muc_error_from(now, &to, &from, st),
             ("message", false) if ty == "groupchat" => self.muc_groupchat(now, from, &room, st),
             ("message", false) => self.muc_room_message(now, from, &room, st),
             ("message", true) => self.muc_private_message(now, from, to, st),

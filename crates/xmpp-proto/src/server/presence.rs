@@ -59,6 +59,8 @@ impl Server {
             p.set_attr("to", &ojid);
             self.send_to_session(now, o, p);
         }
+        // XEP-0115 / XEP-0163 (`caps.rs`): what this resource wants notifications of.
+        self.caps_available(now, &full, &st);
         if !initial {
             return;
         }
@@ -140,8 +142,15 @@ impl Server {
         s.available = false;
         s.presence = None;
         let directed = std::mem::take(&mut s.directed);
-        let bare = s.jid.bare();
+        let full = s.jid.clone();
+        let bare = full.bare();
         if was {
+            // XEP-0115 (`caps.rs`): no more notifications for this resource.
+            self.caps_unavailable(&full);
+            if self.available_sessions(&bare).is_empty() {
+                // XEP-0012 (`last.rs`): the account's last available resource went.
+                self.last_logout(now, &bare, &st);
+            }
             self.broadcast_to_contacts(now, &bare, &st);
             for o in self.available_sessions(&bare) {
                 let Some(ojid) = self.sessions.get(&o).map(|x| x.jid.to_string()) else {

@@ -54,7 +54,9 @@ impl Server {
             "iq" => {
                 let ty = st.get_attr("type").unwrap_or("");
                 if ty != "get" && ty != "set" {
-                    // Results to our pushes and pings: nothing waits for them.
+                    // Results to our pushes and pings: nothing waits for them, except
+                    // the answers to XEP-0115 disco#info queries (`caps.rs`).
+                    self.caps_iq_answer(now, &st);
                     return;
                 }
                 let Some(from) = st.get_attr("from").and_then(|f| Jid::parse(f).ok()) else {

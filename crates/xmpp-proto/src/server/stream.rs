@@ -310,6 +310,10 @@ impl Server {
             f.push(Element::new("csi", csi::NS_CSI));
             // RFC 6121 section 2.6.1 roster versioning.
             f.push(Element::new("ver", "urn:xmpp:features:rosterver"));
+            // XEP-0115 section 6.3: our capabilities (`caps.rs`).
+            if let Some(h) = &c.host {
+                f.push(self.server_caps(h));
+            }
             return f;
         }
         let tls_pending = c.tls.is_none() && c.kind == ConnKind::C2sStartTls;
@@ -356,6 +360,10 @@ impl Server {
                 "http://jabber.org/features/iq-register",
             ));
         }
+        if let Some(h) = &c.host {
+            // XEP-0115 section 6.3 (`caps.rs`).
+            f.push(self.server_caps(h));
+        }
         f
     }
 
@@ -374,7 +382,13 @@ impl Server {
     /// 4.9.3): stanzas in another namespace `invalid-namespace` (4.9.3.10), stanzas
     /// before authentication `not-authorized` (4.9.3.12), anything else
     /// `unsupported-stanza-type` (4.9.3.24).
-    fn refuse_element(&mut self, now: Instant, cid: ConnId, e: &Element, authenticated: bool) {
+    pub(super) fn refuse_element(
+        &mut self,
+        now: Instant,
+        cid: ConnId,
+        e: &Element,
+        authenticated: bool,
+    ) {
         let stanza = matches!(e.name.as_str(), "message" | "presence" | "iq");
         let cond = if stanza && e.ns != ns::CLIENT {
             "invalid-namespace"

@@ -37,6 +37,8 @@ pub(crate) struct User {
     pub(crate) blocklist: BTreeSet<Jid>,
     pub(crate) offline: BTreeMap<String, offline::OfflineEntry>,
     pub(crate) sessions: Vec<SessionId>,
+    /// The account's XEP-0163 PEP service, once something needed it (`pep.rs`).
+    pub(crate) pep: Option<Box<pep::PepService>>,
     last_used: Instant,
 }
 
@@ -115,6 +117,7 @@ impl Server {
                 blocklist: BTreeSet::new(),
                 offline: BTreeMap::new(),
                 sessions: Vec::new(),
+                pep: None,
                 last_used: now,
             },
         );
@@ -226,6 +229,12 @@ impl Server {
             return;
         };
         if !u.sessions.is_empty() || !matches!(u.state, LoadState::Ready) {
+            return;
+        }
+        if u.pep.as_ref().is_some_and(|p| p.loading()) {
+            // Its waiters need the state: look again later.
+            let due = now + USER_IDLE;
+            self.arm(due, Timer::UserIdle(bare.clone()));
             return;
         }
         let due = u.last_used + USER_IDLE;

@@ -198,7 +198,18 @@ impl Harness {
                 } => {
                     self.db.remove(&(host, user, store, key));
                 }
-                _ => {}
+                StoreOp::DeleteAll { host, user, store } => {
+                    self.db.retain(|(h, u, s, _), _| {
+                        !(*h == host && *u == user && store.as_ref().is_none_or(|x| x == s))
+                    });
+                }
+                // Accounts are keyed by user name alone (one host in these tests).
+                StoreOp::PutAccount { user, secrets, .. } => {
+                    self.accounts.insert(user, secrets);
+                }
+                StoreOp::DeleteAccount { user, .. } => {
+                    self.accounts.remove(&user);
+                }
             }
         }
         self.server.stored(self.now, id, true);

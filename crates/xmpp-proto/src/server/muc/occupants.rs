@@ -30,7 +30,14 @@ impl Server {
     /// Section 7.2: a user enters (the room exists; `created` when this join made it).
     /// The checks in the order Prosody applies them; then the occupants' presence to the
     /// newcomer, its own to everyone (itself last, status 110), history, subject.
-    pub(super) fn muc_join(&mut self, now: Instant, from: Jid, to: Jid, st: Element, created: bool) {
+    pub(super) fn muc_join(
+        &mut self,
+        now: Instant,
+        from: Jid,
+        to: Jid,
+        st: Element,
+        created: bool,
+    ) {
         let room_jid = to.bare();
         let nick = to.resource().unwrap_or_default().to_string();
         let Some(room) = self.muc.rooms.get(&room_jid) else {
@@ -310,10 +317,30 @@ impl Server {
         }
     }
 
-    /// An error bounced by an occupant's server (its session is gone): the occupant is
-    /// removed with status 333 (XEP-0045 section 15.6.2... "technical problem").
-    pub(super) fn muc_error_from(&mut self, now: Instant, room_jid: &Jid, from: &Jid) {
-        self.muc_remove(now, room_jid, from, None, &[333], Vec::new());
+    /// An error from an occupant's real JID. One saying the occupant is not there any
+    /// more (its session ended, its server is unreachable) removes it with status 333
+    /// (XEP-0045 section 15.6 status codes; not 307, as for a disconnect); any other
+    /// message error answering a private message goes back to the sender's occupant
+    /// JID, from the occupant's.
+    pub(super) fn muc_error_from(&mut self, now: Instant, to: &Jid, from: &Jid, st: Element) {
+        let room_jid = to.bare();
+        let Some(room) = self.muc.rooms.get(&room_jid) else {
+            return;
+        };
+        let Some(sender) = room.by_real(from) else {
+            return;
+        };
+        if recipient_gone(&st) {
+            self.muc_remove(now, &room_jid, from, None, &[333], Vec::new());
+            return;
+        }
+        let target = to.resource().and_then(|n| room.by_nick(n));
+        if let (Some(t), "message") = (target, st.name.as_str()) {
+            let mut e = st.clone();
+            e.set_attr("from", &room.occupant_jid(&sender.nick).to_string());
+            e.set_attr("to", &t.real.to_string());
+            self.route(now, e);
+        }
     }
 
     /// Section 7.2.18: presence without `<x/>` from someone who is not an occupant (a
@@ -432,8 +459,7 @@ impl Server {
             .filter(|_| !has_body)
             .map(|s| s.text());
         let may_speak = role >= Role::Participant;
-        let may_set_subject =
-            role == Role::Moderator || (room.config.change_subject && may_speak);
+        let may_set_subject = role == Role::Moderator || (room.config.change_subject && may_speak);
         if !may_speak || (subject.is_some() && !may_set_subject) {
             // Section 7.4 (visitors in a moderated room), section 8.1.
             self.muc_bounce(now, &st, StanzaError::new("forbidden"));
@@ -536,13 +562,29 @@ impl Server {
 
     /// A message to the room that is not groupchat: mediated invitations (section
     /// 7.8.2) and their declines (section 7.8.2 / 7.8.3... "decline").
-    pub(super) fn muc_room_message(&mut self, now: Instant, from: Jid, room_jid: &Jid, st: Element) {
+    pub(super) fn muc_room_message(
+        &mut self,
+        now: Instant,
+        from: Jid,
+        room_jid: &Jid,
+        st: Element,
+    ) {
         let x = st.get_child("x", NS_MUC_USER);
         let invites: Vec<Element> = x
-            .map(|x| x.elements().filter(|e| e.name == "invite").cloned().collect())
+            .map(|x| {
+                x.elements()
+                    .filter(|e| e.name == "invite")
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         let declines: Vec<Element> = x
-            .map(|x| x.elements().filter(|e| e.name == "decline").cloned().collect())
+            .map(|x| {
+                x.elements()
+                    .filter(|e| e.name == "decline")
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         if !invites.is_empty() {
             self.muc_invite(now, from, room_jid, &st, invites);
@@ -628,4 +670,24 @@ impl Server {
             self.route(now, m);
         }
     }
+}
+
+/// Whether an error says its sender's side is gone (RFC 6120 section 8.3.3: the
+/// conditions a server answers for a session or a domain it cannot reach).
+fn recipient_gone(st: &Element) -> bool {
+    let Some(e) = st.get_child("error", ns::CLIENT) else {
+        return false;
+    };
+    e.elements().any(|c| {
+        c.ns == ns::STANZAS
+            && matches!(
+                c.name.as_str(),
+                "service-unavailable"
+                    | "item-not-found"
+                    | "recipient-unavailable"
+                    | "remote-server-not-found"
+                    | "remote-server-timeout"
+                    | "gone"
+            )
+    })
 }

@@ -139,9 +139,24 @@ impl RoomConfig {
         let fields: [(&str, &str, &str, &str); 13] = [
             ("roomname", "text-single", "Title", &self.name),
             ("roomdesc", "text-single", "Description", &self.description),
-            ("persistentroom", "boolean", "Persistent (kept when empty)", b(self.persistent)),
-            ("publicroom", "boolean", "Listed in the room directory", b(self.public)),
-            ("membersonly", "boolean", "Members only", b(self.members_only)),
+            (
+                "persistentroom",
+                "boolean",
+                "Persistent (kept when empty)",
+                b(self.persistent),
+            ),
+            (
+                "publicroom",
+                "boolean",
+                "Listed in the room directory",
+                b(self.public),
+            ),
+            (
+                "membersonly",
+                "boolean",
+                "Members only",
+                b(self.members_only),
+            ),
             (
                 "passwordprotectedroom",
                 "boolean",
@@ -149,12 +164,21 @@ impl RoomConfig {
                 b(self.password_protected),
             ),
             ("roomsecret", "text-private", "Password", &self.password),
-            ("moderatedroom", "boolean", "Moderated (visitors need voice)", b(self.moderated)),
+            (
+                "moderatedroom",
+                "boolean",
+                "Moderated (visitors need voice)",
+                b(self.moderated),
+            ),
             (
                 "whois",
                 "list-single",
                 "Who may discover real JIDs",
-                if self.non_anonymous { "anyone" } else { "moderators" },
+                if self.non_anonymous {
+                    "anyone"
+                } else {
+                    "moderators"
+                },
             ),
             (
                 "changesubject",
@@ -162,8 +186,18 @@ impl RoomConfig {
                 "Participants may change the subject",
                 b(self.change_subject),
             ),
-            ("allowinvites", "boolean", "Occupants may invite others", b(self.allow_invites)),
-            ("maxusers", "list-single", "Maximum number of occupants", &max_users),
+            (
+                "allowinvites",
+                "boolean",
+                "Occupants may invite others",
+                b(self.allow_invites),
+            ),
+            (
+                "maxusers",
+                "list-single",
+                "Maximum number of occupants",
+                &max_users,
+            ),
             (
                 "historylength",
                 "text-single",
@@ -188,10 +222,7 @@ impl RoomConfig {
                 }
             }
             if full && var == "muc#roomconfig_historylength" {
-                f.push(
-                    Element::new("desc", NS_DATA)
-                        .text_node(&format!("At most {max_history}")),
-                );
+                f.push(Element::new("desc", NS_DATA).text_node(&format!("At most {max_history}")));
             }
             x.push(f);
         }
@@ -199,15 +230,20 @@ impl RoomConfig {
     }
 
     /// Applies a submitted `muc#roomconfig` form (section 10.2: fields left out keep
-    /// their value). `not-acceptable` for values out of range, `bad-request` for another
-    /// form type.
-    pub(crate) fn apply_form(&mut self, x: &Element, max_history: usize) -> Result<(), StanzaError> {
+    /// their value). Errs with the stanza error condition: `not-acceptable` for values
+    /// out of range (a password-protected room without a password included),
+    /// `bad-request` for another form type.
+    pub(crate) fn apply_form(
+        &mut self,
+        x: &Element,
+        max_history: usize,
+    ) -> Result<(), &'static str> {
         let mut c = self.clone();
         for (var, values) in form_values(x) {
             let v = values.first().map(String::as_str).unwrap_or("");
             let Some(name) = var.strip_prefix("muc#roomconfig_") else {
                 if var == "FORM_TYPE" && v != FORM_ROOMCONFIG {
-                    return Err(StanzaError::new("bad-request"));
+                    return Err("bad-request");
                 }
                 if var == "muc#maxhistoryfetch" {
                     c.history_length = parse_history(v, max_history)?;
@@ -227,7 +263,7 @@ impl RoomConfig {
                     c.non_anonymous = match v {
                         "anyone" => true,
                         "moderators" => false,
-                        _ => return Err(StanzaError::new("not-acceptable")),
+                        _ => return Err("not-acceptable"),
                     }
                 }
                 "changesubject" => c.change_subject = parse_bool(v)?,
@@ -235,10 +271,7 @@ impl RoomConfig {
                 "maxusers" => {
                     c.max_users = match v {
                         "" | "none" | "0" => None,
-                        n => Some(
-                            n.parse::<usize>()
-                                .map_err(|_| StanzaError::new("not-acceptable"))?,
-                        ),
+                        n => Some(n.parse::<usize>().map_err(|_| "not-acceptable")?),
                     }
                 }
                 "historylength" => c.history_length = parse_history(v, max_history)?,
@@ -246,27 +279,26 @@ impl RoomConfig {
             }
         }
         if c.password_protected && c.password.is_empty() {
-            return Err(StanzaError::new("not-acceptable")
-                .with_text("A password-protected room needs a password"));
+            return Err("not-acceptable");
         }
         *self = c;
         Ok(())
     }
 }
 
-fn parse_bool(v: &str) -> Result<bool, StanzaError> {
+fn parse_bool(v: &str) -> Result<bool, &'static str> {
     // XEP-0004 section 3.3: boolean values are 0/1/false/true.
     match v {
         "1" | "true" => Ok(true),
         "0" | "false" | "" => Ok(false),
-        _ => Err(StanzaError::new("not-acceptable")),
+        _ => Err("not-acceptable"),
     }
 }
 
-fn parse_history(v: &str, max_history: usize) -> Result<usize, StanzaError> {
+fn parse_history(v: &str, max_history: usize) -> Result<usize, &'static str> {
     v.parse::<usize>()
         .map(|n| n.min(max_history))
-        .map_err(|_| StanzaError::new("not-acceptable"))
+        .map_err(|_| "not-acceptable")
 }
 
 /// An XEP-0004 field; `ty` and `label` left out when empty.
@@ -453,7 +485,11 @@ impl Room {
         let history = self.config.history_length.to_string();
         let changesubject = if self.config.change_subject { "1" } else { "0" };
         for (var, label, value) in [
-            ("muc#roominfo_description", "Description", self.config.description.as_str()),
+            (
+                "muc#roominfo_description",
+                "Description",
+                self.config.description.as_str(),
+            ),
             ("muc#roominfo_occupants", "Number of occupants", &occupants),
             ("muc#roominfo_subject", "Subject", subject),
             (
