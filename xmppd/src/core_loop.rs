@@ -182,6 +182,10 @@ impl CoreLoop {
                     while let Some(ev) = next.take() {
                         if matches!(ev, Event::Shutdown) {
                             if shutdown_by.is_none() {
+                                // Every stream gets `system-shutdown` (RFC 6120 4.9.3.19) and
+                                // every session ends, so unacknowledged messages are
+                                // stored offline before the writer is drained.
+                                self.server.shutdown(self.now);
                                 info!("shutting down: {} storage batches to commit", self.outstanding);
                                 shutdown_by = Some(self.now + SHUTDOWN_GRACE);
                             }

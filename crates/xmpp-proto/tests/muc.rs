@@ -1052,4 +1052,21 @@ fn occupant_iq_and_self_ping() {
         ),
     );
     assert_eq!(stanza_error(&h.one(c)), "bad-request");
+    // An error saying an occupant is gone removes it (status 333); other errors to a
+    // private message go back to its sender.
+    h.send(
+        a,
+        "<message type='error' id='pm1' to='coven@conference.example.org/hag'><error type='modify'><not-acceptable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>",
+    );
+    let e = h.one(b);
+    assert_eq!(from(&e), "coven@conference.example.org/crone");
+    assert_eq!(stanza_error(&e), "not-acceptable");
+    h.send(
+        b,
+        "<message type='error' id='m' to='coven@conference.example.org'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>",
+    );
+    let p = h.one(a);
+    assert_eq!(p.get_attr("type"), Some("unavailable"));
+    assert_eq!(codes(&p), ["333"]);
+    assert_eq!(h.server.stats().occupants, 1);
 }

@@ -18,8 +18,9 @@
 //! so local sessions and (later) remote servers are reached alike. A user going offline
 //! without leaving is covered by RFC 6121 section 4.6: rooms got directed presence, so
 //! the unavailable presence the session end broadcasts (`presence.rs`) reaches
-//! [`Server::muc_handle`] like an explicit exit. An error bounced back by an occupant's
-//! server (its session is gone) removes the occupant (status 333).
+//! [`Server::muc_handle`] like an explicit exit. An error saying an occupant is gone
+//! (bounced by its server when the session ended some other way) removes the occupant
+//! (status 333).
 //!
 //! Storage (host = the service domain, Prosody's model):
 //! - user `""`, store `muc_rooms`: the room index, one key per persistent room
@@ -47,12 +48,12 @@ pub(super) const NS_MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
 pub(super) const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 /// XEP-0004 data forms.
 pub(super) const NS_DATA: &str = "jabber:x:data";
-/// XEP-0203 delayed delivery (history, section 7.2.15).
+/// XEP-0203 delayed delivery (history, section 7.2.13).
 pub(super) const NS_DELAY: &str = "urn:xmpp:delay";
 const NS_PING: &str = "urn:xmpp:ping";
-/// XEP-0068 FORM_TYPE of the configuration form (section 15.5.3).
+/// XEP-0068 FORM_TYPE of the configuration form (XMPP Registrar considerations).
 const FORM_ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
-/// XEP-0068 FORM_TYPE of the room information form (section 15.5.4).
+/// XEP-0068 FORM_TYPE of the room information form (section 6.4).
 const FORM_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
 /// Our own namespace for the room index entries.
 const NS_STORE: &str = "urn:xmppd:muc";
@@ -326,7 +327,7 @@ impl Server {
 
     // ---- the service itself ----
 
-    /// XEP-0045 section 6.1 (service disco#info) and 6.3 (public rooms).
+    /// XEP-0045 section 6.2 (the service's disco#info) and 6.3 (its public rooms).
     fn muc_service_stanza(&mut self, now: Instant, from: Jid, to: Jid, st: Element) {
         let ty = stanza::stanza_type(&st).to_string();
         match st.name.as_str() {

@@ -86,7 +86,7 @@ impl Server {
         q
     }
 
-    /// Lists (sections 8.5 voice list, 9.5 ban list, 9.7 member list, 9.8 moderator
+    /// Lists (sections 8.5 voice list, 9.2 ban list, 9.5 member list, 9.8 moderator
     /// list, 10.5 owner list, 10.8 admin list): affiliation lists for admins and owners,
     /// role lists for moderators.
     fn muc_admin_get(&mut self, now: Instant, from: Jid, room_jid: &Jid, st: Element) {
@@ -142,10 +142,10 @@ impl Server {
     }
 
     /// Role changes by nick (section 8.2 kick, 8.3 / 8.4 voice, 9.6 / 9.7 moderator)
-    /// and affiliation changes by JID (section 9.1 ban, 9.3 / 9.4 member, 10.3 - 10.7
-    /// owner and admin), all checked first and applied together (section 9.5...
-    /// "modifying a list": all or nothing); the room always keeps an owner (section 10.7,
-    /// `conflict`).
+    /// and affiliation changes by JID (section 9.1 ban, 9.3 / 9.4 membership, 10.3 -
+    /// 10.7 owner and admin), all checked before any is applied (a list modification,
+    /// sections 9.2 and 9.5, is all or nothing); the room always keeps an owner
+    /// (sections 10.4 and 10.5, `conflict`).
     fn muc_admin_set(&mut self, now: Instant, from: Jid, room_jid: &Jid, st: Element) {
         let Some(room) = self.muc.rooms.get(room_jid) else {
             return;
@@ -324,8 +324,8 @@ impl Server {
 
     /// An affiliation change, then its effect on the user's sessions in the room: a
     /// ban removes them (301, section 9.1), losing membership of a members-only room
-    /// too (321, section 9.4), anything else changes their role to the one the new
-    /// affiliation gives (section 5.2.2... "role follows affiliation") and is reflected.
+    /// too (321, section 9.4), anything else gives them the default role of the new
+    /// affiliation (section 5.1, default roles) and is reflected.
     fn muc_apply_affiliation(
         &mut self,
         now: Instant,
@@ -448,7 +448,7 @@ impl Server {
     /// whole when the room becomes persistent, removed when it stops being so) and the
     /// owner's result waits until it is durable; occupants learn of the change (104, and
     /// 172 / 173 when anonymity changed, section 10.2.1), and a room turned members-only
-    /// loses its non-members (322, section 9.4... "room became members-only").
+    /// loses its non-members (322).
     fn muc_configure(&mut self, now: Instant, room_jid: &Jid, x: &Element, st: Element) {
         let max_history = self.muc_max_history(room_jid.domain());
         let Some(room) = self.muc.rooms.get_mut(room_jid) else {

@@ -6,7 +6,7 @@
 use super::*;
 use room::{HistoryItem, Occupant, Subject};
 
-/// How an occupant's presence is reflected to the room (sections 7.2.3 - 7.6, 9).
+/// How an occupant's presence is reflected to the room (sections 7.2.2 - 7.7, 8, 9).
 #[derive(Default)]
 pub(super) struct Reflect {
     pub(super) unavailable: bool,
@@ -28,8 +28,9 @@ pub(super) struct Reflect {
 
 impl Server {
     /// Section 7.2: a user enters (the room exists; `created` when this join made it).
-    /// The checks in the order Prosody applies them; then the occupants' presence to the
-    /// newcomer, its own to everyone (itself last, status 110), history, subject.
+    /// The refusals of sections 7.2.5 - 7.2.10, then in the order of section 7.1: the
+    /// occupants' presence to the newcomer, its own to everyone (itself last, status
+    /// 110, section 7.2.2), history, subject.
     pub(super) fn muc_join(
         &mut self,
         now: Instant,
@@ -53,26 +54,26 @@ impl Server {
             .max_users
             .is_some_and(|m| room.occupants.len() >= m);
         let refusal = if room.locked && aff != Affiliation::Owner {
-            // Section 10.1.1: nobody else enters a room before it is configured.
+            // Section 7.2.10: nobody else enters a room before it is configured.
             Some(StanzaError::new("item-not-found"))
         } else if aff == Affiliation::Outcast {
-            // Section 7.2.8: banned.
+            // Section 7.2.7: banned.
             Some(StanzaError::new("forbidden"))
         } else if room.by_nick(&nick).is_some() {
-            // Section 7.2.9.
+            // Section 7.2.8.
             Some(StanzaError::new("conflict"))
         } else if room.config.members_only && aff < Affiliation::Member {
-            // Section 7.2.7.
+            // Section 7.2.6.
             Some(StanzaError::new("registration-required"))
         } else if room
             .config
             .secret()
             .is_some_and(|s| password.as_deref() != Some(s))
         {
-            // Section 7.2.6.
+            // Section 7.2.5.
             Some(StanzaError::new("not-authorized"))
         } else if full && aff < Affiliation::Admin {
-            // Section 7.2.10 (owners and admins still enter).
+            // Section 7.2.9 (owners and admins still enter).
             let mut e = StanzaError::new("service-unavailable");
             e.kind = "wait";
             Some(e)
@@ -273,8 +274,7 @@ impl Server {
     /// Removes the occupant whose session is `real` (section 7.14 exit; kick, ban and
     /// the other removals of sections 8.2, 9.1, 9.4 with their status codes): the
     /// unavailable presence to everyone, itself included (110), and a temporary room
-    /// that is now empty goes away (section 10.1.3... "destroyed when the last occupant
-    /// exits").
+    /// that is now empty goes away (section 4.2).
     pub(super) fn muc_remove(
         &mut self,
         now: Instant,
@@ -305,7 +305,7 @@ impl Server {
         self.muc_room_emptied(room_jid);
     }
 
-    /// A temporary room with nobody left is destroyed (section 10.1.3 / 16.3).
+    /// A temporary room with nobody left is destroyed (section 4.2, room types).
     pub(super) fn muc_room_emptied(&mut self, room_jid: &Jid) {
         let gone = self
             .muc
@@ -319,7 +319,7 @@ impl Server {
 
     /// An error from an occupant's real JID. One saying the occupant is not there any
     /// more (its session ended, its server is unreachable) removes it with status 333
-    /// (XEP-0045 section 15.6 status codes; not 307, as for a disconnect); any other
+    /// (not with 307: a disconnect is no kick); any other
     /// message error answering a private message goes back to the sender's occupant
     /// JID, from the occupant's.
     pub(super) fn muc_error_from(&mut self, now: Instant, to: &Jid, from: &Jid, st: Element) {
@@ -521,7 +521,7 @@ impl Server {
         m.set_attr("from", &room.occupant_jid(&sender.nick).to_string());
         m.set_attr("to", &target.real.to_string());
         if m.get_child("x", NS_MUC_USER).is_none() {
-            // Marks it as a MUC private message (XEP-0280 section 6 for carbons).
+            // Section 7.5: the service adds `<x/>` (for XEP-0280 carbons).
             m.push(Element::new("x", NS_MUC_USER));
         }
         self.route(now, m);
@@ -560,8 +560,8 @@ impl Server {
         self.route(now, fwd);
     }
 
-    /// A message to the room that is not groupchat: mediated invitations (section
-    /// 7.8.2) and their declines (section 7.8.2 / 7.8.3... "decline").
+    /// A message to the room that is not groupchat: mediated invitations and their
+    /// declines (section 7.8.2).
     pub(super) fn muc_room_message(
         &mut self,
         now: Instant,

@@ -1,5 +1,5 @@
 //! One room's state (XEP-0045) as plain data: configuration (the `muc#roomconfig` form
-//! of section 15.5.3, which is also how a persistent room's configuration is stored),
+//! of section 10.2, which is also how a persistent room's configuration is stored),
 //! affiliations, occupants with their roles, discussion history and subject, and the
 //! presence an occupant is shown with. No routing here: `occupants.rs` and `admin.rs`
 //! turn changes into stanzas.
@@ -69,7 +69,7 @@ impl Role {
     }
 }
 
-/// Room configuration (XEP-0045 section 10.2, fields of section 15.5.3).
+/// Room configuration (XEP-0045 section 10.2, `muc#roomconfig` fields).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RoomConfig {
     pub(crate) name: String,
@@ -82,8 +82,8 @@ pub(crate) struct RoomConfig {
     pub(crate) password_protected: bool,
     pub(crate) password: String,
     pub(crate) moderated: bool,
-    /// `whois` = `anyone`: every occupant sees real JIDs (section 7.2.4); otherwise only
-    /// moderators do (semi-anonymous, section 7.2.3).
+    /// `whois` = `anyone`: every occupant sees real JIDs (section 7.2.3); otherwise only
+    /// moderators do (semi-anonymous, section 7.2.4).
     pub(crate) non_anonymous: bool,
     /// Participants may change the subject (moderators always may, section 8.1).
     pub(crate) change_subject: bool,
@@ -116,7 +116,7 @@ impl RoomConfig {
         }
     }
 
-    /// Password in force (section 7.2.6).
+    /// Password in force (section 7.2.5).
     pub(crate) fn secret(&self) -> Option<&str> {
         (self.password_protected).then_some(self.password.as_str())
     }
@@ -350,7 +350,7 @@ pub(crate) struct Occupant {
     pub(crate) presence: Element,
 }
 
-/// A message of discussion history (section 7.2.15), as broadcast (`from` the
+/// A message of discussion history (section 7.2.13), as broadcast (`from` the
 /// occupant JID, no `to`), with its XEP-0203 delay stamp already added.
 #[derive(Debug, Clone)]
 pub(crate) struct HistoryItem {
@@ -422,7 +422,7 @@ impl Room {
             .unwrap_or_else(|_| self.jid.clone())
     }
 
-    /// The role an occupant gets from its affiliation (section 5.1.2).
+    /// The role an occupant gets from its affiliation (section 5.1, default roles).
     pub(crate) fn default_role(&self, aff: Affiliation) -> Role {
         match aff {
             Affiliation::Owner | Affiliation::Admin => Role::Moderator,
@@ -446,7 +446,7 @@ impl Room {
         }
     }
 
-    /// What a joining user asked for in `<history/>` (section 7.2.15): the newest
+    /// What a joining user asked for in `<history/>` (section 7.2.14): the newest
     /// messages within `maxstanzas`, `seconds` and `maxchars`.
     pub(crate) fn history_for(&self, now: Instant, request: Option<&Element>) -> Vec<Element> {
         let attr = |name: &str| {
@@ -476,7 +476,7 @@ impl Room {
         picked
     }
 
-    /// The `muc#roominfo` form (section 15.5.4) for disco#info (section 6.4).
+    /// The `muc#roominfo` form for disco#info (section 6.4, XEP-0128).
     pub(crate) fn info_form(&self) -> Element {
         let mut x = Element::new("x", NS_DATA).attr("type", "result");
         x.push(field("FORM_TYPE", "hidden", "", &[FORM_ROOMINFO]));
@@ -504,7 +504,7 @@ impl Room {
         x
     }
 
-    /// disco#info features (section 6.4, registry of section 15.2.2).
+    /// disco#info features (section 6.4, the registered `muc_*` features).
     pub(crate) fn features(&self) -> Vec<&'static str> {
         let c = &self.config;
         vec![
@@ -548,7 +548,7 @@ impl Room {
     }
 }
 
-/// `<x xmlns='muc#user'><item .../>(<status code/>)*</x>` (section 7.2.3): `jid` only
+/// `<x xmlns='muc#user'><item .../>(<status code/>)*</x>` (section 7.2.2): `jid` only
 /// for those allowed to see it, `nick` for a nick change (section 7.6).
 pub(crate) fn user_x(
     aff: Affiliation,
