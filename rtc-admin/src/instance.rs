@@ -2,7 +2,7 @@
 //!
 //! Everything a developer needs to try the servers on one machine is written into DIR:
 //! one config file per daemon, a self-signed certificate, the SQLite databases with a demo
-//! TURN user and two demo SIP accounts (`alice`, `bob`), and the demo password in
+//! TURN user and two demo SIP and XMPP accounts (`alice`, `bob`), and the demo password in
 //! `credentials.txt`. Every listening port is the
 //! protocol's standard port plus `--port-offset`, so several instances (and the test suite)
 //! can run side by side.
@@ -35,9 +35,6 @@ pub struct Daemon {
 /// The daemons of the suite, in start order.
 ///
 /// ----- ADD NEW DAEMONS HERE -----
-/// xmppd slots in as an entry once its binary and config types exist: client-to-server
-/// 5222+N, client direct TLS 5223+N (XEP-0368), server-to-server 5269+N (RFC 6120 §14.7).
-///
 /// Each needs a `render_config` like [`turnd_config`] whose output passes that daemon's
 /// `--check-config`, and a test in `tests/cli.rs` checking it. `up` needs no change.
 pub const DAEMONS: &[Daemon] = &[
@@ -60,6 +57,17 @@ pub const DAEMONS: &[Daemon] = &[
         ],
         render_config: sipd_config,
     },
+    Daemon {
+        name: "xmppd",
+        // Client-to-server with STARTTLS and direct TLS (XEP-0368), then metrics;
+        // server-to-server (5269, RFC 6120 §14.7) comes with federation.
+        ports: &[
+            ("c2s-ports", 5222),
+            ("c2s-direct-tls-ports", 5223),
+            ("prometheus-port", 9092),
+        ],
+        render_config: xmppd_config,
+    },
 ];
 
 /// Start of the relay port range (IANA dynamic ports, RFC 6335 §6), where coturn and turnd
@@ -72,8 +80,13 @@ const RELAY_PORTS_PER_INSTANCE: u16 = 1000;
 pub const DATABASE_FILE: &str = "turnd.sqlite";
 /// sipd's SQLite database (Kamailio's `subscriber` and `location` tables).
 pub const SIP_DATABASE_FILE: &str = "sipd.sqlite";
-/// SIP accounts `init` creates (with the demo password), so two phones can call each other.
-pub const SIP_DEMO_USERS: [&str; 2] = ["alice", "bob"];
+/// xmppd's SQLite database (accounts as SCRAM secrets, per-user data).
+pub const XMPP_DATABASE_FILE: &str = "xmppd.sqlite";
+/// PBKDF2 iterations of the demo XMPP accounts (xmppd's and Prosody's default).
+const XMPP_SCRAM_ITERATIONS: u32 = 10_000;
+/// SIP and XMPP accounts `init` creates (with the demo password), so two phones or two chat
+/// clients can reach each other.
+pub const DEMO_ACCOUNTS: [&str; 2] = ["alice", "bob"];
 /// Where `init` leaves the demo user's password.
 pub const CREDENTIALS_FILE: &str = "credentials.txt";
 /// Name of the demo long-term user.
@@ -271,6 +284,69 @@ log-level = "info"
     )
 }
 
+/// xmppd's main config for an instance; the domain itself is described in its virtual-host
+/// file ([`xmppd_vhost`]), enabled by a link as Debian's Prosody does.
+pub fn xmppd_config(i: &Instance) -> String {
+    format!(
+        r#"# xmppd configuration of a local instance, written by `rtc-admin init`.
+# Prosody's model: this main file, plus one file per domain in vhosts-available/, enabled
+# by a link in vhosts-enabled/. Check with: xmppd --check-config --config <this file>
+
+admins = []
+
+# Loopback only. Client connections with STARTTLS on {c2s} (5222 + offset {offset}),
+# direct TLS (XEP-0368) on {tls} (5223 + offset).
+interfaces = ["127.0.0.1"]
+c2s-ports = [{c2s}]
+c2s-direct-tls-ports = [{tls}]
+
+# SQLite database relative to this file's directory; manage accounts with
+# `rtc-admin xmpp adduser/passwd/deluser`.
+db-url = {db}
+scram-iterations = {iterations}
+
+vhosts-available = "vhosts-available"
+vhosts-enabled = "vhosts-enabled"
+
+# Prometheus metrics at http://127.0.0.1:{metrics}/metrics
+prometheus = true
+prometheus-address = "127.0.0.1"
+prometheus-port = {metrics}
+
+log-level = "info"
+"#,
+        c2s = i.port(5222),
+        tls = i.port(5223),
+        metrics = i.port(9092),
+        offset = i.port_offset,
+        db = quoted(XMPP_DATABASE_FILE),
+        iterations = XMPP_SCRAM_ITERATIONS,
+    )
+}
+
+/// The instance domain's virtual-host file, with its chat-room service.
+pub fn xmppd_vhost(i: &Instance) -> String {
+    format!(
+        r#"# The {domain} virtual host of a local instance, written by `rtc-admin init`.
+domain = {quoted_domain}
+certificate = {cert}
+key = {key}
+allow-registration = false
+
+# Chat rooms (XEP-0045) on their own domain, as Prosody's
+# Component "conference.{domain}" "muc"
+[[component]]
+domain = {muc}
+type = "muc"
+"#,
+        domain = i.domain,
+        quoted_domain = quoted(&i.domain),
+        cert = quoted(&i.cert_path().display().to_string()),
+        key = quoted(&i.key_path().display().to_string()),
+        muc = quoted(&format!("conference.{}", i.domain)),
+    )
+}
+
 /// `credentials.txt`: TOML, so `up` can read it back, and plain enough to read by eye.
 #[derive(Debug, Deserialize)]
 pub struct DemoCredentials {
@@ -278,8 +354,8 @@ pub struct DemoCredentials {
     pub password: String,
     pub realm: String,
     /// Absent in instances written before sipd existed.
-    #[serde(default, rename = "sip-users")]
-    pub sip_users: Vec<String>,
+    #[serde(default, rename = "accounts")]
+    pub accounts: Vec<String>,
 }
 
 impl DemoCredentials {
@@ -316,6 +392,10 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
         .collect();
     let database = instance.dir.join(DATABASE_FILE);
     let sip_database = instance.dir.join(SIP_DATABASE_FILE);
+    let xmpp_database = instance.dir.join(XMPP_DATABASE_FILE);
+    let vhost_name = format!("{}.toml", instance.domain);
+    let vhost_available = instance.dir.join("vhosts-available").join(&vhost_name);
+    let vhost_enabled = instance.dir.join("vhosts-enabled").join(&vhost_name);
     let credentials = instance.dir.join(CREDENTIALS_FILE);
     let mut targets: Vec<PathBuf> = configs.iter().map(|(p, _)| p.clone()).collect();
     targets.extend([
@@ -323,6 +403,9 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
         instance.key_path(),
         database.clone(),
         sip_database.clone(),
+        xmpp_database.clone(),
+        vhost_available.clone(),
+        vhost_enabled.clone(),
         credentials.clone(),
     ]);
     // All-or-nothing: check every file before writing any, so a refused init changes nothing.
@@ -352,6 +435,16 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
     for (path, text) in &configs {
         write_file(path, text, 0o644)?;
     }
+    std::fs::create_dir_all(instance.dir.join("vhosts-available"))?;
+    std::fs::create_dir_all(instance.dir.join("vhosts-enabled"))?;
+    write_file(&vhost_available, &xmppd_vhost(&instance), 0o644)?;
+    // Enabled by a relative link, so the instance directory can move.
+    let _ = std::fs::remove_file(&vhost_enabled);
+    std::os::unix::fs::symlink(
+        Path::new("../vhosts-available").join(&vhost_name),
+        &vhost_enabled,
+    )
+    .with_context(|| format!("cannot link {}", vhost_enabled.display()))?;
 
     let password = random_password();
     crate::block_on(create_database(&database, &instance.domain, &password))?;
@@ -360,16 +453,21 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
         &instance.domain,
         &password,
     ))?;
+    crate::block_on(create_xmpp_database(
+        &xmpp_database,
+        &instance.domain,
+        &password,
+    ))?;
     write_file(
         &credentials,
         &format!(
             "# Demo accounts written by `rtc-admin init`: the TURN user (long-term credentials)\n\
-             # and the SIP accounts, all with this password.\n\
-             user = {}\npassword = {}\nrealm = {}\nsip-users = [{}]\n",
+             # and the SIP and XMPP accounts, all with this password.\n\
+             user = {}\npassword = {}\nrealm = {}\naccounts = [{}]\n",
             quoted(DEMO_USER),
             quoted(&password),
             quoted(&instance.domain),
-            SIP_DEMO_USERS.map(quoted).join(", ")
+            DEMO_ACCOUNTS.map(quoted).join(", ")
         ),
         0o600,
     )?;
@@ -384,8 +482,8 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
         credentials.display()
     );
     println!(
-        "SIP accounts: {} with the same password",
-        SIP_DEMO_USERS
+        "SIP and XMPP accounts: {} with the same password",
+        DEMO_ACCOUNTS
             .map(|u| format!("{u}@{}", instance.domain))
             .join(", ")
     );
@@ -401,11 +499,25 @@ async fn create_sip_database(path: &Path, domain: &str, password: &str) -> anyho
     remove_sqlite(path)?;
     let store = rtc_store::Store::connect(&path.display().to_string()).await?;
     store.migrate_sip().await?;
-    for user in SIP_DEMO_USERS {
+    for user in DEMO_ACCOUNTS {
         store
             .sip()
             .add_subscriber(user, domain, domain, password)
             .await?;
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// xmppd's database with the demo accounts (`prosodyctl adduser alice@...`), stored as
+/// SCRAM secrets only.
+async fn create_xmpp_database(path: &Path, domain: &str, password: &str) -> anyhow::Result<()> {
+    remove_sqlite(path)?;
+    let store = rtc_store::Store::connect(&path.display().to_string()).await?;
+    store.migrate_xmpp().await?;
+    for user in DEMO_ACCOUNTS {
+        let secrets = crate::xmpp::new_secrets(password, XMPP_SCRAM_ITERATIONS);
+        store.xmpp().create_account(domain, user, &secrets).await?;
     }
     store.close().await;
     Ok(())

@@ -289,9 +289,9 @@ fn print_summary(dir: &Path) {
             "[rtc-admin]   demo user: {} / {} (realm {})",
             c.user, c.password, c.realm
         );
-        for u in &c.sip_users {
+        for u in &c.accounts {
             println!(
-                "[rtc-admin]   SIP account: sip:{u}@{} / {}",
+                "[rtc-admin]   SIP and XMPP account: {u}@{} / {}",
                 c.realm, c.password
             );
         }

@@ -130,7 +130,7 @@ fn parse_jid(jid: &str) -> anyhow::Result<(String, String)> {
 }
 
 /// SCRAM-SHA-1 and SCRAM-SHA-256 secrets of a password with a fresh salt.
-fn new_secrets(password: &str, iterations: u32) -> XmppSecrets {
+pub(crate) fn new_secrets(password: &str, iterations: u32) -> XmppSecrets {
     let mut salt = [0u8; SALT_LEN];
     rand::thread_rng().fill_bytes(&mut salt);
     // The password was checked by `password::new_password`; map it as clients do.

@@ -446,6 +446,10 @@ fn init_writes_an_instance_the_daemons_accept() {
         "turnd.sqlite",
         "sipd.toml",
         "sipd.sqlite",
+        "xmppd.toml",
+        "xmppd.sqlite",
+        "vhosts-available/falcot.com.toml",
+        "vhosts-enabled/falcot.com.toml",
         "credentials.txt",
         "tls/falcot.com.crt",
         "tls/falcot.com.key",
@@ -477,7 +481,7 @@ fn init_writes_an_instance_the_daemons_accept() {
     // rtc-admin finds the same database through the relative userdb.
     assert_eq!(ok(&dir, &["turn", "-l"]), "demo[falcot.com]\n");
 
-    for daemon in ["turnd", "sipd"] {
+    for daemon in ["turnd", "sipd", "xmppd"] {
         let check = Command::new(daemon_binary(daemon))
             .arg("--check-config")
             .arg("--config")
@@ -491,6 +495,14 @@ fn init_writes_an_instance_the_daemons_accept() {
             String::from_utf8_lossy(&check.stderr)
         );
     }
+    assert!(
+        std::fs::symlink_metadata(dir.join("vhosts-enabled/falcot.com.toml"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let accounts = ok(&dir, &["xmpp", "about"]);
+    assert!(accounts.contains("falcot.com"), "{accounts}");
     let sip = std::fs::read_to_string(dir.join("sipd.toml")).unwrap();
     assert!(sip.contains("udp:127.0.0.1:5067"), "{sip}");
     assert!(sip.contains("tls:127.0.0.1:5068"), "{sip}");
@@ -616,6 +628,37 @@ fn stun_binding(server: std::net::SocketAddr, deadline: Instant) -> std::net::So
     panic!("no STUN answer from {server}");
 }
 
+/// Opens an XMPP client stream to `domain` and returns what the server sends until its
+/// stream features have arrived.
+fn xmpp_features(server: std::net::SocketAddr, domain: &str, deadline: Instant) -> String {
+    use std::io::{Read as _, Write as _};
+    while Instant::now() < deadline {
+        let Ok(mut s) = std::net::TcpStream::connect(server) else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let header = format!(
+            "<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' \
+             xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+        );
+        s.write_all(header.as_bytes()).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&got).contains("</stream:features>") {
+                break;
+            }
+        }
+        return String::from_utf8_lossy(&got).into_owned();
+    }
+    panic!("no XMPP answer from {server}");
+}
+
 /// Sends SIP OPTIONS over UDP until a status line comes back (or `deadline`).
 fn sip_options(server: std::net::SocketAddr, deadline: Instant) -> String {
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -639,7 +682,7 @@ fn sip_options(server: std::net::SocketAddr, deadline: Instant) -> String {
 }
 
 #[test]
-fn up_runs_turnd_and_sipd_until_sigterm() {
+fn up_runs_every_daemon_until_sigterm() {
     turnd_binary();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("local");
@@ -674,6 +717,10 @@ fn up_runs_turnd_and_sipd_until_sigterm() {
     let sip_port = 5060 + offset as u16;
     let status = sip_options(([127, 0, 0, 1], sip_port).into(), deadline);
     assert!(status.starts_with("SIP/2.0 200"), "{status}");
+    // xmppd answers a stream header for the instance domain with its features.
+    let xmpp_port = 5222 + offset as u16;
+    let features = xmpp_features(([127, 0, 0, 1], xmpp_port).into(), "localhost", deadline);
+    assert!(features.contains("starttls"), "{features}");
 
     sigterm(guard.admin.id());
     let status = loop {
@@ -696,7 +743,11 @@ fn up_runs_turnd_and_sipd_until_sigterm() {
     assert!(summary.contains("demo user: demo / "), "{summary}");
     assert!(summary.contains("[turnd] "), "{summary}");
     assert!(summary.contains("[sipd] "), "{summary}");
-    assert!(summary.contains("SIP account: sip:alice@"), "{summary}");
+    assert!(summary.contains("[xmppd] "), "{summary}");
+    assert!(
+        summary.contains("SIP and XMPP account: alice@"),
+        "{summary}"
+    );
     let pid = rustix::process::Pid::from_raw(guard.turnd_pid.unwrap()).unwrap();
     assert!(
         rustix::process::test_kill_process(pid).is_err(),
