@@ -359,7 +359,7 @@ msg_run() { # server offered-rate rep
     csv_row "$server,msg,$offered,$rep,$CLIENT_PROCS,$ok,$failed,$rate,$p50_ms,$p99_ms,$max_ms,$sent,$received,$lost,$cpu_s,$per_k,$client_cpu_pct,$(awk -v r="$rss" 'BEGIN{printf "%.1f", r/1024}'),,,$good"
     log "$(printf '%-7s msg %6d/s rep %d: %7s/s delivered, %d/%d received, p50 %s ms, p99 %s ms, max %s ms, cpu %ss (%s ms/kmsg), client %s%%%s' \
         "$server" "$offered" "$rep" "$rate" "$received" "$sent" "$p50_ms" "$p99_ms" "$max_ms" "$cpu_s" "$per_k" "$client_cpu_pct" \
-        "$([[ $good == 1 ]] || echo " FAILED ($err)")")"
+        "$([[ $good == 1 ]] || echo " FAILED (lost $lost${err:+, $err})")")"
 }
 
 mem_run() { # server rep

@@ -15,7 +15,7 @@ const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 const NS_PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
-const NS_PUBSUB_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+
 const NS_COMMANDS: &str = "http://jabber.org/protocol/commands";
 const NS_DATA: &str = "jabber:x:data";
 const NS_REGISTER: &str = "jabber:iq:register";
@@ -193,10 +193,7 @@ fn caps_hash_in_features_matches_disco_info() {
     assert_eq!(caps.get_attr("hash"), Some("sha-1"));
     h.send(
         c,
-        &format!(
-            "<iq type='set' id='b'><bind xmlns='{}'/></iq>",
-            ns::BIND
-        ),
+        &format!("<iq type='set' id='b'><bind xmlns='{}'/></iq>", ns::BIND),
     );
     h.take(c);
     let r = iq(
@@ -279,7 +276,11 @@ fn vcard_set_and_get() {
     let a = h.online("alice", "a", 0);
     let b = h.online("bob", "b", 0);
     // Nothing stored yet: an empty vCard for oneself, item-not-found for others.
-    let r = iq(&mut h, a, "<iq type='get' id='v0'><vCard xmlns='vcard-temp'/></iq>");
+    let r = iq(
+        &mut h,
+        a,
+        "<iq type='get' id='v0'><vCard xmlns='vcard-temp'/></iq>",
+    );
     let v = result_payload(&r);
     assert_eq!((v.name.as_str(), v.elements().count()), ("vCard", 0));
     let r = iq(
@@ -295,9 +296,12 @@ fn vcard_set_and_get() {
         "<iq type='set' id='v2'><vCard xmlns='vcard-temp'><FN>Alice Liddell</FN><NICKNAME>al</NICKNAME></vCard></iq>",
     );
     assert_eq!(r.get_attr("type"), Some("result"));
-    assert!(h
-        .db
-        .contains_key(&(HOST.into(), "alice".into(), "vcard".into(), "current".into())));
+    assert!(h.db.contains_key(&(
+        HOST.into(),
+        "alice".into(),
+        "vcard".into(),
+        "current".into()
+    )));
     for c in [a, b] {
         let r = iq(
             &mut h,
@@ -306,7 +310,10 @@ fn vcard_set_and_get() {
         );
         assert_eq!(r.get_attr("from"), Some("alice@example.org"));
         let v = result_payload(&r);
-        assert_eq!(v.get_child("FN", "vcard-temp").unwrap().text(), "Alice Liddell");
+        assert_eq!(
+            v.get_child("FN", "vcard-temp").unwrap().text(),
+            "Alice Liddell"
+        );
     }
     // Only the owner writes it.
     let r = iq(
@@ -353,7 +360,13 @@ fn private_storage_set_get_and_refusals() {
     );
     let q = result_payload(&r);
     let prefs = q.get_child("prefs", "urn:example:prefs").unwrap();
-    assert_eq!(prefs.get_child("theme", "urn:example:prefs").unwrap().text(), "dark");
+    assert_eq!(
+        prefs
+            .get_child("theme", "urn:example:prefs")
+            .unwrap()
+            .text(),
+        "dark"
+    );
     // Nothing stored: the empty element back.
     let r = iq(
         &mut h,
@@ -377,7 +390,11 @@ fn private_storage_set_get_and_refusals() {
         );
         assert_eq!(stanza_error(&r), "not-acceptable", "{bad}");
     }
-    let r = iq(&mut h, a, "<iq type='get' id='p5'><query xmlns='jabber:iq:private'/></iq>");
+    let r = iq(
+        &mut h,
+        a,
+        "<iq type='get' id='p5'><query xmlns='jabber:iq:private'/></iq>",
+    );
     assert_eq!(stanza_error(&r), "bad-request");
     // Another user's data.
     let r = iq(
@@ -425,7 +442,12 @@ fn pep_avatar_notifies_contacts_that_asked() {
     let r = iq(
         &mut h,
         a,
-        &publish(AVATAR_META, "111f4b3c50d7b0df729d299bc6f8e9ef9066971f", &meta, ""),
+        &publish(
+            AVATAR_META,
+            "111f4b3c50d7b0df729d299bc6f8e9ef9066971f",
+            &meta,
+            "",
+        ),
     );
     assert_eq!(r.get_attr("type"), Some("result"));
     let ev = events(&h.take(b));
@@ -503,7 +525,9 @@ fn pep_avatar_notifies_contacts_that_asked() {
     let r = iq(
         &mut h,
         b,
-        &format!("<iq type='get' id='di' to='alice@example.org'><query xmlns='{NS_DISCO_ITEMS}'/></iq>"),
+        &format!(
+            "<iq type='get' id='di' to='alice@example.org'><query xmlns='{NS_DISCO_ITEMS}'/></iq>"
+        ),
     );
     let nodes: Vec<&str> = result_payload(&r)
         .elements()
@@ -572,7 +596,11 @@ fn bookmarks_publish_retrieve_and_compat() {
         ("tea@conference.example.org", "Tea"),
         ("cards@conference.example.org", "Cards"),
     ] {
-        let r = iq(&mut h, a, &publish(BOOKMARKS2, room, &conf(name), BOOKMARK_OPTIONS));
+        let r = iq(
+            &mut h,
+            a,
+            &publish(BOOKMARKS2, room, &conf(name), BOOKMARK_OPTIONS),
+        );
         assert_eq!(r.get_attr("type"), Some("result"), "{r:#?}");
         // The owner's resource that asked is notified, not bob (whitelist).
         let ev = events(&h.take(a));
@@ -631,7 +659,10 @@ fn bookmarks_publish_retrieve_and_compat() {
     let tea = storage.elements().next().unwrap();
     assert_eq!(tea.get_attr("name"), Some("Tea"));
     assert_eq!(tea.get_attr("autojoin"), Some("true"));
-    assert_eq!(tea.get_child("nick", "storage:bookmarks").unwrap().text(), "al");
+    assert_eq!(
+        tea.get_child("nick", "storage:bookmarks").unwrap().text(),
+        "al"
+    );
 
     // An old client rewrites the list: cards goes, chess comes.
     h.take(a);
@@ -677,7 +708,16 @@ fn bookmarks_publish_retrieve_and_compat() {
     assert_eq!(item_ids(&r), ["go@conference.example.org"]);
     // ...and a XEP-0402 change republishes the legacy node.
     h.take(a);
-    let r = iq(&mut h, a, &publish(BOOKMARKS2, "tea@conference.example.org", &conf("Tea"), BOOKMARK_OPTIONS));
+    let r = iq(
+        &mut h,
+        a,
+        &publish(
+            BOOKMARKS2,
+            "tea@conference.example.org",
+            &conf("Tea"),
+            BOOKMARK_OPTIONS,
+        ),
+    );
     assert_eq!(r.get_attr("type"), Some("result"));
     let r = iq(
         &mut h,
@@ -719,8 +759,14 @@ fn version_time_and_last_activity() {
         "<iq type='get' id='v' to='example.org'><query xmlns='jabber:iq:version'/></iq>",
     );
     let q = result_payload(&r);
-    assert_eq!(q.get_child("name", "jabber:iq:version").unwrap().text(), "xmppd");
-    assert_eq!(q.get_child("version", "jabber:iq:version").unwrap().text(), "0.1");
+    assert_eq!(
+        q.get_child("name", "jabber:iq:version").unwrap().text(),
+        "xmppd"
+    );
+    assert_eq!(
+        q.get_child("version", "jabber:iq:version").unwrap().text(),
+        "0.1"
+    );
 
     let r = iq(
         &mut h,
@@ -728,7 +774,10 @@ fn version_time_and_last_activity() {
         "<iq type='get' id='t' to='example.org'><time xmlns='urn:xmpp:time'/></iq>",
     );
     let t = result_payload(&r);
-    assert_eq!(t.get_child("tzo", "urn:xmpp:time").unwrap().text(), "+00:00");
+    assert_eq!(
+        t.get_child("tzo", "urn:xmpp:time").unwrap().text(),
+        "+00:00"
+    );
     // 1_700_000_000 + 42 s.
     assert_eq!(
         t.get_child("utc", "urn:xmpp:time").unwrap().text(),
@@ -748,7 +797,10 @@ fn version_time_and_last_activity() {
     let r = iq(&mut h, b, last);
     assert_eq!(result_payload(&r).get_attr("seconds"), Some("0"));
     // Alice leaves with a status; 100 s later bob asks.
-    h.send(a, "<presence type='unavailable'><status>gone fishing</status></presence>");
+    h.send(
+        a,
+        "<presence type='unavailable'><status>gone fishing</status></presence>",
+    );
     h.take(b);
     h.advance(Duration::from_secs(100));
     let r = iq(&mut h, b, last);
@@ -781,12 +833,15 @@ fn registration_off_by_default() {
     let r = iq(
         &mut h,
         c,
-        &format!("<iq type='set' id='r'><query xmlns='{NS_REGISTER}'><username>dave</username><password>pw</password></query></iq>"),
+        &format!("<iq type='set' id='r'><query xmlns='{NS_REGISTER}'><username>frank</username><password>pw</password></query></iq>"),
     );
     assert_eq!(stanza_error(&r), "service-unavailable");
-    assert!(!h.accounts.contains_key("dave"));
+    assert!(!h.accounts.contains_key("frank"));
     // Any other iq before authentication still ends the stream.
-    h.send(c, "<iq type='get' id='x'><query xmlns='jabber:iq:roster'/></iq>");
+    h.send(
+        c,
+        "<iq type='get' id='x'><query xmlns='jabber:iq:roster'/></iq>",
+    );
     assert_eq!(h.stream_error(c), "not-authorized");
 }
 
@@ -818,40 +873,45 @@ fn registration_conflict_password_change_and_cancel() {
     let r = iq(
         &mut h,
         c,
-        &format!("<iq type='set' id='r3'><query xmlns='{NS_REGISTER}'><username>dave</username></query></iq>"),
+        &format!("<iq type='set' id='r3'><query xmlns='{NS_REGISTER}'><username>frank</username></query></iq>"),
     );
     assert_eq!(stanza_error(&r), "not-acceptable");
     let r = iq(
         &mut h,
         c,
-        &format!("<iq type='set' id='r4'><query xmlns='{NS_REGISTER}'><username>da ve</username><password>pw</password></query></iq>"),
+        &format!("<iq type='set' id='r4'><query xmlns='{NS_REGISTER}'><username>fr ank</username><password>pw</password></query></iq>"),
     );
     assert_eq!(stanza_error(&r), "not-acceptable");
     // Created, with SCRAM secrets at the configured iteration count.
     let r = iq(
         &mut h,
         c,
-        &format!("<iq type='set' id='r5'><query xmlns='{NS_REGISTER}'><username>Dave</username><password>first pw</password></query></iq>"),
+        &format!("<iq type='set' id='r5'><query xmlns='{NS_REGISTER}'><username>Frank</username><password>first pw</password></query></iq>"),
     );
     assert_eq!(r.get_attr("type"), Some("result"), "{r:#?}");
-    let secrets = h.accounts.get("dave").expect("account created").clone();
+    let secrets = h.accounts.get("frank").expect("account created").clone();
     assert_eq!(secrets.sha256.as_ref().unwrap().iterations, 4096);
     assert_eq!(secrets.sha256.as_ref().unwrap().salt.len(), 16);
     // The same connection authenticates with it.
-    assert_eq!(h.auth(c, "SCRAM-SHA-256", "dave", "first pw").name, "success");
+    assert_eq!(
+        h.auth(c, "SCRAM-SHA-256", "frank", "first pw").name,
+        "success"
+    );
 
     // Password change after authentication (section 3.3).
-    let d = login_pass(&mut h, "dave", "first pw", "home");
+    let d = login_pass(&mut h, "frank", "first pw", "home");
     let r = iq(
         &mut h,
         d,
         &format!("<iq type='get' id='q' to='{HOST}'><query xmlns='{NS_REGISTER}'/></iq>"),
     );
-    assert!(result_payload(&r).get_child("registered", NS_REGISTER).is_some());
+    assert!(result_payload(&r)
+        .get_child("registered", NS_REGISTER)
+        .is_some());
     let r = iq(
         &mut h,
         d,
-        &format!("<iq type='set' id='pw' to='{HOST}'><query xmlns='{NS_REGISTER}'><username>dave</username><password>second pw</password></query></iq>"),
+        &format!("<iq type='set' id='pw' to='{HOST}'><query xmlns='{NS_REGISTER}'><username>frank</username><password>second pw</password></query></iq>"),
     );
     assert_eq!(r.get_attr("type"), Some("result"), "{r:#?}");
     // Not someone else's.
@@ -862,8 +922,11 @@ fn registration_conflict_password_change_and_cancel() {
     );
     assert_eq!(stanza_error(&r), "not-authorized");
     let (c2, _) = h.open_to_sasl();
-    assert_eq!(h.auth(c2, "SCRAM-SHA-256", "dave", "first pw").name, "failure");
-    let d2 = login_pass(&mut h, "dave", "second pw", "work");
+    assert_eq!(
+        h.auth(c2, "SCRAM-SHA-256", "frank", "first pw").name,
+        "failure"
+    );
+    let d2 = login_pass(&mut h, "frank", "second pw", "work");
 
     // Cancellation (section 3.2): the answer, then every stream of the account ends.
     let r = iq(
@@ -872,7 +935,7 @@ fn registration_conflict_password_change_and_cancel() {
         &format!("<iq type='set' id='rm'><query xmlns='{NS_REGISTER}'><remove/></query></iq>"),
     );
     assert_eq!(r.get_attr("type"), Some("result"));
-    assert!(!h.accounts.contains_key("dave"));
+    assert!(!h.accounts.contains_key("frank"));
     assert_eq!(h.stream_error(d), "not-authorized");
     assert_eq!(h.stream_error(d2), "not-authorized");
 }
@@ -912,7 +975,12 @@ fn adhoc_add_and_delete_user_as_admin_only() {
         .filter_map(|e| e.get_attr("node"))
         .map(str::to_string)
         .collect();
-    for n in ["add-user", "delete-user", "change-user-password", "get-online-users-num"] {
+    for n in [
+        "add-user",
+        "delete-user",
+        "change-user-password",
+        "get-online-users-num",
+    ] {
         assert!(
             nodes.contains(&format!("http://jabber.org/protocol/admin#{n}")),
             "{n} in {nodes:?}"
@@ -930,7 +998,10 @@ fn adhoc_add_and_delete_user_as_admin_only() {
     let sid = cmd.get_attr("sessionid").unwrap().to_string();
     let x = cmd.get_child("x", NS_DATA).unwrap();
     let vars: Vec<&str> = x.elements().filter_map(|f| f.get_attr("var")).collect();
-    assert_eq!(vars, ["FORM_TYPE", "accountjid", "password", "password-verify"]);
+    assert_eq!(
+        vars,
+        ["FORM_TYPE", "accountjid", "password", "password-verify"]
+    );
     let r = iq(
         &mut h,
         a,
@@ -970,7 +1041,11 @@ fn adhoc_add_and_delete_user_as_admin_only() {
     assert_eq!(stanza_error(&r), "conflict");
 
     // Online users: alice, bob, erin.
-    let r = iq(&mut h, a, &command("get-online-users-num", "action='execute'>"));
+    let r = iq(
+        &mut h,
+        a,
+        &command("get-online-users-num", "action='execute'>"),
+    );
     let done = result_payload(&r);
     assert_eq!(done.get_attr("status"), Some("completed"));
     let n = done
@@ -989,19 +1064,28 @@ fn adhoc_add_and_delete_user_as_admin_only() {
     let r = iq(
         &mut h,
         b,
-        &command("delete-user", &format!(">{}", submit(&[("accountjids", "erin@example.org")]))),
+        &command(
+            "delete-user",
+            &format!(">{}", submit(&[("accountjids", "erin@example.org")])),
+        ),
     );
     assert_eq!(stanza_error(&r), "forbidden");
     let r = iq(
         &mut h,
         a,
-        &command("delete-user", &format!(">{}", submit(&[("accountjids", "erin@example.org")]))),
+        &command(
+            "delete-user",
+            &format!(">{}", submit(&[("accountjids", "erin@example.org")])),
+        ),
     );
     assert_eq!(result_payload(&r).get_attr("status"), Some("completed"));
     assert!(!h.accounts.contains_key("erin"));
     assert_eq!(h.stream_error(e), "not-authorized");
     let (c, _) = h.open_to_sasl();
-    assert_eq!(h.auth(c, "SCRAM-SHA-256", "erin", "erin pw").name, "failure");
+    assert_eq!(
+        h.auth(c, "SCRAM-SHA-256", "erin", "erin pw").name,
+        "failure"
+    );
 
     // Change a password.
     let r = iq(
@@ -1009,7 +1093,10 @@ fn adhoc_add_and_delete_user_as_admin_only() {
         a,
         &command(
             "change-user-password",
-            &format!(">{}", submit(&[("accountjid", "bob@example.org"), ("password", "new bob")])),
+            &format!(
+                ">{}",
+                submit(&[("accountjid", "bob@example.org"), ("password", "new bob")])
+            ),
         ),
     );
     assert_eq!(result_payload(&r).get_attr("status"), Some("completed"));

@@ -24,7 +24,10 @@ const LEGACY_ITEM: &str = "current";
 pub(super) const MODULE: Module = Module {
     name: "bookmarks",
     server_features: &[],
-    account_features: &["urn:xmpp:bookmarks:1#compat", "urn:xmpp:bookmarks:1#compat-pep"],
+    account_features: &[
+        "urn:xmpp:bookmarks:1#compat",
+        "urn:xmpp:bookmarks:1#compat-pep",
+    ],
     iq: &[],
     preauth_iq: None,
 };

@@ -62,7 +62,7 @@ pub(crate) fn verification_string(query: &Element) -> Option<String> {
     if has_duplicates(&identities) || has_duplicates(&features) {
         return None;
     }
-    let mut forms: Vec<(String, Vec<(String, Vec<String>)>)> = Vec::new();
+    let mut forms: Vec<FormValues> = Vec::new();
     for x in query
         .elements()
         .filter(|e| e.name == "x" && e.ns == form::NS_DATA)
@@ -130,6 +130,9 @@ pub(crate) fn verification_string(query: &Element) -> Option<String> {
 pub(crate) fn caps_ver(query: &Element) -> Option<String> {
     verification_string(query).map(|s| B64.encode(Sha1::digest(s.as_bytes())))
 }
+
+/// An XEP-0128 form for hashing: its `FORM_TYPE` and (var, sorted values) pairs.
+type FormValues = (String, Vec<(String, Vec<String>)>);
 
 fn has_duplicates<T: PartialEq>(sorted: &[T]) -> bool {
     sorted.windows(2).any(|w| w[0] == w[1])
@@ -396,11 +399,21 @@ mod tests {
             None,
             &["urn:xmpp:dataforms:softwareinfo"],
         ));
-        x.push(form::field("ip_version", "text-multi", None, &["ipv6", "ipv4"]));
+        x.push(form::field(
+            "ip_version",
+            "text-multi",
+            None,
+            &["ipv6", "ipv4"],
+        ));
         x.push(form::field("os", "text-single", None, &["Mac"]));
         x.push(form::field("os_version", "text-single", None, &["10.5.1"]));
         x.push(form::field("software", "text-single", None, &["Psi"]));
-        x.push(form::field("software_version", "text-single", None, &["0.11"]));
+        x.push(form::field(
+            "software_version",
+            "text-single",
+            None,
+            &["0.11"],
+        ));
         q.push(x);
         assert_eq!(
             verification_string(&q).unwrap(),

@@ -121,11 +121,9 @@ fn disco_items(s: &mut Server, now: Instant, req: IqRequest) -> IqReply {
             }
             IqReply::Result(Some(q))
         }
-        Some(adhoc::NS_COMMANDS) => IqReply::Result(Some(adhoc::command_items(
-            s,
-            &req.from,
-            req.to.domain(),
-        ))),
+        Some(adhoc::NS_COMMANDS) => {
+            IqReply::Result(Some(adhoc::command_items(s, &req.from, req.to.domain())))
+        }
         Some(_) => IqReply::Error(StanzaError::new("item-not-found")),
     }
 }

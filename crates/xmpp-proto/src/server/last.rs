@@ -43,13 +43,14 @@ fn last_iq(s: &mut Server, now: Instant, req: IqRequest) -> IqReply {
     }
     if req.to.node().is_none() {
         // Section 5: server uptime.
-        let up = s.started.map_or(0, |t| now.saturating_duration_since(t).as_secs());
+        let up = s
+            .started
+            .map_or(0, |t| now.saturating_duration_since(t).as_secs());
         return IqReply::Result(Some(answer(up, "")));
     }
     let owner = req.to.clone();
     let allowed = req.own
-        || s
-            .user(&owner)
+        || s.user(&owner)
             .and_then(|u| u.roster.get(&req.from.bare()))
             .is_some_and(|i| i.sub_from);
     if !allowed {
@@ -74,7 +75,10 @@ fn last_iq(s: &mut Server, now: Instant, req: IqRequest) -> IqReply {
         };
         let result = match stored {
             Some(e) => {
-                let at = e.get_attr("at").and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
+                let at = e
+                    .get_attr("at")
+                    .and_then(|a| a.parse::<u64>().ok())
+                    .unwrap_or(0);
                 let secs = s.unix_now(now).as_secs().saturating_sub(at);
                 Ok(Some(answer(secs, &e.text())))
             }

@@ -63,7 +63,7 @@ const STORE_CONFIG: &str = "muc_config";
 const STORE_AFFILIATIONS: &str = "muc_affiliations";
 
 /// A stanza waiting for storage, with its sender.
-type Waiting = Vec<(Jid, Element)>;
+type Queued = Vec<(Jid, Element)>;
 
 /// All rooms of all MUC services.
 #[derive(Default)]
@@ -74,11 +74,11 @@ pub(crate) struct MucState {
     /// The persistent-room index of each service, by domain.
     indexes: HashMap<String, Index>,
     /// Persistent rooms being loaded, with the stanzas waiting for them.
-    loading: HashMap<Jid, Waiting>,
+    loading: HashMap<Jid, Queued>,
 }
 
 enum Index {
-    Loading(Waiting),
+    Loading(Queued),
     /// Persistent rooms by localpart.
     Ready(BTreeMap<String, IndexEntry>),
 }
@@ -319,7 +319,7 @@ impl Server {
 
     /// The database failed: the waiting stanzas get `internal-server-error` (RFC 6120
     /// section 8.3.3.6); the next stanza tries again.
-    fn muc_storage_failed(&mut self, now: Instant, waiting: Waiting) {
+    fn muc_storage_failed(&mut self, now: Instant, waiting: Queued) {
         for (_, st) in waiting {
             self.muc_bounce(now, &st, StanzaError::new("internal-server-error"));
         }

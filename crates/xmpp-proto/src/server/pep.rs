@@ -21,6 +21,9 @@
 //! `User::pep`): node configurations and item ids; payloads are kept in memory when
 //! small and loaded by key otherwise (avatar data).
 
+// A `StanzaError` is what goes on the wire when a request fails, built once per
+// failed request; boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
 use super::*;
 use std::collections::VecDeque;
 
@@ -561,7 +564,12 @@ impl Server {
     // ---- changes, as store operations ----
 
     /// Creates `node` with `config` (the service is loaded): the store operation.
-    pub(crate) fn pep_create(&mut self, owner: &Jid, node: &str, config: NodeConfig) -> Vec<StoreOp> {
+    pub(crate) fn pep_create(
+        &mut self,
+        owner: &Jid,
+        node: &str,
+        config: NodeConfig,
+    ) -> Vec<StoreOp> {
         let Some(p) = self.pep_mut(owner) else {
             return Vec::new();
         };
@@ -862,7 +870,13 @@ impl Server {
 
     /// XEP-0163 section 4.3.4: the last item of each of `nodes` (those `to` wants) that
     /// `owner` has and lets `to` see, sent to the resource `to`.
-    pub(crate) fn pep_send_last(&mut self, now: Instant, owner: &Jid, to: &Jid, nodes: Vec<String>) {
+    pub(crate) fn pep_send_last(
+        &mut self,
+        now: Instant,
+        owner: &Jid,
+        to: &Jid,
+        nodes: Vec<String>,
+    ) {
         let (o, to) = (owner.clone(), to.clone());
         self.with_pep(now, owner, move |s, now, r| {
             if r.is_err() {
@@ -1010,7 +1024,11 @@ impl Server {
         let node = node.to_string();
         self.store_then(ops, move |s, now, ok| {
             if !ok {
-                s.reply_iq(now, &ctx.reply, Err(StanzaError::new("internal-server-error")));
+                s.reply_iq(
+                    now,
+                    &ctx.reply,
+                    Err(StanzaError::new("internal-server-error")),
+                );
                 return;
             }
             s.reply_iq(now, &ctx.reply, Ok(Some(result)));
@@ -1055,7 +1073,11 @@ impl Server {
         let node = node.to_string();
         self.store_then(ops, move |s, now, ok| {
             if !ok {
-                s.reply_iq(now, &ctx.reply, Err(StanzaError::new("internal-server-error")));
+                s.reply_iq(
+                    now,
+                    &ctx.reply,
+                    Err(StanzaError::new("internal-server-error")),
+                );
                 return;
             }
             s.reply_iq(now, &ctx.reply, Ok(None));
@@ -1229,7 +1251,11 @@ impl Server {
                 let ops = self.pep_apply_clear(&owner, &node, delete);
                 self.store_then(ops, move |s, now, ok| {
                     if !ok {
-                        s.reply_iq(now, &ctx.reply, Err(StanzaError::new("internal-server-error")));
+                        s.reply_iq(
+                            now,
+                            &ctx.reply,
+                            Err(StanzaError::new("internal-server-error")),
+                        );
                         return;
                     }
                     s.reply_iq(now, &ctx.reply, Ok(None));
@@ -1315,7 +1341,9 @@ impl Server {
                                 .attr("category", "pubsub")
                                 .attr("type", "leaf"),
                         )
-                        .child(Element::new("feature", disco::NS_DISCO_INFO).attr("var", NS_PUBSUB)),
+                        .child(
+                            Element::new("feature", disco::NS_DISCO_INFO).attr("var", NS_PUBSUB),
+                        ),
                 ))
             });
             s.reply_iq(now, &reply, result);

@@ -93,7 +93,8 @@ fn get(s: &mut Server, owner: &Jid, reply: iq::IqReplyTo, asked: Element) {
                     .and_then(|(_, v)| stanza::parse_stored(&v));
                 Ok(Some(match stored {
                     Some(q) => q,
-                    None => Element::new("query", NS_PRIVATE).child(Element::new(&asked.name, &asked.ns)),
+                    None => Element::new("query", NS_PRIVATE)
+                        .child(Element::new(&asked.name, &asked.ns)),
                 }))
             }
         };

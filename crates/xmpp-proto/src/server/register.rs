@@ -308,8 +308,7 @@ impl Server {
                         s.route(now, p);
                     }
                     if i.sub_from || i.pending_in {
-                        let p =
-                            roster::subscription_presence(&bare, &i.jid.bare(), "unsubscribed");
+                        let p = roster::subscription_presence(&bare, &i.jid.bare(), "unsubscribed");
                         s.route(now, p);
                     }
                 }
