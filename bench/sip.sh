@@ -25,6 +25,9 @@ DURATION_S=${DURATION_S:-10}                    # sending time of one rate step
 REG_RATES=${REG_RATES-"200 400 800 1600 3200"}  # registrations/s; empty skips the reg runs
 CALL_RATES=${CALL_RATES-"200 400 800 1600 3200"} # calls/s; empty skips the call runs
 CONTACTS=${CONTACTS:-10000}                     # contacts held by a mem run; 0 skips it
+# Seconds between the last registration and the memory reading: past RFC 3261 Timer J (32 s
+# for UDP) no transaction is left in either server, so what is measured is the contacts.
+MEM_SETTLE_S=${MEM_SETTLE_S:-40}
 FILL_RATE=${FILL_RATE:-250}                     # registrations/s while filling a mem run
 WARM=${WARM:-200}                               # registrations before a mem run's baseline
 SIPP_PROCS=${SIPP_PROCS:-2}                     # parallel client SIPp processes sharing a rate
@@ -753,6 +756,7 @@ mem_run() { # server rep
     sleep 2 # late replies, timers, database writes
     kill -0 "$pid" 2>/dev/null || die "$server died during the run (log: $dir/server.log)"
     c1=$(cpu_ticks "$pid")
+    sleep "$MEM_SETTLE_S"
     read -r rss pss < <(mem_kb "$pid")
     local procs dbc
     procs=$(nprocs "$pid")

@@ -169,7 +169,13 @@ class Client(slixmpp.ClientXMPP):
         self.cb = cb
         if mech:
             self["feature_mechanisms"].use_mech = mech
-            self["feature_mechanisms"].sasl_callback = self._sasl_credentials
+        else:
+            # Scenarios other than login: the best SCRAM without channel binding. Left to
+            # itself, slixmpp 1.8.3 picks a -PLUS mechanism with tls-unique whenever one is
+            # offered, which a server on TLS 1.3 (or one without tls-unique, like any rustls
+            # server) refuses, and then falls through SCRAM with gs2 'y' down to PLAIN.
+            self["feature_mechanisms"].use_mechs = {"SCRAM-SHA-256", "SCRAM-SHA-1"}
+        self["feature_mechanisms"].sasl_callback = self._sasl_credentials
         self.msgs = Inbox(self.name + " messages")
         self.pres = Inbox(self.name + " presences")
         self.register_handler(Callback("test messages", MatchXPath(X("message")),
@@ -202,7 +208,7 @@ class Client(slixmpp.ClientXMPP):
         fm = self["feature_mechanisms"]
         creds = fm._default_credentials(required, optional)
         if "channel_binding" in creds:
-            if not self.forced_mech.endswith("-PLUS"):
+            if not (self.forced_mech or "").endswith("-PLUS"):
                 # slixmpp 1.8.3 would send gs2 flag 'y' here, which a server offering -PLUS
                 # must refuse (RFC 5802 downgrade protection): we chose not to bind.
                 creds["channel_binding"] = None

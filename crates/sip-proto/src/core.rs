@@ -30,8 +30,9 @@ use nonce::{NonceState, Nonces};
 use proxy::{PendingResolve, ProxyCtx};
 use registrar::Location;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use rtc_auth::sip::DigestAlgorithm;

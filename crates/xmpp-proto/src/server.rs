@@ -81,7 +81,7 @@
 //!   section 8.3.3).
 //! - Module state goes in a field of [`Server`] of a type the module defines (see
 //!   `muc.rs`'s `MucState`); per-user data in the key-value stores under the module's
-//!   own store names (`vcard`, `private`, `pep_<node>`...).
+//!   own store names (`vcard`, `private`, `pep` and `pep_items`, `lastlog`...).
 //! - Stanzas are sent with `Server::route(now, stanza)` (`from` and `to` set), which
 //!   reaches local sessions, MUC and (later) remote servers alike; `Server::bounce`
 //!   answers one with a stanza error.

@@ -571,6 +571,49 @@ fn pep_survives_restart_and_sends_last_item_at_login() {
     assert_eq!(ev[0].2, ["current"]);
 }
 
+#[test]
+fn pep_last_item_on_new_subscription() {
+    let mut h = Harness::new();
+    let a = h.online("alice", "a", 0);
+    let c = h.online("carol", "c", 0);
+    let nick_notify = "http://jabber.org/protocol/nick+notify";
+    let r = iq(
+        &mut h,
+        a,
+        &publish(
+            "http://jabber.org/protocol/nick",
+            "current",
+            "<nick xmlns='http://jabber.org/protocol/nick'>Ali</nick>",
+            "",
+        ),
+    );
+    assert_eq!(r.get_attr("type"), Some("result"));
+    assert!(events(&set_caps(&mut h, c, &[nick_notify])).is_empty());
+    // Carol asks, alice approves: carol is now subscribed to alice's nodes.
+    h.send(c, "<presence to='alice@example.org' type='subscribe'/>");
+    h.take(a);
+    h.send(a, "<presence to='carol@example.org' type='subscribed'/>");
+    let ev = events(&h.take(c));
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0].0, "alice@example.org");
+    assert_eq!(ev[0].1, "http://jabber.org/protocol/nick");
+    // Carol goes unavailable: nothing more for that resource.
+    h.send(c, "<presence type='unavailable'/>");
+    h.take(c);
+    let r = iq(
+        &mut h,
+        a,
+        &publish(
+            "http://jabber.org/protocol/nick",
+            "current",
+            "<nick xmlns='http://jabber.org/protocol/nick'>Alice</nick>",
+            "",
+        ),
+    );
+    assert_eq!(r.get_attr("type"), Some("result"));
+    assert!(events(&h.take(c)).is_empty());
+}
+
 // ---- XEP-0402 / XEP-0048 ----
 
 const BOOKMARK_OPTIONS: &str = "<field var='pubsub#persist_items'><value>true</value></field><field var='pubsub#max_items'><value>max</value></field><field var='pubsub#send_last_published_item'><value>never</value></field><field var='pubsub#access_model'><value>whitelist</value></field>";

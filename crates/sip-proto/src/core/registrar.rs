@@ -5,13 +5,18 @@
 use super::*;
 
 /// Every binding by AOR (`user@domain`, lower-case domain), plus the connections they
-/// were registered over and an expiry queue.
+/// were registered over and an expiry index.
+///
+/// Memory matters here (the registrar holds every contact of the organisation): the AOR
+/// string is shared by the map, the expiry index and the connection index, each AOR's
+/// bindings sit in a vector of exactly their number, and the expiry index has one entry
+/// per AOR (its earliest expiry), replaced rather than added to on every refresh.
 #[derive(Default)]
 pub(super) struct Location {
-    by_aor: HashMap<String, Vec<Binding>>,
-    by_conn: HashMap<ConnId, HashSet<String>>,
-    /// (expires, aor), lazily cleaned: an entry whose binding was refreshed is skipped.
-    expiry: BinaryHeap<Reverse<(u64, String)>>,
+    by_aor: HashMap<Arc<str>, Vec<Binding>>,
+    by_conn: HashMap<ConnId, HashSet<Arc<str>>>,
+    /// (earliest expiry among the AOR's bindings, AOR).
+    expiry: BTreeSet<(u64, Arc<str>)>,
     count: usize,
 }
 
@@ -26,7 +31,7 @@ impl Location {
 
     pub(super) fn insert(&mut self, b: Binding) {
         let aor = aor_key(&b.username, &b.domain);
-        let mut list = self.by_aor.remove(&aor).unwrap_or_default();
+        let mut list = self.get(&aor).to_vec();
         list.retain(|x| x.ruid != b.ruid);
         list.push(b);
         self.set(&aor, list);
@@ -41,31 +46,41 @@ impl Location {
     }
 
     /// Replaces an AOR's bindings, keeping the indexes right.
-    pub(super) fn set(&mut self, aor: &str, list: Vec<Binding>) {
-        if let Some(old) = self.by_aor.remove(aor) {
-            self.count -= old.len();
-            for b in &old {
-                if let Some(c) = b.conn {
-                    if let Some(set) = self.by_conn.get_mut(&c) {
-                        set.remove(aor);
-                        if set.is_empty() {
-                            self.by_conn.remove(&c);
+    pub(super) fn set(&mut self, aor: &str, mut list: Vec<Binding>) {
+        let key: Arc<str> = match self.by_aor.remove_entry(aor) {
+            Some((key, old)) => {
+                self.count -= old.len();
+                if let Some(first) = old.iter().map(|b| b.expires).min() {
+                    self.expiry.remove(&(first, key.clone()));
+                }
+                for b in &old {
+                    if let Some(c) = b.conn {
+                        if let Some(set) = self.by_conn.get_mut(&c) {
+                            set.remove(aor);
+                            if set.is_empty() {
+                                self.by_conn.remove(&c);
+                            }
                         }
                     }
                 }
+                key
             }
-        }
+            None => Arc::from(aor),
+        };
         if list.is_empty() {
             return;
         }
+        list.shrink_to_fit();
         self.count += list.len();
         for b in &list {
             if let Some(c) = b.conn {
-                self.by_conn.entry(c).or_default().insert(aor.to_string());
+                self.by_conn.entry(c).or_default().insert(key.clone());
             }
-            self.expiry.push(Reverse((b.expires, aor.to_string())));
         }
-        self.by_aor.insert(aor.to_string(), list);
+        if let Some(first) = list.iter().map(|b| b.expires).min() {
+            self.expiry.insert((first, key.clone()));
+        }
+        self.by_aor.insert(key, list);
     }
 
     /// The connection is gone: its bindings stay (routed by their received address from
@@ -83,19 +98,16 @@ impl Location {
     /// Removes every binding expired at `unix`; returns the removed ones.
     pub(super) fn expire(&mut self, unix: u64) -> Vec<Binding> {
         let mut gone = Vec::new();
-        while let Some(Reverse((at, _))) = self.expiry.peek() {
-            if *at > unix {
+        while let Some((at, aor)) = self.expiry.first().cloned() {
+            if at > unix {
                 break;
             }
-            let Reverse((_, aor)) = self.expiry.pop().expect("peeked");
-            let Some(list) = self.by_aor.get(&aor) else {
-                continue;
-            };
-            if !list.iter().any(|b| b.expires <= unix) {
-                continue;
-            }
-            let (dead, live): (Vec<Binding>, Vec<Binding>) =
-                list.iter().cloned().partition(|b| b.expires <= unix);
+            let (dead, live): (Vec<Binding>, Vec<Binding>) = self
+                .get(&aor)
+                .iter()
+                .cloned()
+                .partition(|b| b.expires <= unix);
+            // `set` replaces this AOR's index entry with its next expiry (or none).
             self.set(&aor, live);
             gone.extend(dead);
         }

@@ -323,7 +323,31 @@ impl Server {
             );
         }
         for owner in services {
-            self.pep_send_last(now, &owner, full, nodes.clone());
+            self.pep_send_last(now, &owner, full, nodes.clone(), false);
+        }
+    }
+
+    /// Hook (`presence.rs`): `contact` may now see `owner`'s presence (a subscription
+    /// approved, RFC 6121 section 3.1.5), so it is subscribed to `owner`'s PEP nodes:
+    /// its resources get the last items they want (XEP-0163 sections 4.1 and 4.3.4).
+    pub(crate) fn caps_subscription_approved(&mut self, now: Instant, owner: &Jid, contact: &Jid) {
+        let targets: Vec<(Jid, Vec<String>)> = self
+            .caps
+            .resources
+            .get(&contact.bare())
+            .map(|l| {
+                l.iter()
+                    .filter_map(|r| {
+                        let n = r.notify.as_ref()?;
+                        Some((r.jid.clone(), n.iter().cloned().collect()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (jid, nodes) in targets {
+            if !nodes.is_empty() {
+                self.pep_send_last(now, owner, &jid, nodes, true);
+            }
         }
     }
 

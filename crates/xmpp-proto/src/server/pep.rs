@@ -869,13 +869,16 @@ impl Server {
     }
 
     /// XEP-0163 section 4.3.4: the last item of each of `nodes` (those `to` wants) that
-    /// `owner` has and lets `to` see, sent to the resource `to`.
+    /// `owner` has and lets `to` see, sent to the resource `to`: on presence for nodes
+    /// configured `on_sub_and_presence`, on a new subscription (`on_sub`) for those
+    /// configured `on_sub` too.
     pub(crate) fn pep_send_last(
         &mut self,
         now: Instant,
         owner: &Jid,
         to: &Jid,
         nodes: Vec<String>,
+        on_sub: bool,
     ) {
         let (o, to) = (owner.clone(), to.clone());
         self.with_pep(now, owner, move |s, now, r| {
@@ -887,7 +890,12 @@ impl Server {
                 .into_iter()
                 .filter_map(|name| {
                     let n = s.pep_node(&o, &name)?;
-                    if n.config.send_last != SendLast::OnSubAndPresence
+                    let wanted = match n.config.send_last {
+                        SendLast::OnSubAndPresence => true,
+                        SendLast::OnSub => on_sub,
+                        SendLast::Never => false,
+                    };
+                    if !wanted
                         || !n.config.deliver_notifications
                         || s.pep_may_see(&o, &n.config, &who).is_err()
                     {

@@ -351,6 +351,8 @@ impl Server {
         }
         if act.current {
             self.send_current_presence(now, &bare, &contact);
+            // XEP-0163 (`caps.rs`, `pep.rs`): the new subscriber's last items.
+            self.caps_subscription_approved(now, &bare, &contact);
         }
         if act.unavailable {
             self.send_unavailable_to(now, &bare, &contact);
