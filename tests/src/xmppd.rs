@@ -148,7 +148,9 @@ pub fn write_vhost(dir: &Path, domain: &str) -> CertFiles {
     std::fs::create_dir_all(&available).expect("vhosts-available");
     std::fs::create_dir_all(dir.join("vhosts-enabled")).expect("vhosts-enabled");
     let muc = format!("conference.{domain}");
-    let files = self_signed_files(&certs, &[domain, &muc]);
+    // The loopback address too: go-sendxmpp checks the certificate against the host it
+    // connects to.
+    let files = self_signed_files(&certs, &[domain, &muc, "127.0.0.1"]);
     let text = format!(
         "domain = {}\ncertificate = {}\nkey = {}\n\n[[component]]\ndomain = {}\ntype = \"muc\"\n",
         toml_string(domain),

@@ -45,22 +45,34 @@ user_kept() {
     in_root rtc-admin turn -l | grep -qxF "$TEST_USER[$TEST_DOMAIN]"
 }
 
-# A TURN allocation as that user, relaying to coturn's echo peer and back without loss; the
-# same with a wrong password relays nothing.
+# uclient's totals, "SENT RECEIVED LOST" (the last totals line and the loss line).
+uclient_totals() {
+    local totals lost
+    totals=$(grep 'tot_send_msgs=' <<<"$1" | tail -n 1)
+    lost=$(grep 'Total lost packets ' <<<"$1" | tail -n 1)
+    echo "$(sed -n 's/.*tot_send_msgs=\([0-9]*\).*/\1/p' <<<"$totals")" \
+        "$(sed -n 's/.*tot_recv_msgs=\([0-9]*\).*/\1/p' <<<"$totals")" \
+        "$(sed -n 's/.*Total lost packets \([0-9]*\).*/\1/p' <<<"$lost")"
+}
+
+# TURN allocations as that user (coturn's uclient), relaying to coturn's echo peer and
+# back: everything sent comes back. The same with a wrong password relays nothing.
 check_user() {
-    local peer out rc=0
+    local peer out sent received lost rc=0
     # In the background: nsenter itself becomes the peer, so $! is the peer's pid.
     nsenter --target "$NET_PID" --net -- turnutils_peer -L 127.0.0.1 -p 3490 >/dev/null 2>&1 &
     peer=$!
     sleep 0.3
     out=$(in_net timeout 20 turnutils_uclient -u "$TEST_USER" -w "$TEST_PASSWORD" \
         -e 127.0.0.1 -r 3490 -n 20 -m 1 -l 120 127.0.0.1 2>&1) || rc=$?
-    if [ $rc -eq 0 ] && ! grep -q 'tot_recv_msgs=20\b' <<<"$out"; then rc=1; fi
-    if [ $rc -eq 0 ] && ! grep -q 'Total lost packets 0 ' <<<"$out"; then rc=1; fi
-    if [ $rc -eq 0 ]; then
+    read -r sent received lost <<<"$(uclient_totals "$out")"
+    if [ $rc -ne 0 ] || [ "${sent:-0}" -eq 0 ] || [ "$sent" != "$received" ] || [ "$lost" != 0 ]; then
+        rc=1
+    else
         out=$(in_net timeout 20 turnutils_uclient -u "$TEST_USER" -w wrong-password \
             -e 127.0.0.1 -r 3490 -n 5 -m 1 -l 120 127.0.0.1 2>&1) || true
-        if grep -q 'tot_recv_msgs=[1-9]' <<<"$out"; then rc=1; fi
+        read -r sent received lost <<<"$(uclient_totals "$out")"
+        [ "${received:-0}" -eq 0 ] || rc=1
     fi
     kill "$peer" 2>/dev/null || true
     wait "$peer" 2>/dev/null || true

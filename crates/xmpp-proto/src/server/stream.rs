@@ -58,6 +58,9 @@ pub(super) struct Conn {
     bucket_at: Instant,
 }
 
+/// Largest stanza accepted before SASL success (Prosody allows 10 KiB there too).
+pub(super) const PREAUTH_STANZA_LIMIT: usize = 10 * 1024;
+
 impl Conn {
     pub(super) fn new(
         id: ConnId,
@@ -72,7 +75,13 @@ impl Conn {
             id,
             kind,
             peer,
-            parser: StreamParser::new(limits),
+            // Until authenticated, stanzas are small (SASL exchanges, bind): anything
+            // bigger is refused with policy-violation long before the full limit, so an
+            // unauthenticated peer cannot make the server hold 256 KiB per connection.
+            parser: StreamParser::new(Limits {
+                max_stanza_bytes: limits.max_stanza_bytes.min(PREAUTH_STANZA_LIMIT),
+                ..limits
+            }),
             inbox: VecDeque::new(),
             tls: None,
             awaiting_tls: false,
@@ -613,7 +622,8 @@ impl Server {
         // (built `with_domain`) to be the user's own bare JID.
         let _ = authzid;
         c.auth = Auth::Done(bare);
-        c.parser.reset();
+        // The restarted stream (RFC 6120 6.4.6) gets the full stanza size limit.
+        c.parser = StreamParser::new(self.cfg.limits);
         c.inbox.clear();
         c.opened = false;
         self.stats.auth_successes += 1;
