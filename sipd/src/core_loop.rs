@@ -654,6 +654,16 @@ impl CoreLoop {
     /// Once a second: pike expiry and metrics.
     fn housekeeping(&mut self) {
         self.pike.handle_timeout(self.now);
+        // Expired credentials go, and the table gives its memory back once mostly empty:
+        // after a registration burst it would otherwise hold every user for good.
+        let now = self.now;
+        self.creds.retain(|_, (c, at)| {
+            let ttl = if c.is_some() { CREDS_TTL } else { UNKNOWN_TTL };
+            now.saturating_duration_since(*at) < ttl
+        });
+        if self.creds.capacity() > 4 * self.creds.len().max(1024) {
+            self.creds.shrink_to_fit();
+        }
         let stats = self.core.stats();
         self.metrics.publish(&self.published, &stats);
         self.published = stats;

@@ -435,6 +435,11 @@ impl Core {
             }
         }
         self.expire_bindings(unix);
+        self.nonces.housekeeping(unix);
+        if self.proxies.capacity() > 1024 && self.proxies.capacity() > 4 * self.proxies.len() {
+            self.proxies.shrink_to_fit();
+            self.branches.shrink_to_fit();
+        }
         self.drain_txn(now, unix);
     }
 

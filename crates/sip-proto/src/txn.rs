@@ -234,7 +234,11 @@ struct ServerTxn {
     legacy: bool,
     state: ServerState,
     peer: Peer,
-    request: Message,
+    /// The request, while the TU may still answer it (or, for INVITE, match a CANCEL
+    /// against it). A completed non-INVITE transaction lingers 64*T1 holding only its
+    /// encoded response: at thousands of REGISTERs a second that is the difference
+    /// between a few and many tens of megabytes.
+    request: Option<Message>,
     /// The last response sent, to answer retransmissions and for Timer G.
     response: Option<Vec<u8>>,
     status: Option<u16>,
@@ -397,7 +401,7 @@ impl TxnLayer {
                     ServerState::Trying
                 },
                 peer: from,
-                request: msg.clone(),
+                request: Some(msg.clone()),
                 response: None,
                 status: None,
                 final_to_tag: None,
@@ -531,7 +535,12 @@ impl TxnLayer {
             if reliable {
                 terminate = true;
             } else {
-                t.response = Some(data.clone());
+                if !t.legacy {
+                    t.request = None;
+                }
+                let mut kept = data.clone();
+                kept.shrink_to_fit();
+                t.response = Some(kept);
                 self.queue
                     .arm(&mut t.slots, r, Slot::Linger, now + timers.t1x64());
             }
@@ -544,7 +553,7 @@ impl TxnLayer {
 
     /// The request that created server transaction `id` (to build responses from).
     pub fn server_txn_request(&self, id: ServerTxnId) -> Option<&Message> {
-        self.servers.get(&id.0).map(|t| &t.request)
+        self.servers.get(&id.0).and_then(|t| t.request.as_ref())
     }
 
     /// Where server transaction `id` sends its responses.
@@ -567,7 +576,12 @@ impl TxnLayer {
         let key = matching::server_key(cancel, &Method::Invite)?;
         let id = *self.server_keys.get(&key.key)?;
         let t = self.servers.get(&id)?;
-        if !t.invite || (key.legacy && matching::to_tag(cancel) != matching::to_tag(&t.request)) {
+        if !t.invite
+            || (key.legacy
+                && t.request
+                    .as_ref()
+                    .is_none_or(|r| matching::to_tag(cancel) != matching::to_tag(r)))
+        {
             return None;
         }
         Some(ServerTxnId(id))
@@ -925,6 +939,7 @@ impl TxnLayer {
             }
         }
         self.prune();
+        self.compact();
     }
 
     fn server_timer(&mut self, now: Instant, id: u64, at: Instant, slot: Slot) {
@@ -1055,6 +1070,23 @@ impl TxnLayer {
     }
 
     /// Drops stale heap entries from the top so [`TxnLayer::poll_timeout`] is exact.
+    /// Gives memory back after a burst: hash tables keep their peak capacity otherwise, and
+    /// a registrar that absorbed thousands of REGISTERs a second for a minute would hold
+    /// that peak for good.
+    fn compact(&mut self) {
+        fn shrink<K: std::hash::Hash + Eq, V>(m: &mut FxHashMap<K, V>) {
+            if m.capacity() > 256 && m.capacity() > 4 * m.len() {
+                m.shrink_to_fit();
+            }
+        }
+        shrink(&mut self.servers);
+        shrink(&mut self.server_keys);
+        shrink(&mut self.clients);
+        shrink(&mut self.client_keys);
+        shrink(&mut self.by_conn);
+        shrink(&mut self.by_dest);
+    }
+
     fn prune(&mut self) {
         while let Some((at, txn, slot)) = self.queue.peek() {
             let live = match txn {

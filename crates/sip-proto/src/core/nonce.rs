@@ -118,6 +118,16 @@ impl Nonces {
         }
     }
 
+    /// Forgets used nonces that have expired (also done on every use), and gives the
+    /// table's memory back after a burst.
+    pub fn housekeeping(&mut self, unix: u64) {
+        self.forget_expired(unix);
+        if self.used.capacity() > 1024 && self.used.capacity() > 4 * self.used.len() {
+            self.used.shrink_to_fit();
+            self.expiries.shrink_to_fit();
+        }
+    }
+
     fn forget_expired(&mut self, unix: u64) {
         // Expiries are pushed in issue order plus a constant lifetime, so the front is the
         // oldest unless the lifetime was changed by a reload: then a few entries stay a
