@@ -11,7 +11,8 @@
 
 mod common;
 
-use common::add_account;
+use common::{add_account, add_account_url};
+use rtc_tests::scratch_db::{Engine, ScratchDb};
 use rtc_tests::xmppd::{XmppStream, Xmppd, DOMAIN, MUC, NS_SASL};
 use rtc_tests::{run_tool, ToolOutput};
 use std::path::Path;
@@ -35,13 +36,24 @@ struct Env {
 }
 
 fn env_with(extra: &[(&str, &str)]) -> Env {
+    env_on(None, extra)
+}
+
+/// On SQLite, or on a PostgreSQL/MariaDB scratch database.
+fn env_on(db: Option<&ScratchDb>, extra: &[(&str, &str)]) -> Env {
     let mut b = Xmppd::builder(xmppd_bin()).prometheus();
+    if let Some(db) = db {
+        b = b.set("db-url", &format!("\"{}\"", db.url()));
+    }
     for (k, v) in extra {
         b = b.set(k, v);
     }
     let xmppd = b.start();
     for u in ["alice", "bob", "carol"] {
-        add_account(&xmppd.db_path(), u, &format!("{u}-pw"));
+        match db {
+            Some(db) => add_account_url(&db.url(), u, &format!("{u}-pw")),
+            None => add_account(&xmppd.db_path(), u, &format!("{u}-pw")),
+        }
     }
     let cafile = xmppd.dir.path().join("ca.pem");
     std::fs::write(&cafile, xmppd.cert_pem(DOMAIN)).unwrap();
@@ -293,4 +305,16 @@ fn acknowledged_offline_message_survives_kill_9() {
     let got = bob.read_until("kept through kill -9", Duration::from_secs(5));
     assert!(got.is_ok(), "{got:?}; log:\n{}", e.xmppd.log());
     let _ = NS_SASL;
+}
+
+/// The same server on PostgreSQL and on MariaDB: accounts, roster, offline messages.
+#[test]
+fn postgres_and_mariadb_backends() {
+    for engine in [Engine::Postgres, Engine::Mysql] {
+        let db = ScratchDb::create(engine);
+        let e = env_on(Some(&db), &[]);
+        e.expect("slix.py", "login", &["--mech", "SCRAM-SHA-256"]);
+        e.expect("slix.py", "roster", &[]);
+        e.expect("slix.py", "offline", &[]);
+    }
 }

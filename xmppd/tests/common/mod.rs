@@ -7,6 +7,11 @@ use std::path::Path;
 /// adduser` would: SCRAM secrets only (4096 PBKDF2 rounds, the RFC 7677 minimum, to keep
 /// debug-build tests quick).
 pub fn add_account(db: &Path, user: &str, password: &str) {
+    add_account_url(&db.to_string_lossy(), user, password);
+}
+
+/// [`add_account`] for any database URL (PostgreSQL, MariaDB).
+pub fn add_account_url(url: &str, user: &str, password: &str) {
     use rtc_auth::scram::{derive_keys, ScramHash};
     use rtc_store::{ScramRow, XmppSecrets};
     let row = |alg| {
@@ -28,9 +33,7 @@ pub fn add_account(db: &Path, user: &str, password: &str) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let store = rtc_store::Store::connect(&db.to_string_lossy())
-            .await
-            .unwrap();
+        let store = rtc_store::Store::connect(url).await.unwrap();
         store.migrate_xmpp().await.unwrap();
         let created = store
             .xmpp()
