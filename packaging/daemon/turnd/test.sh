@@ -42,7 +42,7 @@ add_user() {
 }
 
 user_kept() {
-    in_root rtc-admin turn -l | grep -qxF "$TEST_USER[$TEST_DOMAIN]"
+    in_root rtc-admin turn -l | grep -qxF "${TEST_USER}[${TEST_DOMAIN}]"
 }
 
 # uclient's totals, "SENT RECEIVED LOST" (the last totals line and the loss line).
