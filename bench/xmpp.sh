@@ -242,7 +242,10 @@ start_server() { # server rundir
         ;;
     xmppd)
         cp -a "$XMPPD_TEMPLATE/." "$dir/"
-        XMPPD_LOG_LEVEL=$LOG_LEVEL "$XMPPD_BIN" --config "$dir/xmppd.toml" >"$dir/server.log" 2>&1 &
+        # xmppd refuses unknown XMPPD_* variables (strict overrides): the bench's own
+        # settings must not reach it.
+        env -u XMPPD_EXTRA_TOML -u XMPPD_USERS_CMD -u XMPPD_BIN XMPPD_LOG_LEVEL="$LOG_LEVEL" \
+            "$XMPPD_BIN" --config "$dir/xmppd.toml" >"$dir/server.log" 2>&1 &
         ;;
     esac
     SERVER_PID=$!
