@@ -551,6 +551,17 @@ impl TxnLayer {
         }
     }
 
+    /// Answers server transaction `id` with `response` and ends it at once, as a
+    /// stateless UAS does (RFC 3261 section 8.2.7): a retransmission of the request is
+    /// then processed again. For answers that are cheap and harmless to recompute (a
+    /// registrar's 401 challenge), so a registration burst does not keep one lingering
+    /// transaction per challenge for 64*T1.
+    pub fn respond_and_forget(&mut self, now: Instant, id: ServerTxnId, response: Message) {
+        self.respond_inner(now, id.0, &response);
+        self.remove_server(id.0);
+        self.prune();
+    }
+
     /// The request that created server transaction `id` (to build responses from).
     pub fn server_txn_request(&self, id: ServerTxnId) -> Option<&Message> {
         self.servers.get(&id.0).and_then(|t| t.request.as_ref())

@@ -190,7 +190,18 @@ impl Core {
                 value: v,
             });
         }
-        self.send_response(now, id, r);
+        match kind {
+            // The registrar challenges statelessly, as Kamailio does: a retransmitted
+            // REGISTER just gets a fresh challenge, and a burst of registrations keeps
+            // half as many transactions.
+            AuthKind::Www => {
+                self.count_reply(code);
+                self.txn.respond_and_forget(now, id, r);
+            }
+            // A 407 to an INVITE stays stateful: its ACK must be absorbed and the 407
+            // retransmitted over UDP until then (RFC 3261 section 17.2.1).
+            AuthKind::Proxy => self.send_response(now, id, r),
+        }
     }
 }
 
