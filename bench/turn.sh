@@ -76,7 +76,6 @@ cleanup() {
         [[ $(cat "/proc/$pid/comm" 2>/dev/null) == timeout ]] && kill -TERM "$pid" 2>/dev/null
     done
     for pid in "${TRACKED[@]}"; do stop_pid "$pid"; done
-    return 0
     if [[ $KEEP_LOGS == 1 ]]; then
         echo "logs kept in $WORK" >&2
     else
