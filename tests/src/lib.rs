@@ -9,6 +9,7 @@
 //! the SIP server, [`xmppd::Xmppd`] for the XMPP server.
 
 pub mod daemon;
+pub mod example_config;
 pub mod metrics;
 pub mod ports;
 pub mod scratch_db;

@@ -1,15 +1,13 @@
-//! The shipped example configuration (`turnd/turnd.toml`, installed as
-//! /etc/rtc/turnd.toml) is valid and documents every key, and configuration errors name
-//! where they come from: the file and key, or the environment variable.
+//! The shipped example configuration (`turnd/turnd.toml`, installed as /etc/rtc/turnd.toml)
+//! is valid and documents every key, and configuration errors name where they come from:
+//! the file and key, or the environment variable.
 
-use rtc_tests::run_tool;
+use rtc_tests::example_config::{
+    assert_documents, check_config, check_config_with_env, struct_keys,
+};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
-const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn turnd_bin() -> &'static str {
+fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_turnd")
 }
 
@@ -19,49 +17,21 @@ fn example() -> PathBuf {
 
 #[test]
 fn shipped_example_config_is_valid() {
-    let path = example();
-    let path = path.to_string_lossy();
-    let out = run_tool(
-        turnd_bin(),
-        &["--check-config", "--config", &path],
-        CHECK_TIMEOUT,
-    );
+    let out = check_config(bin(), &example());
     assert!(out.success(), "{out}");
     assert!(out.stdout.contains("configuration is valid"), "{out}");
 }
 
-/// Every field of `Config` (turnd/src/config.rs) appears in the example, set or
-/// commented out, under its kebab-case (coturn) name.
+/// Every field of `Config` (turnd/src/config.rs) appears in the example, set or commented
+/// out, under its kebab-case (coturn) name.
 #[test]
 fn shipped_example_config_documents_every_key() {
     let source =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config.rs"))
             .expect("turnd/src/config.rs");
-    let start = source
-        .find("pub struct Config {")
-        .expect("struct Config in config.rs");
-    let body = &source[start..];
-    let body = &body[..body.find("\n}").expect("end of struct Config")];
-    let keys: Vec<String> = body
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("pub "))
-        .filter_map(|l| l.split_once(':'))
-        .map(|(name, _)| name.trim().replace('_', "-"))
-        .collect();
+    let keys = struct_keys(&source, "Config");
     assert!(keys.len() > 30, "found only {keys:?} in struct Config");
-
-    let example = std::fs::read_to_string(example()).expect("turnd.toml");
-    let documented: Vec<&str> = example
-        .lines()
-        .map(|l| l.trim_start_matches('#').trim_start())
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, _)| k.trim())
-        .collect();
-    let missing: Vec<&String> = keys
-        .iter()
-        .filter(|k| !documented.contains(&k.as_str()))
-        .collect();
-    assert!(missing.is_empty(), "not in turnd.toml: {missing:?}");
+    assert_documents(&example(), &keys);
 }
 
 #[test]
@@ -73,32 +43,20 @@ fn unknown_key_is_an_error_naming_file_and_key() {
         "realm = \"falcot.com\"\nlistening-ip = [\"127.0.0.1\"]\nmin-prot = 50000\n",
     )
     .unwrap();
-    let path = path.to_string_lossy();
-    let out = run_tool(
-        turnd_bin(),
-        &["--check-config", "--config", &path],
-        CHECK_TIMEOUT,
-    );
+    let out = check_config(bin(), &path);
     assert!(!out.success(), "{out}");
     let text = out.text();
-    assert!(text.contains(path.as_ref()), "file not named: {out}");
+    assert!(
+        text.contains(&*path.to_string_lossy()),
+        "file not named: {out}"
+    );
     assert!(text.contains("min-prot"), "key not named: {out}");
 }
 
 #[test]
 fn bad_environment_override_names_the_variable() {
-    let out = Command::new(turnd_bin())
-        .args(["--check-config", "--config"])
-        .arg(example())
-        .env("TURND_MIN_PORT", "abc")
-        .output()
-        .expect("running turnd");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "accepted TURND_MIN_PORT=abc: {text}");
+    let (ok, text) = check_config_with_env(bin(), &example(), "TURND_MIN_PORT", "abc");
+    assert!(!ok, "accepted TURND_MIN_PORT=abc: {text}");
     assert!(
         text.contains("TURND_MIN_PORT"),
         "variable not named: {text}"

@@ -3,12 +3,10 @@
 //! documents every key, and configuration errors name where they come from: the file and
 //! key, or the environment variable.
 
-use rtc_tests::run_tool;
+use rtc_tests::example_config::{
+    assert_documents, check_config, check_config_with_env, struct_keys,
+};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
-
-const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn xmppd_bin() -> &'static str {
     env!("CARGO_BIN_EXE_xmppd")
@@ -47,12 +45,7 @@ fn install_examples() -> (rtc_tests::tempfile::TempDir, PathBuf) {
 }
 
 fn check(main: &Path) -> rtc_tests::ToolOutput {
-    let path = main.to_string_lossy();
-    run_tool(
-        xmppd_bin(),
-        &["--check-config", "--config", &path],
-        CHECK_TIMEOUT,
-    )
+    check_config(xmppd_bin(), main)
 }
 
 #[test]
@@ -61,43 +54,6 @@ fn shipped_example_config_is_valid() {
     let out = check(&main);
     assert!(out.success(), "{out}");
     assert!(out.stdout.contains("configuration is valid"), "{out}");
-}
-
-/// The field names of `pub struct <name> {` in xmppd/src/config.rs, kebab-case.
-fn struct_keys(source: &str, name: &str) -> Vec<String> {
-    let start = source
-        .find(&format!("pub struct {name} {{"))
-        .unwrap_or_else(|| panic!("struct {name} in config.rs"));
-    let body = &source[start..];
-    let body = &body[..body.find("\n}").expect("end of struct")];
-    let mut keys = Vec::new();
-    let mut renamed = None;
-    for line in body.lines().map(str::trim) {
-        if let Some(r) = line.strip_prefix("#[serde(rename = \"") {
-            renamed = r.split('"').next().map(str::to_string);
-        } else if let Some((field, _)) = line.strip_prefix("pub ").and_then(|l| l.split_once(':')) {
-            keys.push(
-                renamed
-                    .take()
-                    .unwrap_or_else(|| field.trim().replace('_', "-")),
-            );
-        }
-    }
-    keys
-}
-
-/// Keys set or shown commented out (`key = ...` or `#key = ...`), and `[[table]]` names.
-fn documented(example: &str) -> Vec<String> {
-    example
-        .lines()
-        .map(|l| l.trim_start_matches('#').trim_start())
-        .filter_map(|l| {
-            if let Some(t) = l.strip_prefix("[[") {
-                return t.strip_suffix("]]").map(str::to_string);
-            }
-            l.split_once('=').map(|(k, _)| k.trim().to_string())
-        })
-        .collect()
 }
 
 /// Every field of `Config`, `VhostFile` and `ComponentFile` (xmppd/src/config.rs)
@@ -114,15 +70,8 @@ fn shipped_examples_document_every_key() {
     host_keys.extend(struct_keys(&source, "ComponentFile"));
     assert!(host_keys.contains(&"type".to_string()), "{host_keys:?}");
 
-    for (file, keys) in [
-        ("xmppd.toml", main_keys),
-        ("vhosts-available/example.org.toml", host_keys),
-    ] {
-        let text = std::fs::read_to_string(shipped(file)).expect(file);
-        let shown = documented(&text);
-        let missing: Vec<&String> = keys.iter().filter(|k| !shown.contains(k)).collect();
-        assert!(missing.is_empty(), "not in {file}: {missing:?}");
-    }
+    assert_documents(&shipped("xmppd.toml"), &main_keys);
+    assert_documents(&shipped("vhosts-available/example.org.toml"), &host_keys);
 }
 
 #[test]
@@ -158,21 +107,8 @@ fn unknown_key_is_an_error_naming_file_and_key() {
 #[test]
 fn bad_environment_override_names_the_variable() {
     let (_dir, main) = install_examples();
-    let out = Command::new(xmppd_bin())
-        .args(["--check-config", "--config"])
-        .arg(&main)
-        .env("XMPPD_C2S_PORTS", "many")
-        .output()
-        .expect("running xmppd");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !out.status.success(),
-        "accepted XMPPD_C2S_PORTS=many: {text}"
-    );
+    let (ok, text) = check_config_with_env(xmppd_bin(), &main, "XMPPD_C2S_PORTS", "many");
+    assert!(!ok, "accepted XMPPD_C2S_PORTS=many: {text}");
     assert!(
         text.contains("XMPPD_C2S_PORTS"),
         "variable not named: {text}"
