@@ -395,25 +395,9 @@ fn reload_config(
     Some(Box::new((core, pike)))
 }
 
-/// Tells systemd (`Type=notify`) about our state, if it is watching (`NOTIFY_SOCKET`,
-/// sd_notify(3): a datagram to a path or, with a leading `@`, an abstract socket).
+/// Tells systemd (`Type=notify`) about `state`, if it is watching.
 fn sd_notify(state: &str) {
-    use std::os::unix::net::UnixDatagram;
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let Ok(sock) = UnixDatagram::unbound() else {
-        return;
-    };
-    let bytes = path.as_encoded_bytes();
-    let res = if let Some(name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(name)
-            .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
-    } else {
-        sock.send_to(state.as_bytes(), &path)
-    };
-    if let Err(e) = res {
+    if let Err(e) = rtc_systemd::notify(state) {
         warn!("sd_notify: {e}");
     }
 }

@@ -267,22 +267,7 @@ fn dtls_identity(c: &rtc_tls::CertStore) -> Result<dtls::DtlsIdentity, String> {
 
 /// Tells systemd (`Type=notify`) that the daemon is ready, if it is watching.
 fn notify_ready() {
-    use std::os::unix::net::UnixDatagram;
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let Ok(sock) = UnixDatagram::unbound() else {
-        return;
-    };
-    let bytes = path.as_encoded_bytes();
-    let res = if let Some(name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(name)
-            .and_then(|a| sock.send_to_addr(b"READY=1", &a))
-    } else {
-        sock.send_to(b"READY=1", &path)
-    };
-    if let Err(e) = res {
+    if let Err(e) = rtc_systemd::notify("READY=1") {
         warn!("sd_notify: {e}");
     }
 }
