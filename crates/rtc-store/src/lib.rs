@@ -29,6 +29,13 @@
 //! makes it survive a power cut or kernel crash too. Batching many REGISTERs into one
 //! transaction (`SipStore::apply_location_batch`) is what keeps that fsync cheap. WAL
 //! also lets readers (the admin CLI, Kamailio's tools) run while a daemon writes.
+//!
+//! Every write transaction goes through [`WriteTx`]: when a statement or the COMMIT
+//! fails (a full disk, a server restarting under load), the transaction is rolled back
+//! and its connection is closed instead of going back to the pool. A connection that
+//! still held an open transaction would otherwise keep SQLite's write lock (every later
+//! writer gets `database is locked`, and nothing it "commits" is durable) until the
+//! process restarts; a fresh connection recovers as soon as the cause is gone.
 
 #![forbid(unsafe_code)]
 
@@ -41,7 +48,8 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
-use sqlx::AnyPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Database, TransactionManager};
 
 pub use sip::{
     LocationOp, LocationRow, Sha256Row, SipCredentials, SipRowCounts, SipSnapshot, SipStore,
@@ -297,6 +305,83 @@ impl Store {
                 .map_err(self.query_error(what))?;
         }
         Ok(())
+    }
+}
+
+/// The one way this crate writes: a transaction on a connection that is discarded, not
+/// pooled, unless it committed (see the crate documentation for why).
+///
+/// Dereferences to the connection, so statements run with `.execute(&mut *tx)`.
+/// Dropping it without [`WriteTx::commit`] (a statement failed and `?` returned) rolls
+/// back by closing the connection: SQLite, PostgreSQL and MariaDB all abort an open
+/// transaction when its connection goes away.
+pub(crate) struct WriteTx<'s> {
+    store: &'s Store,
+    what: &'static str,
+    conn: PoolConnection<Any>,
+    open: bool,
+}
+
+type Tm = <Any as Database>::TransactionManager;
+
+impl<'s> WriteTx<'s> {
+    /// Takes a connection from the pool and begins a transaction on it; `what` names the
+    /// operation in errors.
+    pub(crate) async fn begin(store: &'s Store, what: &'static str) -> Result<Self, StoreError> {
+        let mut conn = store
+            .pool
+            .acquire()
+            .await
+            .map_err(store.query_error(what))?;
+        if let Err(e) = Tm::begin(&mut conn, None).await {
+            conn.close_on_drop();
+            return Err(store.query_error(what)(e));
+        }
+        Ok(WriteTx {
+            store,
+            what,
+            conn,
+            open: true,
+        })
+    }
+
+    /// Commits. On failure the transaction is rolled back (SQLite asks for an explicit
+    /// ROLLBACK after SQLITE_FULL or SQLITE_IOERR) and the connection is discarded;
+    /// nothing of the transaction is durable.
+    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
+        self.open = false;
+        match Tm::commit(&mut self.conn).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if Tm::get_transaction_depth(&self.conn) > 0 {
+                    // Best effort: the connection is closed right after anyway.
+                    let _ = Tm::rollback(&mut self.conn).await;
+                }
+                self.conn.close_on_drop();
+                Err(self.store.query_error(self.what)(e))
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for WriteTx<'_> {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for WriteTx<'_> {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.conn
+    }
+}
+
+impl Drop for WriteTx<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.conn.close_on_drop();
+        }
     }
 }
 

@@ -39,7 +39,7 @@ use sqlx::{Any, Row as _};
 
 use rtc_auth::sip::{ha1, ha1b, DigestAlgorithm};
 
-use crate::{Backend, Store, StoreError};
+use crate::{Backend, Store, StoreError, WriteTx};
 
 /// Kamailio 5.6's table versions (`version.table_version`) for the tables created here.
 pub const SUBSCRIBER_TABLE_VERSION: i32 = 7;
@@ -560,7 +560,7 @@ impl SipStore<'_> {
         let s = self.store;
         let what = "adding subscriber";
         let hashes = Hashes::new(user, domain, realm, password);
-        let mut tx = s.pool.begin().await.map_err(s.query_error(what))?;
+        let mut tx = WriteTx::begin(s, what).await?;
         // Insert first, and let the unique key say whether the user exists: a read first
         // would make SQLite upgrade a read lock, which fails at once under a concurrent
         // writer instead of waiting.
@@ -581,7 +581,7 @@ impl SipStore<'_> {
         }
         self.write_sha256(&mut tx, what, user, domain, &hashes)
             .await?;
-        tx.commit().await.map_err(s.query_error(what))?;
+        tx.commit().await?;
         Ok(true)
     }
 
@@ -597,7 +597,7 @@ impl SipStore<'_> {
         let s = self.store;
         let what = "setting password";
         let hashes = Hashes::new(user, domain, realm, password);
-        let mut tx = s.pool.begin().await.map_err(s.query_error(what))?;
+        let mut tx = WriteTx::begin(s, what).await?;
         let q = s.sql(
             "UPDATE subscriber SET password = '', ha1 = ?, ha1b = ? WHERE username = ? AND domain = ?",
         );
@@ -614,7 +614,7 @@ impl SipStore<'_> {
         }
         self.write_sha256(&mut tx, what, user, domain, &hashes)
             .await?;
-        tx.commit().await.map_err(s.query_error(what))?;
+        tx.commit().await?;
         Ok(true)
     }
 
@@ -623,7 +623,7 @@ impl SipStore<'_> {
     pub async fn delete_subscriber(&self, user: &str, domain: &str) -> Result<bool, StoreError> {
         let s = self.store;
         let what = "deleting subscriber";
-        let mut tx = s.pool.begin().await.map_err(s.query_error(what))?;
+        let mut tx = WriteTx::begin(s, what).await?;
         let mut deleted = 0;
         for q in [
             "DELETE FROM subscriber WHERE username = ? AND domain = ?",
@@ -640,7 +640,7 @@ impl SipStore<'_> {
                 deleted = done.rows_affected();
             }
         }
-        tx.commit().await.map_err(s.query_error(what))?;
+        tx.commit().await?;
         Ok(deleted > 0)
     }
 
@@ -743,7 +743,7 @@ impl SipStore<'_> {
         }
         let backend = s.backend;
         let upsert = s.sql(&upsert_location_sql(backend)).into_owned();
-        let mut tx = s.pool.begin().await.map_err(s.query_error(what))?;
+        let mut tx = WriteTx::begin(s, what).await?;
         for op in ops {
             let result = match op {
                 LocationOp::Upsert(row) => {
@@ -780,7 +780,7 @@ impl SipStore<'_> {
             };
             result.map_err(s.query_error(what))?;
         }
-        tx.commit().await.map_err(s.query_error(what))
+        tx.commit().await
     }
 
     /// How many rows each SIP table holds.
@@ -857,7 +857,7 @@ impl SipStore<'_> {
         let s = self.store;
         let what = "restoring SIP tables";
         let backend = s.backend;
-        let mut tx = s.pool.begin().await.map_err(s.query_error(what))?;
+        let mut tx = WriteTx::begin(s, what).await?;
         for q in [
             "DELETE FROM subscriber_sha256",
             "DELETE FROM location",
@@ -904,7 +904,7 @@ impl SipStore<'_> {
                 .await
                 .map_err(s.query_error(what))?;
         }
-        tx.commit().await.map_err(s.query_error(what))
+        tx.commit().await
     }
 
     // --- helpers
@@ -912,7 +912,7 @@ impl SipStore<'_> {
     /// Replaces the SHA-256 row of a subscriber inside the caller's transaction.
     async fn write_sha256(
         &self,
-        tx: &mut sqlx::Transaction<'static, Any>,
+        tx: &mut WriteTx<'_>,
         what: &'static str,
         user: &str,
         domain: &str,

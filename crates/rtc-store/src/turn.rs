@@ -17,7 +17,7 @@
 
 use sqlx::Row as _;
 
-use crate::{Store, StoreError};
+use crate::{Store, StoreError, WriteTx};
 
 /// coturn's table definitions, with `IF NOT EXISTS` added.
 ///
@@ -499,7 +499,7 @@ impl TurnStore<'_> {
         insert_args: &[&str],
     ) -> Result<(), StoreError> {
         let s = self.store;
-        let mut tx = s.pool.begin().await.map_err(s.query_error(what))?;
+        let mut tx = WriteTx::begin(s, what).await?;
         let q = s.sql(delete);
         let mut query = sqlx::query(&q);
         for a in delete_args {
@@ -512,7 +512,7 @@ impl TurnStore<'_> {
             query = query.bind(*a);
         }
         query.execute(&mut *tx).await.map_err(s.query_error(what))?;
-        tx.commit().await.map_err(s.query_error(what))
+        tx.commit().await
     }
 
     async fn delete(&self, what: &'static str, q: &str, args: &[&str]) -> Result<u64, StoreError> {

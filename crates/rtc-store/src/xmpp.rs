@@ -35,7 +35,7 @@
 
 use sqlx::Row as _;
 
-use crate::{Backend, Store, StoreError};
+use crate::{Backend, Store, StoreError, WriteTx};
 
 const SQLITE_PG_SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS xmpp_accounts (
@@ -194,7 +194,7 @@ const SECRET_COLUMNS: [&str; 8] = [
 ];
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
-type Tx = sqlx::Transaction<'static, sqlx::Any>;
+type Tx<'s> = WriteTx<'s>;
 
 fn now_unix() -> u64 {
     std::time::SystemTime::now()
@@ -315,9 +315,9 @@ impl XmppStore<'_> {
     pub async fn delete_account(&self, host: &str, user: &str) -> Result<bool, StoreError> {
         let s = self.store;
         let what = "deleting XMPP account";
-        let mut tx = s.pool.begin().await.map_err(s.query_error(what))?;
+        let mut tx = WriteTx::begin(s, what).await?;
         let existed = self.delete_account_in(&mut tx, what, host, user).await?;
-        tx.commit().await.map_err(s.query_error(what))?;
+        tx.commit().await?;
         Ok(existed)
     }
 
@@ -433,7 +433,7 @@ impl XmppStore<'_> {
             .sql("DELETE FROM xmpp_data WHERE host = ? AND username = ?")
             .into_owned();
         let now = now_unix() as i64;
-        let mut tx = s.pool.begin().await.map_err(s.query_error(what))?;
+        let mut tx = WriteTx::begin(s, what).await?;
         for op in ops {
             let result = match op {
                 XmppOp::Put {
@@ -506,14 +506,14 @@ impl XmppStore<'_> {
             };
             result.map_err(s.query_error(what))?;
         }
-        tx.commit().await.map_err(s.query_error(what))
+        tx.commit().await
     }
 
     // --- helpers
 
     async fn delete_account_in(
         &self,
-        tx: &mut Tx,
+        tx: &mut Tx<'_>,
         what: &'static str,
         host: &str,
         user: &str,

@@ -187,6 +187,9 @@ pub struct Core {
     park_deadlines: VecDeque<(Instant, (String, String))>,
     /// REGISTER answers held until their binding changes are durable, by store id.
     held: HashMap<u64, HeldReply>,
+    /// AORs with a binding change in flight, each with the REGISTERs that arrived for it
+    /// meanwhile: one change per AOR at a time, so each starts from committed state.
+    registering: HashMap<String, VecDeque<QueuedRegister>>,
     next_store_id: u64,
     proxies: HashMap<ServerTxnId, ProxyCtx>,
     /// Requests waiting for DNS, and their deadlines.
@@ -214,9 +217,21 @@ struct Parked {
     auth: DigestAuth,
 }
 
+/// A REGISTER whose 200 waits for its [`Output::Store`]; the AOR's new bindings are
+/// installed in memory only once that store committed.
 struct HeldReply {
     id: ServerTxnId,
     response: Message,
+    aor: String,
+    bindings: Vec<Binding>,
+}
+
+/// An authenticated REGISTER waiting for an earlier change of the same AOR to commit.
+struct QueuedRegister {
+    id: ServerTxnId,
+    req: Message,
+    from: Peer,
+    local: SocketAddr,
 }
 
 /// Parsed `Authorization`/`Proxy-Authorization` digest credentials (RFC 7616 section 3.4).
@@ -277,6 +292,7 @@ impl Core {
             parked: HashMap::new(),
             park_deadlines: VecDeque::new(),
             held: HashMap::new(),
+            registering: HashMap::new(),
             next_store_id: 1,
             proxies: HashMap::new(),
             resolving: HashMap::new(),
@@ -359,22 +375,12 @@ impl Core {
         self.drain_txn(now, unix);
     }
 
-    /// A [`Output::Store`] batch committed (`ok`) or failed. A failed batch answers the
-    /// REGISTER with 500 so the UA retries; the in-memory change stays, and the next
-    /// successful REGISTER of that AOR writes its whole state again.
+    /// A [`Output::Store`] batch committed (`ok`) or failed. Only a committed change
+    /// reaches the in-memory location table (and so routing); a failed one answers the
+    /// REGISTER with 500 so the UA retries, and leaves the AOR as the database has it.
     pub fn stored(&mut self, now: Instant, unix: u64, id: u64, ok: bool) {
         self.tick(now, unix);
-        if let Some(h) = self.held.remove(&id) {
-            if ok {
-                self.send_response(now, h.id, h.response);
-            } else {
-                let req = self.txn.server_txn_request(h.id).cloned();
-                if let Some(req) = req {
-                    let r = self.make_response(&req, 500, "Location Store Failed");
-                    self.send_response(now, h.id, r);
-                }
-            }
-        }
+        self.finish_register(now, unix, id, ok);
         self.drain_txn(now, unix);
     }
 
@@ -480,6 +486,11 @@ impl Core {
         let _ = reason;
         self.txn.transport_error(now, conn);
         self.location.forget_conn(conn);
+        for h in self.held.values_mut() {
+            for b in h.bindings.iter_mut().filter(|b| b.conn == Some(conn)) {
+                b.conn = None;
+            }
+        }
         let unix = self.last_unix;
         self.drain_txn(now, unix);
     }

@@ -836,6 +836,66 @@ fn store_failure_answers_500() {
     assert_eq!(h.last_status(), 500);
 }
 
+/// A binding whose store failed is never routed to, and a REGISTER of the same AOR that
+/// arrives while a change is in flight is computed from committed state only (issue:
+/// bindings answered 500 on a full disk were still used for routing).
+#[test]
+fn failed_store_changes_nothing_and_queued_register_builds_on_committed_state() {
+    let mut h = Harness::new(config());
+    // Trusted peers register without digest, so each REGISTER goes straight to a store.
+    let pbx = udp("192.0.2.10:5060");
+    h.recv(&pbx, &register("alice", "192.0.2.10:5060", "a", 1, ""));
+    assert_eq!(h.stores.len(), 1, "the first change goes out");
+    h.recv(&pbx, &register("alice", "192.0.2.11:5060", "b", 1, ""));
+    assert_eq!(h.stores.len(), 1, "the second waits for the first");
+    assert!(
+        h.take().is_empty(),
+        "nothing answered before a store finished"
+    );
+    assert_eq!(h.core.stats().contacts, 0, "nothing routable before commit");
+
+    let (first, _) = h.stores.remove(0);
+    h.core.stored(h.now, h.unix, first, false);
+    h.drain();
+    assert_eq!(h.last_status(), 500);
+    assert_eq!(
+        h.core.stats().contacts,
+        0,
+        "a failed store is not in memory"
+    );
+
+    // The queued REGISTER now runs against the committed (empty) state.
+    assert_eq!(h.stores.len(), 1);
+    let (second, ops) = h.stores.remove(0);
+    let contacts: Vec<&str> = ops
+        .iter()
+        .map(|op| match op {
+            BindingOp::Upsert(b) => b.contact.as_str(),
+            BindingOp::Delete { .. } => panic!("nothing committed to delete"),
+        })
+        .collect();
+    assert_eq!(contacts, vec!["sip:alice@192.0.2.11:5060"]);
+    h.core.stored(h.now, h.unix, second, true);
+    h.drain();
+    let ok = h.take().pop().expect("200").1;
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(ok.values(&HeaderName::Contact).len(), 1);
+    assert_eq!(h.core.stats().contacts, 1);
+
+    // A call to alice reaches the committed contact only.
+    h.recv(
+        &pbx,
+        &invite("pbx@192.0.2.10", "alice", "192.0.2.10:5060", "call-1", ""),
+    );
+    let forwarded: Vec<String> = h
+        .take()
+        .into_iter()
+        .filter(|(_, m)| m.is_request())
+        .map(|(_, m)| m.uri().expect("request URI").to_string())
+        .collect();
+    assert_eq!(forwarded, vec!["sip:alice@192.0.2.11:5060"]);
+}
+
 #[test]
 fn unanswered_credential_lookup_ends_in_503() {
     let mut h = Harness::new(config());

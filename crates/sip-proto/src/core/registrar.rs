@@ -207,6 +207,17 @@ impl Core {
             return;
         };
         let aor = aor_key(&user, &domain);
+        if let Some(waiting) = self.registering.get_mut(&aor) {
+            // The AOR's previous change is not committed yet; computing this one from
+            // memory now could build on a change that then fails.
+            waiting.push_back(QueuedRegister {
+                id,
+                req,
+                from,
+                local,
+            });
+            return;
+        }
         let contacts = match req.contacts() {
             Ok(c) => c,
             Err(_) => {
@@ -395,15 +406,53 @@ impl Core {
             name: HeaderName::Date,
             value: http_date(unix),
         });
-        self.location.set(&aor, next);
         if ops.is_empty() {
+            self.location.set(&aor, next);
             self.send_response(now, id, r);
             return;
         }
         let store_id = self.next_store_id;
         self.next_store_id += 1;
-        self.held.insert(store_id, HeldReply { id, response: r });
+        self.registering.insert(aor.clone(), VecDeque::new());
+        self.held.insert(
+            store_id,
+            HeldReply {
+                id,
+                response: r,
+                aor,
+                bindings: next,
+            },
+        );
         self.outputs.push_back(Output::Store { id: store_id, ops });
+    }
+
+    /// The store of a REGISTER's binding changes finished: install them (committed) or
+    /// answer 500 (not stored, memory untouched), then run the REGISTERs that queued
+    /// behind it for the same AOR.
+    pub(super) fn finish_register(&mut self, now: Instant, unix: u64, store_id: u64, ok: bool) {
+        let Some(h) = self.held.remove(&store_id) else {
+            // A purge of expired bindings: memory dropped them already.
+            return;
+        };
+        if ok {
+            self.location.set(&h.aor, h.bindings);
+            self.send_response(now, h.id, h.response);
+        } else {
+            let req = self.txn.server_txn_request(h.id).cloned();
+            if let Some(req) = req {
+                let r = self.make_response(&req, 500, "Location Store Failed");
+                self.send_response(now, h.id, r);
+            }
+        }
+        let mut waiting = self.registering.remove(&h.aor).unwrap_or_default();
+        while let Some(q) = waiting.pop_front() {
+            self.register_authenticated(now, unix, q.id, q.req, q.from, q.local);
+            if let Some(queue) = self.registering.get_mut(&h.aor) {
+                // That one is in flight now; the rest wait for it.
+                queue.extend(waiting);
+                break;
+            }
+        }
     }
 
     pub(super) fn expire_bindings(&mut self, unix: u64) {
