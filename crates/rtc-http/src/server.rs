@@ -171,6 +171,9 @@ where
         // A client may shut down its sending side once its request is out (HTTP/1.0
         // tools do); it still gets its answer.
         .half_close(true)
+        // `Content-Type`, not `content-type`: the same bytes the hand-written endpoint sent,
+        // for the scripts that grep a response head.
+        .title_case_headers(true)
         .max_header_size(limits.max_head_bytes)
         .header_read_timeout(head_deadline.saturating_duration_since(Instant::now()))
         .serve_connection(io, service)
