@@ -95,7 +95,7 @@ impl Server {
     }
 
     /// Serves `listener` until the future is dropped. Returns an error only if accepting
-    /// keeps failing ([`MAX_ACCEPT_FAILURES`] times in a row).
+    /// keeps failing (30 times in a row, with back-off).
     pub async fn serve(self, listener: TcpListener) -> io::Result<()> {
         let slots = Arc::new(Semaphore::new(self.limits.max_connections));
         let mut failures = 0u32;
