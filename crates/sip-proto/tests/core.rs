@@ -2,7 +2,7 @@
 //! orders out, exactly as sipd drives it, but with no socket or clock.
 
 use sip_proto::core::{
-    Binding, BindingOp, Config, Core, Credentials, DigestAlgorithm, Listener, Output,
+    Binding, BindingOp, Config, Core, Credentials, DigestAlgorithm, Listener, Output, ProtocolCore,
 };
 use sip_proto::message::{HeaderName, Limits, Message};
 use sip_proto::txn::{Peer, Transport};
@@ -66,12 +66,11 @@ fn udp(addr: &str) -> Peer {
     }
 }
 
-/// A core plus virtual clock and a log of what it asked for.
+/// A core plus virtual clock and a log of what it asked for. The wall clock is set once,
+/// at the start: calendar time then follows the virtual monotonic clock.
 struct Harness {
     core: Core,
-    t0: Instant,
     now: Instant,
-    unix: u64,
     sent: Vec<(Peer, Message)>,
     stores: Vec<(u64, Vec<BindingOp>)>,
     fetches: Vec<(String, String)>,
@@ -81,11 +80,11 @@ struct Harness {
 impl Harness {
     fn new(cfg: Config) -> Harness {
         let t0 = Instant::now();
+        let mut core = Core::new(cfg, [9; 32], 42);
+        core.set_wall_clock(t0, Duration::from_secs(1_800_000_000));
         Harness {
-            core: Core::new(cfg, [9; 32], 42),
-            t0,
+            core,
             now: t0,
-            unix: 1_800_000_000,
             sent: vec![],
             stores: vec![],
             fetches: vec![],
@@ -113,7 +112,7 @@ impl Harness {
     fn recv(&mut self, from: &Peer, text: &str) {
         let data = text.replace('\n', "\r\n");
         self.core
-            .handle(self.now, self.unix, from.clone(), local(), data.as_bytes());
+            .handle_message(self.now, from.clone(), local(), data.as_bytes());
         self.drain();
     }
 
@@ -127,10 +126,10 @@ impl Harness {
             }
             for (u, d) in fetches {
                 let c = (u == "alice" || u == "bob").then(|| creds(&u));
-                self.core.credentials(self.now, self.unix, &u, &d, c);
+                self.core.handle_credentials(self.now, &u, &d, c);
             }
             for (id, _) in stores {
-                self.core.stored(self.now, self.unix, id, true);
+                self.core.handle_stored(self.now, id, true);
             }
             self.drain();
         }
@@ -142,17 +141,14 @@ impl Harness {
             let next = self.core.poll_timeout().filter(|t| *t <= end);
             match next {
                 Some(t) => {
-                    self.unix += (t.max(self.now) - self.now).as_secs();
                     self.now = t.max(self.now);
-                    self.core.handle_timeout(self.now, self.unix);
+                    self.core.handle_timeout(self.now);
                     self.drain();
                 }
                 None => break,
             }
         }
-        self.unix += (end - self.now).as_secs();
         self.now = end;
-        let _ = self.t0;
     }
 
     fn take(&mut self) -> Vec<(Peer, Message)> {
@@ -828,10 +824,10 @@ fn store_failure_answers_500() {
     );
     let (u, d) = h.fetches.remove(0);
     h.core
-        .credentials(h.now, h.unix, &u, &d, Some(creds("alice")));
+        .handle_credentials(h.now, &u, &d, Some(creds("alice")));
     h.drain();
     let (id, _) = h.stores.remove(0);
-    h.core.stored(h.now, h.unix, id, false);
+    h.core.handle_stored(h.now, id, false);
     h.drain();
     assert_eq!(h.last_status(), 500);
 }
@@ -936,7 +932,7 @@ fn foreign_domains_are_resolved_before_forwarding() {
     let (rid, host, port) = h.resolves.remove(0);
     assert_eq!((host.as_str(), port), ("carrier.example", None));
     h.core
-        .resolved(h.now, h.unix, rid, vec![udp("203.0.113.50:5080")]);
+        .handle_resolved(h.now, rid, vec![udp("203.0.113.50:5080")]);
     h.drain();
     let fwd = h
         .take()
@@ -947,7 +943,7 @@ fn foreign_domains_are_resolved_before_forwarding() {
     assert_eq!(fwd.1.uri().unwrap().to_string(), "sip:dave@carrier.example");
     h.recv(&trunk, &inv("dns2"));
     let (rid, _, _) = h.resolves.remove(0);
-    h.core.resolved(h.now, h.unix, rid, vec![]);
+    h.core.handle_resolved(h.now, rid, vec![]);
     h.drain();
     assert_eq!(h.last_status(), 478);
     // A lookup that never returns ends the same way.

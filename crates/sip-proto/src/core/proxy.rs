@@ -1054,7 +1054,7 @@ fn remove_last_route(req: &mut Message) {
 }
 
 /// Next hop of a URI with an IP literal host (RFC 3263 section 4 for the transport and
-/// default port). Host names need DNS, which this core does not do yet.
+/// default port); a host name goes out as an [`Output::Resolve`] instead.
 pub(super) fn uri_peer(uri: &Uri) -> Option<Peer> {
     let u = uri.as_sip()?;
     let ip: IpAddr = u
@@ -1063,18 +1063,8 @@ pub(super) fn uri_peer(uri: &Uri) -> Option<Peer> {
         .trim_end_matches(']')
         .parse()
         .ok()?;
-    let transport = match (u.transport().as_deref(), u.secure) {
-        (_, true) | (Some("tls"), _) => Transport::Tls,
-        (Some("tcp"), _) => Transport::Tcp,
-        (Some("ws"), _) => Transport::Ws,
-        (Some("wss"), _) => Transport::Wss,
-        _ => Transport::Udp,
-    };
-    let port = u.port.unwrap_or(if transport == Transport::Tls {
-        5061
-    } else {
-        5060
-    });
+    let transport = Transport::for_uri(u.transport().as_deref(), u.secure);
+    let port = u.port.unwrap_or(transport.default_port());
     Some(Peer {
         transport,
         addr: SocketAddr::new(ip, port),
