@@ -73,6 +73,8 @@ struct Harness {
     now: Instant,
     sent: Vec<(Peer, Message)>,
     stores: Vec<(u64, Vec<BindingOp>)>,
+    /// Changes `settle` committed, in order.
+    stored_ops: Vec<BindingOp>,
     fetches: Vec<(String, String)>,
     resolves: Vec<(u64, String, Option<u16>)>,
 }
@@ -87,6 +89,7 @@ impl Harness {
             now: t0,
             sent: vec![],
             stores: vec![],
+            stored_ops: vec![],
             fetches: vec![],
             resolves: vec![],
         }
@@ -110,9 +113,14 @@ impl Harness {
     }
 
     fn recv(&mut self, from: &Peer, text: &str) {
+        self.recv_on(local(), from, text);
+    }
+
+    /// A message arriving on our listening socket `on`.
+    fn recv_on(&mut self, on: SocketAddr, from: &Peer, text: &str) {
         let data = text.replace('\n', "\r\n");
         self.core
-            .handle_message(self.now, from.clone(), local(), data.as_bytes());
+            .handle_message(self.now, from.clone(), on, data.as_bytes());
         self.drain();
     }
 
@@ -128,7 +136,8 @@ impl Harness {
                 let c = (u == "alice" || u == "bob").then(|| creds(&u));
                 self.core.handle_credentials(self.now, &u, &d, c);
             }
-            for (id, _) in stores {
+            for (id, ops) in stores {
+                self.stored_ops.extend(ops);
                 self.core.handle_stored(self.now, id, true);
             }
             self.drain();
@@ -1034,4 +1043,146 @@ fn path_and_outbound() {
         .unwrap()
         .to_string()
         .starts_with("sip:bob@192.168.1.41:5062"));
+}
+
+/// RFC 7118: a browser registers over a WebSocket connection. Its Via and Contact
+/// name a `.invalid` host (it cannot be reached by address, only through its connection,
+/// as an RFC 5626 flow). A call from a UDP trunk reaches it over that very connection,
+/// with a `SIP/2.0/WS(S)` Via and two Record-Routes since the transport changes, and no
+/// INVITE retransmissions on the reliable leg (RFC 3261 section 17.1.1.2: no Timer A);
+/// its answers go back to the trunk over UDP.
+#[test]
+fn websocket_registration_is_reached_over_its_connection() {
+    websocket_call(Transport::Wss, "10.0.0.1:443");
+    websocket_call(Transport::Ws, "10.0.0.1:8080");
+}
+
+fn websocket_call(ws: Transport, listen: &str) {
+    let ws_local: SocketAddr = listen.parse().unwrap();
+    let token = ws.via_token();
+    let lower = token.to_ascii_lowercase();
+    let mut cfg = config();
+    cfg.listeners.push(Listener {
+        transport: ws,
+        addr: ws_local,
+        advertise: None,
+    });
+    let mut h = Harness::new(cfg);
+    let browser = Peer {
+        transport: ws,
+        addr: "198.51.100.9:51000".parse().unwrap(),
+        conn: Some(12),
+    };
+    let reg = |cseq: u32, extra: &str| {
+        register("bob", "df7jal23ls0d.invalid", "wsreg", cseq, extra)
+            .replace("SIP/2.0/UDP", &format!("SIP/2.0/{token}"))
+            .replace(
+                "Contact: <sip:bob@df7jal23ls0d.invalid>",
+                "Contact: <sip:bob@df7jal23ls0d.invalid;transport=ws>;+sip.instance=\"<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>\";reg-id=1",
+            )
+    };
+    h.recv_on(ws_local, &browser, &reg(1, ""));
+    let sent = h.take();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].0, browser,
+        "the challenge goes back over the connection"
+    );
+    let auth = authorization(
+        &sent[0].1,
+        HeaderName::WwwAuthenticate,
+        "bob",
+        "REGISTER",
+        &format!("sip:{DOMAIN}"),
+        DigestAlgorithm::Md5,
+        1,
+    );
+    h.recv_on(
+        ws_local,
+        &browser,
+        &reg(2, &format!("Authorization: {auth}\n")),
+    );
+    h.settle();
+    let ok = h.take().remove(0);
+    assert_eq!(ok.0, browser, "the 200 goes back over the connection");
+    assert_eq!(ok.1.status(), Some(200));
+    assert!(ok.1.values(&HeaderName::Contact)[0].contains("transport=ws"));
+    // The stored binding says where it really came from (Kamailio's `received`, `socket`).
+    let upsert = h
+        .stored_ops
+        .iter()
+        .find_map(|o| match o {
+            BindingOp::Upsert(b) => Some(b.clone()),
+            BindingOp::Delete { .. } => None,
+        })
+        .expect("binding stored");
+    assert_eq!(
+        upsert.received,
+        Some(format!("sip:198.51.100.9:51000;transport={lower}"))
+    );
+    assert_eq!(upsert.socket, Some(format!("{lower}:{listen}")));
+    assert_eq!(upsert.conn, Some(12));
+
+    let trunk = udp("192.0.2.10:5060");
+    h.recv(
+        &trunk,
+        &invite("carol@example.net", "bob", "192.0.2.10:5060", "wscall", ""),
+    );
+    let sent = h.take();
+    assert!(sent
+        .iter()
+        .any(|(p, m)| m.status() == Some(100) && p.addr == trunk.addr));
+    let (to, fwd) = sent
+        .into_iter()
+        .find(|(_, m)| m.is_request())
+        .expect("forwarded INVITE");
+    assert_eq!(to, browser, "same connection reused");
+    assert_eq!(
+        fwd.uri().unwrap().to_string(),
+        "sip:bob@df7jal23ls0d.invalid;transport=ws"
+    );
+    let via = fwd.top_via().unwrap();
+    assert_eq!(
+        (via.transport.as_str(), via.port),
+        (token, Some(ws_local.port()))
+    );
+    assert_eq!(
+        fwd.values(&HeaderName::RecordRoute),
+        vec![
+            format!("<sip:{listen};transport={lower};lr>"),
+            "<sip:10.0.0.1:5060;lr>".to_string()
+        ],
+        "the WebSocket leg's Record-Route on top, then the UDP leg's"
+    );
+    // A reliable transport: the INVITE is not retransmitted while the browser is silent.
+    h.advance(Duration::from_secs(4));
+    assert!(
+        h.take().iter().all(|(p, _)| *p != browser),
+        "no Timer A over WebSocket"
+    );
+
+    // The browser rings and answers over its connection; both reach the trunk over UDP.
+    h.recv_on(
+        ws_local,
+        &browser,
+        &response_for(&fwd, 180, "Ringing", "wstag", ""),
+    );
+    h.recv_on(
+        ws_local,
+        &browser,
+        &response_for(
+            &fwd,
+            200,
+            "OK",
+            "wstag",
+            "sip:bob@df7jal23ls0d.invalid;transport=ws",
+        ),
+    );
+    let codes: Vec<(u16, Transport)> = h
+        .take()
+        .iter()
+        .filter(|(p, _)| p.addr == trunk.addr)
+        .filter_map(|(p, m)| m.status().map(|c| (c, p.transport)))
+        .collect();
+    assert_eq!(codes, vec![(180, Transport::Udp), (200, Transport::Udp)]);
 }
