@@ -418,10 +418,6 @@ impl Core {
     /// seconds at `now`, which every calendar decision of this input uses.
     fn tick(&mut self, now: Instant) -> u64 {
         self.last_now = Some(now);
-        self.unix_at(now)
-    }
-
-    fn unix_at(&self, now: Instant) -> u64 {
         self.wall.map_or(0, |w| w.unix(now))
     }
 

@@ -1178,11 +1178,45 @@ fn websocket_call(ws: Transport, listen: &str) {
             "sip:bob@df7jal23ls0d.invalid;transport=ws",
         ),
     );
-    let codes: Vec<(u16, Transport)> = h
-        .take()
+    let sent = h.take();
+    let codes: Vec<(u16, Transport)> = sent
         .iter()
         .filter(|(p, _)| p.addr == trunk.addr)
         .filter_map(|(p, m)| m.status().map(|c| (c, p.transport)))
         .collect();
     assert_eq!(codes, vec![(180, Transport::Udp), (200, Transport::Udp)]);
+    let ok = sent
+        .iter()
+        .find(|(_, m)| m.status() == Some(200))
+        .unwrap()
+        .1
+        .clone();
+    // The browser's Contact (a .invalid host) now names its connection, so the trunk's
+    // in-dialog requests come back to us and go out over that connection.
+    let contact = format!("sip:bob@198.51.100.9:51000;transport={lower}");
+    assert_eq!(
+        ok.values(&HeaderName::Contact),
+        vec![format!("<{contact}>")]
+    );
+    let routes: Vec<String> = ok
+        .values(&HeaderName::RecordRoute)
+        .into_iter()
+        .rev()
+        .collect();
+    let bye = format!(
+        "BYE {contact} SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-wsbye\nMax-Forwards: 70\nRoute: {}\nFrom: <sip:carol@example.net>;tag=caller\nTo: <sip:bob@{DOMAIN}>;tag=wstag\nCall-ID: wscall\nCSeq: 2 BYE\nContent-Length: 0\n\n",
+        routes.join(", ")
+    );
+    h.recv(&trunk, &bye);
+    let (to, fwd) = h
+        .take()
+        .into_iter()
+        .find(|(_, m)| m.is_request())
+        .expect("forwarded BYE");
+    assert_eq!((to.transport, to.addr), (ws, browser.addr));
+    assert_eq!(fwd.top_via().unwrap().transport, token);
+    assert!(
+        fwd.values(&HeaderName::Route).is_empty(),
+        "both of ours popped"
+    );
 }
