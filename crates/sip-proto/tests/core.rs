@@ -1220,3 +1220,23 @@ fn websocket_call(ws: Transport, listen: &str) {
         "both of ours popped"
     );
 }
+
+/// Calendar time comes from the wall clock the daemon sets, not from the monotonic clock
+/// alone: when the system clock steps forward past a binding's expiry (a corrected clock,
+/// a resumed VM), the next timer purges the binding from memory and from the database.
+#[test]
+fn a_wall_clock_step_is_picked_up() {
+    let mut h = Harness::new(config());
+    let ok = do_register(&mut h, "alice", "10.0.0.50:5070", DigestAlgorithm::Md5);
+    assert!(ok.values(&HeaderName::Contact)[0].contains("expires=3600"));
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.core.stats().contacts, 1);
+    h.core
+        .set_wall_clock(h.now, Duration::from_secs(1_800_000_000 + 3_700));
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.core.stats().contacts, 0);
+    assert!(h
+        .stores
+        .iter()
+        .any(|(_, ops)| ops.iter().any(|o| matches!(o, BindingOp::Delete { .. }))));
+}
