@@ -22,7 +22,7 @@ use crate::keepalive::{self, Datagram};
 use crate::metrics::Metrics;
 use crate::stream::{ConnCmd, Streams, CONN_QUEUE};
 use sip_proto::core::{
-    Binding, CloseReason, Config as CoreConfig, Core, Credentials, Output, Stats,
+    Binding, CloseReason, Config as CoreConfig, Core, Credentials, Output, ProtocolCore, Stats,
 };
 use sip_proto::pike::{Pike, PikeConfig, PikeStats, Verdict};
 use sip_proto::txn::{ConnId, Peer, Transmit, Transport};
@@ -150,6 +150,7 @@ pub fn run(setup: Setup, ready: std::sync::mpsc::Sender<Result<(), String>>) {
             }
         }
         let mut core = Core::new(setup.core, rand::random(), rand::random());
+        core.set_wall_clock(Instant::now(), since_epoch());
         let count = setup.bindings.len();
         for b in setup.bindings {
             core.load_binding(b);
@@ -173,7 +174,6 @@ pub fn run(setup: Setup, ready: std::sync::mpsc::Sender<Result<(), String>>) {
             pike_published: PikeStats::default(),
             buf: vec![0u8; 65536],
             now: Instant::now(),
-            unix: unix_now(),
         };
         let _ = ready.send(Ok(()));
         cl.run(&mut events).await;
@@ -216,9 +216,8 @@ struct CoreLoop {
     published: Stats,
     pike_published: PikeStats,
     buf: Vec<u8>,
-    /// Clock readings of the current turn: one per burst, not one per message.
+    /// Clock reading of the current turn: one per burst, not one per message.
     now: Instant,
-    unix: u64,
 }
 
 impl CoreLoop {
@@ -263,7 +262,7 @@ impl CoreLoop {
                 }
             }
             if self.core.poll_timeout().is_some_and(|t| t <= self.now) {
-                self.core.handle_timeout(self.now, self.unix);
+                self.core.handle_timeout(self.now);
             }
             if self.now >= next_tick {
                 next_tick = self.now + TICK;
@@ -289,7 +288,6 @@ impl CoreLoop {
 
     fn clock(&mut self) {
         self.now = Instant::now();
-        self.unix = unix_now();
     }
 
     /// Reads up to [`UDP_BURST`] datagrams from socket `i`.
@@ -341,7 +339,7 @@ impl CoreLoop {
             addr: from,
             conn: None,
         };
-        self.core.handle(self.now, self.unix, peer, local, data);
+        self.core.handle_message(self.now, peer, local, data);
     }
 
     /// Pike's verdict on one message from `ip`; logs a new ban. Only requests (and
@@ -418,7 +416,7 @@ impl CoreLoop {
                     addr: remote,
                     conn: Some(id),
                 };
-                self.core.handle(self.now, self.unix, peer, local, &data);
+                self.core.handle_message(self.now, peer, local, &data);
             }
             Event::Closed { id, reason } => {
                 if let Some(c) = self.conns.remove(&id) {
@@ -427,7 +425,7 @@ impl CoreLoop {
                         self.by_addr.remove(&key);
                     }
                 }
-                self.core.connection_closed(self.now, id, reason);
+                self.core.handle_connection_closed(self.now, id, reason);
             }
             Event::Credentials {
                 username,
@@ -445,12 +443,12 @@ impl CoreLoop {
                     self.creds.insert(key.clone(), (creds.clone(), self.now));
                 }
                 self.core
-                    .credentials(self.now, self.unix, &key.0, &key.1, creds);
+                    .handle_credentials(self.now, &key.0, &key.1, creds);
             }
             Event::Stored { ids, ok } => {
                 for id in ids {
                     self.outstanding = self.outstanding.saturating_sub(1);
-                    self.core.stored(self.now, self.unix, id, ok);
+                    self.core.handle_stored(self.now, id, ok);
                 }
             }
             Event::Reload(settings) => {
@@ -469,7 +467,7 @@ impl CoreLoop {
                 );
                 self.core.reload_bindings(bindings);
             }
-            Event::Resolved { id, peers } => self.core.resolved(self.now, self.unix, id, peers),
+            Event::Resolved { id, peers } => self.core.handle_resolved(self.now, id, peers),
             Event::Shutdown => {}
         }
     }
@@ -498,7 +496,7 @@ impl CoreLoop {
                         // Lookups far behind: answer "no destination" now (478) rather
                         // than let the request wait for the core's own timeout.
                         self.metrics.dns_failures.inc();
-                        self.core.resolved(self.now, self.unix, id, Vec::new());
+                        self.core.handle_resolved(self.now, id, Vec::new());
                     }
                 }
                 Output::Store { id, ops } => {
@@ -511,7 +509,7 @@ impl CoreLoop {
                                 "location writer queue: {e}; answering the REGISTER with an error"
                             );
                             self.metrics.db_errors.inc();
-                            self.core.stored(self.now, self.unix, id, false);
+                            self.core.handle_stored(self.now, id, false);
                         }
                     }
                 }
@@ -530,7 +528,7 @@ impl CoreLoop {
             if self.now.saturating_duration_since(*at) < ttl {
                 let creds = creds.clone();
                 self.core
-                    .credentials(self.now, self.unix, &key.0, &key.1, creds);
+                    .handle_credentials(self.now, &key.0, &key.1, creds);
                 return;
             }
         }
@@ -651,8 +649,11 @@ impl CoreLoop {
         self.streams.connect(id, addr, guard, rx);
     }
 
-    /// Once a second: pike expiry and metrics.
+    /// Once a second: the core's wall clock, pike expiry and metrics.
     fn housekeeping(&mut self) {
+        // The core's calendar time (binding expiries, nonces) follows a clock step within
+        // a second.
+        self.core.set_wall_clock(self.now, since_epoch());
         self.pike.handle_timeout(self.now);
         // Expired credentials go, and the table gives its memory back once mostly empty:
         // after a registration burst it would otherwise hold every user for good.
@@ -690,9 +691,13 @@ async fn udp_readable(socks: &[UdpListener], start: usize) -> usize {
     .await
 }
 
-pub fn unix_now() -> u64 {
+/// The system clock as time since the Unix epoch (zero if it reads earlier).
+pub fn since_epoch() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .unwrap_or_default()
+}
+
+pub fn unix_now() -> u64 {
+    since_epoch().as_secs()
 }

@@ -1,14 +1,19 @@
 //! The proxy and registrar core of `sipd`: everything between "bytes arrived from a peer"
 //! and "send these bytes / store these bindings", with no I/O.
 //!
-//! The daemon owns one [`Core`] and drives it the quinn way:
-//! - [`Core::handle`] with each datagram or framed stream message, `now` and the Unix time;
-//! - [`Core::credentials`] when a [`Output::FetchCredentials`] lookup finished;
-//! - [`Core::stored`] when a [`Output::Store`] batch is durable (the 200 OK to a REGISTER
-//!   is only released then, so a `kill -9` never loses an acknowledged binding);
-//! - [`Core::handle_timeout`] at [`Core::poll_timeout`];
-//! - [`Core::connection_closed`] when a TCP/TLS connection goes away;
-//! - and drains [`Core::poll_output`] after each call.
+//! The daemon owns one [`Core`] and drives it as every core of the suite is driven (the
+//! polling order is described in [`rtc_proto`]):
+//! - [`ProtocolCore::set_wall_clock`] before the first input and then every few seconds:
+//!   binding expiries, nonce lifetimes and the Date header are calendar times (Kamailio's
+//!   `location.expires` is a date), derived from that clock and the monotonic `now`;
+//! - [`Core::handle_message`] with each datagram or framed stream message;
+//! - [`Core::handle_credentials`] when a [`Output::FetchCredentials`] lookup finished;
+//! - [`Core::handle_stored`] when a [`Output::Store`] batch is durable (the 200 OK to a
+//!   REGISTER is only released then, so a `kill -9` never loses an acknowledged binding);
+//! - [`Core::handle_resolved`] when a [`Output::Resolve`] lookup finished;
+//! - [`Core::handle_connection_closed`] when a TCP/TLS/WebSocket connection goes away;
+//! - [`ProtocolCore::handle_timeout`] at [`ProtocolCore::poll_timeout`];
+//! - and drains [`ProtocolCore::poll_output`] after each call.
 //!
 //! Bindings live in memory (loaded at start with [`Core::load_binding`]) and every change
 //! goes out as an [`Output::Store`] order, so the database is written through, in batches.
@@ -29,6 +34,7 @@ use crate::uri::{NameAddr, Uri};
 use nonce::{NonceState, Nonces};
 use proxy::{PendingResolve, ProxyCtx};
 use registrar::Location;
+pub use rtc_proto::{CloseReason, ProtocolCore, WallClock};
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -131,18 +137,19 @@ pub struct Config {
 #[derive(Debug)]
 pub enum Output {
     Transmit(Transmit),
-    /// Look up `user@domain`; answer with [`Core::credentials`].
+    /// Look up `user@domain`; answer with [`Core::handle_credentials`].
     FetchCredentials {
         username: String,
         domain: String,
     },
-    /// Make these changes durable in one transaction; answer [`Core::stored`] with `id`.
+    /// Make these changes durable in one transaction; answer [`Core::handle_stored`] with
+    /// `id`.
     Store {
         id: u64,
         ops: Vec<BindingOp>,
     },
     /// Find where to send a request for `sip(s):host[:port][;transport=]` (RFC 3263
-    /// section 4: NAPTR/SRV/A/AAAA); answer [`Core::resolved`] with `id`.
+    /// section 4: NAPTR/SRV/A/AAAA); answer [`Core::handle_resolved`] with `id`.
     Resolve {
         id: u64,
         host: String,
@@ -165,12 +172,6 @@ pub struct Stats {
     pub contacts: u64,
     pub server_txns: u64,
     pub client_txns: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    Eof,
-    Error,
 }
 
 /// The proxy/registrar state machine; see the module doc for how the daemon drives it.
@@ -202,7 +203,8 @@ pub struct Core {
     /// Finished proxy contexts kept a little for 2xx retransmissions, (deadline, id).
     lingering: VecDeque<(Instant, ServerTxnId)>,
     last_now: Option<Instant>,
-    last_unix: u64,
+    /// Calendar time; `None` (read as the epoch) until the daemon sets it.
+    wall: Option<WallClock>,
     stats: Stats,
     requests_by_method: HashMap<String, u64>,
 }
@@ -302,7 +304,7 @@ impl Core {
             timer_c: BinaryHeap::new(),
             lingering: VecDeque::new(),
             last_now: None,
-            last_unix: 0,
+            wall: None,
             stats: Stats::default(),
             requests_by_method: HashMap::new(),
         }
@@ -333,8 +335,8 @@ impl Core {
 
     /// One datagram, or one message framed off a stream, from `from` on our socket
     /// `local`.
-    pub fn handle(&mut self, now: Instant, unix: u64, from: Peer, local: SocketAddr, data: &[u8]) {
-        self.tick(now, unix);
+    pub fn handle_message(&mut self, now: Instant, from: Peer, local: SocketAddr, data: &[u8]) {
+        let unix = self.tick(now);
         let msg = match Message::parse(data, &self.cfg.limits) {
             Ok(m) => m,
             Err(e) => {
@@ -359,15 +361,14 @@ impl Core {
 
     /// Result of a [`Output::FetchCredentials`]: `None` for no such subscriber (answered
     /// exactly like a wrong password, so accounts cannot be enumerated).
-    pub fn credentials(
+    pub fn handle_credentials(
         &mut self,
         now: Instant,
-        unix: u64,
         username: &str,
         domain: &str,
         creds: Option<Credentials>,
     ) {
-        self.tick(now, unix);
+        let unix = self.tick(now);
         let key = (username.to_string(), domain.to_string());
         for p in self.parked.remove(&key).unwrap_or_default() {
             self.resume_authenticated(now, unix, p, creds.as_ref());
@@ -378,112 +379,27 @@ impl Core {
     /// A [`Output::Store`] batch committed (`ok`) or failed. Only a committed change
     /// reaches the in-memory location table (and so routing); a failed one answers the
     /// REGISTER with 500 so the UA retries, and leaves the AOR as the database has it.
-    pub fn stored(&mut self, now: Instant, unix: u64, id: u64, ok: bool) {
-        self.tick(now, unix);
+    pub fn handle_stored(&mut self, now: Instant, id: u64, ok: bool) {
+        let unix = self.tick(now);
         self.finish_register(now, unix, id, ok);
         self.drain_txn(now, unix);
     }
 
     /// Result of an [`Output::Resolve`]: destinations in preference order, empty when the
     /// name does not resolve.
-    pub fn resolved(&mut self, now: Instant, unix: u64, id: u64, peers: Vec<Peer>) {
-        self.tick(now, unix);
+    pub fn handle_resolved(&mut self, now: Instant, id: u64, peers: Vec<Peer>) {
+        let unix = self.tick(now);
         self.resolved_inner(now, unix, id, peers);
         self.drain_txn(now, unix);
     }
 
-    pub fn handle_timeout(&mut self, now: Instant, unix: u64) {
-        self.tick(now, unix);
-        self.expire_resolves(now);
-        self.txn.handle_timeout(now);
-        while let Some(Reverse((at, _, id))) = self.timer_c.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timer_c.pop();
-            self.fire_timer_c(now, id);
-        }
-        while let Some(&(at, id)) = self.lingering.front() {
-            if at > now {
-                break;
-            }
-            self.lingering.pop_front();
-            if let Some(ctx) = self.proxies.get(&id) {
-                if ctx.finished {
-                    let ctx = self.proxies.remove(&id).expect("present");
-                    for b in ctx.branches {
-                        self.branches.remove(&b.client);
-                    }
-                }
-            }
-        }
-        while let Some((at, _)) = self.park_deadlines.front() {
-            if *at > now {
-                break;
-            }
-            let (_, key) = self.park_deadlines.pop_front().expect("peeked");
-            let expired: Vec<Parked> = match self.parked.get_mut(&key) {
-                Some(list) => {
-                    let (old, keep): (Vec<Parked>, Vec<Parked>) =
-                        list.drain(..).partition(|p| p.since + PARK_TIMEOUT <= now);
-                    *list = keep;
-                    old
-                }
-                None => Vec::new(),
-            };
-            if self.parked.get(&key).is_some_and(Vec::is_empty) {
-                self.parked.remove(&key);
-            }
-            for p in expired {
-                let mut r = self.make_response(&p.req, 503, "Service Unavailable");
-                r.set_header(HeaderName::Other("Retry-After".into()), "5".into());
-                self.send_response(now, p.id, r);
-            }
-        }
-        self.expire_bindings(unix);
-        self.nonces.housekeeping(unix);
-        if self.proxies.capacity() > 1024 && self.proxies.capacity() > 4 * self.proxies.len() {
-            self.proxies.shrink_to_fit();
-            self.branches.shrink_to_fit();
-        }
-        self.drain_txn(now, unix);
-    }
-
-    /// Next time [`Core::handle_timeout`] is due. At most a second away, so expired
-    /// bindings are purged promptly (their expiry is in Unix seconds).
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let base = self.last_now?;
-        let mut t = base + Duration::from_secs(1);
-        if let Some(x) = self.txn.poll_timeout() {
-            t = t.min(x);
-        }
-        if let Some(Reverse((x, _, _))) = self.timer_c.peek() {
-            t = t.min(*x);
-        }
-        if let Some((x, _)) = self.lingering.front() {
-            t = t.min(*x);
-        }
-        if let Some((x, _)) = self.park_deadlines.front() {
-            t = t.min(*x);
-        }
-        if let Some((x, _)) = self.resolve_deadlines.front() {
-            t = t.min(*x);
-        }
-        Some(t)
-    }
-
-    pub fn poll_output(&mut self) -> Option<Output> {
-        if let Some(t) = self.txn.poll_transmit() {
-            return Some(Output::Transmit(t));
-        }
-        self.outputs.pop_front()
-    }
-
-    /// A TCP/TLS connection closed: transactions and bindings using it are told (bindings
-    /// stay, routed by their received address if the UA reconnects from elsewhere they
-    /// are refreshed by the next REGISTER).
-    pub fn connection_closed(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
+    /// A TCP/TLS/WebSocket connection closed: transactions and bindings using it are told
+    /// (bindings stay, routed by their received address; if the UA reconnects from
+    /// elsewhere they are refreshed by the next REGISTER). Both reasons are handled alike:
+    /// either way nothing more can be sent on it (RFC 3261 section 18.4).
+    pub fn handle_connection_closed(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
         let _ = reason;
+        let unix = self.tick(now);
         self.txn.transport_error(now, conn);
         self.location.forget_conn(conn);
         for h in self.held.values_mut() {
@@ -491,7 +407,6 @@ impl Core {
                 b.conn = None;
             }
         }
-        let unix = self.last_unix;
         self.drain_txn(now, unix);
     }
 
@@ -510,9 +425,11 @@ impl Core {
         s
     }
 
-    fn tick(&mut self, now: Instant, unix: u64) {
+    /// Notes `now` (the base of [`ProtocolCore::poll_timeout`]) and returns the Unix
+    /// seconds at `now`, which every calendar decision of this input uses.
+    fn tick(&mut self, now: Instant) -> u64 {
         self.last_now = Some(now);
-        self.last_unix = unix;
+        self.wall.map_or(0, |w| w.unix(now))
     }
 
     fn random_hex(&mut self) -> String {
@@ -649,6 +566,104 @@ impl Core {
                     .find(|l| l.transport == transport && fam(&l.addr))
             })
             .or_else(|| self.cfg.listeners.iter().find(|l| l.transport == transport))
+    }
+}
+
+/// The suite's core contract; see the module doc for what each input is.
+impl ProtocolCore for Core {
+    type Output = Output;
+
+    fn handle_timeout(&mut self, now: Instant) {
+        let unix = self.tick(now);
+        self.expire_resolves(now);
+        self.txn.handle_timeout(now);
+        while let Some(Reverse((at, _, id))) = self.timer_c.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timer_c.pop();
+            self.fire_timer_c(now, id);
+        }
+        while let Some(&(at, id)) = self.lingering.front() {
+            if at > now {
+                break;
+            }
+            self.lingering.pop_front();
+            if let Some(ctx) = self.proxies.get(&id) {
+                if ctx.finished {
+                    let ctx = self.proxies.remove(&id).expect("present");
+                    for b in ctx.branches {
+                        self.branches.remove(&b.client);
+                    }
+                }
+            }
+        }
+        while let Some((at, _)) = self.park_deadlines.front() {
+            if *at > now {
+                break;
+            }
+            let (_, key) = self.park_deadlines.pop_front().expect("peeked");
+            let expired: Vec<Parked> = match self.parked.get_mut(&key) {
+                Some(list) => {
+                    let (old, keep): (Vec<Parked>, Vec<Parked>) =
+                        list.drain(..).partition(|p| p.since + PARK_TIMEOUT <= now);
+                    *list = keep;
+                    old
+                }
+                None => Vec::new(),
+            };
+            if self.parked.get(&key).is_some_and(Vec::is_empty) {
+                self.parked.remove(&key);
+            }
+            for p in expired {
+                let mut r = self.make_response(&p.req, 503, "Service Unavailable");
+                r.set_header(HeaderName::Other("Retry-After".into()), "5".into());
+                self.send_response(now, p.id, r);
+            }
+        }
+        self.expire_bindings(unix);
+        self.nonces.housekeeping(unix);
+        if self.proxies.capacity() > 1024 && self.proxies.capacity() > 4 * self.proxies.len() {
+            self.proxies.shrink_to_fit();
+            self.branches.shrink_to_fit();
+        }
+        self.drain_txn(now, unix);
+    }
+
+    /// Next time [`ProtocolCore::handle_timeout`] is due. At most a second away, so
+    /// expired bindings are purged promptly (their expiry is in Unix seconds).
+    fn poll_timeout(&self) -> Option<Instant> {
+        let base = self.last_now?;
+        let mut t = base + Duration::from_secs(1);
+        if let Some(x) = self.txn.poll_timeout() {
+            t = t.min(x);
+        }
+        if let Some(Reverse((x, _, _))) = self.timer_c.peek() {
+            t = t.min(*x);
+        }
+        if let Some((x, _)) = self.lingering.front() {
+            t = t.min(*x);
+        }
+        if let Some((x, _)) = self.park_deadlines.front() {
+            t = t.min(*x);
+        }
+        if let Some((x, _)) = self.resolve_deadlines.front() {
+            t = t.min(*x);
+        }
+        Some(t)
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        if let Some(t) = self.txn.poll_transmit() {
+            return Some(Output::Transmit(t));
+        }
+        self.outputs.pop_front()
+    }
+
+    /// Re-anchors calendar time. Binding expiries, nonce lifetimes and the Date header are
+    /// Unix seconds computed from this anchor and the monotonic `now` of each input.
+    fn set_wall_clock(&mut self, now: Instant, since_epoch: Duration) {
+        self.wall = Some(WallClock::new(now, since_epoch));
     }
 }
 

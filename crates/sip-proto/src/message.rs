@@ -1,7 +1,7 @@
 //! SIP messages (RFC 3261 sections 7, 20 and 25): parsing with limits, typed access to
 //! the headers the proxy needs, edits a proxy makes, and encoding.
 //!
-//! CONTRACT (implemented by the parser work; keep the public signatures, add freely):
+//! What the parser guarantees:
 //! - [`Message::parse`] takes one whole message (a UDP datagram, or the bytes
 //!   [`frame`] delimited on a stream), unfolds continuation lines (RFC 3261 section
 //!   7.3.1), expands compact header names (section 7.3.3), and validates what a proxy

@@ -44,66 +44,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use timers::{Slot, Slots, TimerQueue, TxnRef};
 
-/// The daemon's id of a TCP, TLS or WebSocket connection.
-pub type ConnId = u64;
-
-/// SIP transports (RFC 3261 section 18, RFC 7118 for WebSocket).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    Udp,
-    Tcp,
-    Tls,
-    Ws,
-    Wss,
-}
-
-impl Transport {
-    /// Reliable transports run no retransmission timers and zero linger timers (section
-    /// 17.1.1.2, 17.1.2.2, 17.2.1, 17.2.2).
-    pub fn is_reliable(self) -> bool {
-        !matches!(self, Transport::Udp)
-    }
-    /// The token in a Via's sent-protocol (`SIP/2.0/UDP`).
-    pub fn via_token(self) -> &'static str {
-        match self {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-            Transport::Tls => "TLS",
-            Transport::Ws => "WS",
-            Transport::Wss => "WSS",
-        }
-    }
-    /// Parses a Via transport token, case-insensitively (section 7.3.1: tokens are).
-    pub fn from_via_token(s: &str) -> Option<Transport> {
-        [
-            Transport::Udp,
-            Transport::Tcp,
-            Transport::Tls,
-            Transport::Ws,
-            Transport::Wss,
-        ]
-        .into_iter()
-        .find(|t| t.via_token().eq_ignore_ascii_case(s))
-    }
-}
-
-/// Where a message came from or goes to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Peer {
-    pub transport: Transport,
-    pub addr: SocketAddr,
-    /// The connection for TCP/TLS/WS; `None` for UDP, or for a request to a destination
-    /// the daemon has no connection to yet (it opens one; the layer learns the connection
-    /// from the first response that arrives on it).
-    pub conn: Option<ConnId>,
-}
-
-/// Bytes for the daemon to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    pub peer: Peer,
-    pub data: Vec<u8>,
-}
+pub use crate::transport::{ConnId, Peer, Transmit, Transport};
 
 /// A server transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -1142,22 +1083,6 @@ fn unindex_conn(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn via_tokens_round_trip() {
-        for t in [
-            Transport::Udp,
-            Transport::Tcp,
-            Transport::Tls,
-            Transport::Ws,
-            Transport::Wss,
-        ] {
-            assert_eq!(Transport::from_via_token(t.via_token()), Some(t));
-            assert_eq!(t.is_reliable(), t != Transport::Udp);
-        }
-        assert_eq!(Transport::from_via_token("tls"), Some(Transport::Tls));
-        assert_eq!(Transport::from_via_token("SCTP"), None);
-    }
 
     #[test]
     fn default_timers_are_rfc_3261_table_4() {

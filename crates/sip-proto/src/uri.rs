@@ -1,6 +1,6 @@
 //! SIP URIs (RFC 3261 section 19.1), name-addr values, and header parameters.
 //!
-//! CONTRACT (implemented by the parser work; keep the public signatures):
+//! What the parser guarantees:
 //! - [`Uri::parse`] accepts `sip:`/`sips:` URIs fully parsed and any other scheme
 //!   (`tel:`, unknown ones as in RFC 4475 3.3.2 `nobodyKnowsThisScheme:`) as
 //!   [`Uri::Other`], so the proxy can answer 416 instead of 400.

@@ -2,7 +2,7 @@
 //! orders out, exactly as sipd drives it, but with no socket or clock.
 
 use sip_proto::core::{
-    Binding, BindingOp, Config, Core, Credentials, DigestAlgorithm, Listener, Output,
+    Binding, BindingOp, Config, Core, Credentials, DigestAlgorithm, Listener, Output, ProtocolCore,
 };
 use sip_proto::message::{HeaderName, Limits, Message};
 use sip_proto::txn::{Peer, Transport};
@@ -66,14 +66,15 @@ fn udp(addr: &str) -> Peer {
     }
 }
 
-/// A core plus virtual clock and a log of what it asked for.
+/// A core plus virtual clock and a log of what it asked for. The wall clock is set once,
+/// at the start: calendar time then follows the virtual monotonic clock.
 struct Harness {
     core: Core,
-    t0: Instant,
     now: Instant,
-    unix: u64,
     sent: Vec<(Peer, Message)>,
     stores: Vec<(u64, Vec<BindingOp>)>,
+    /// Changes `settle` committed, in order.
+    stored_ops: Vec<BindingOp>,
     fetches: Vec<(String, String)>,
     resolves: Vec<(u64, String, Option<u16>)>,
 }
@@ -81,13 +82,14 @@ struct Harness {
 impl Harness {
     fn new(cfg: Config) -> Harness {
         let t0 = Instant::now();
+        let mut core = Core::new(cfg, [9; 32], 42);
+        core.set_wall_clock(t0, Duration::from_secs(1_800_000_000));
         Harness {
-            core: Core::new(cfg, [9; 32], 42),
-            t0,
+            core,
             now: t0,
-            unix: 1_800_000_000,
             sent: vec![],
             stores: vec![],
+            stored_ops: vec![],
             fetches: vec![],
             resolves: vec![],
         }
@@ -111,9 +113,14 @@ impl Harness {
     }
 
     fn recv(&mut self, from: &Peer, text: &str) {
+        self.recv_on(local(), from, text);
+    }
+
+    /// A message arriving on our listening socket `on`.
+    fn recv_on(&mut self, on: SocketAddr, from: &Peer, text: &str) {
         let data = text.replace('\n', "\r\n");
         self.core
-            .handle(self.now, self.unix, from.clone(), local(), data.as_bytes());
+            .handle_message(self.now, from.clone(), on, data.as_bytes());
         self.drain();
     }
 
@@ -127,10 +134,11 @@ impl Harness {
             }
             for (u, d) in fetches {
                 let c = (u == "alice" || u == "bob").then(|| creds(&u));
-                self.core.credentials(self.now, self.unix, &u, &d, c);
+                self.core.handle_credentials(self.now, &u, &d, c);
             }
-            for (id, _) in stores {
-                self.core.stored(self.now, self.unix, id, true);
+            for (id, ops) in stores {
+                self.stored_ops.extend(ops);
+                self.core.handle_stored(self.now, id, true);
             }
             self.drain();
         }
@@ -142,17 +150,14 @@ impl Harness {
             let next = self.core.poll_timeout().filter(|t| *t <= end);
             match next {
                 Some(t) => {
-                    self.unix += (t.max(self.now) - self.now).as_secs();
                     self.now = t.max(self.now);
-                    self.core.handle_timeout(self.now, self.unix);
+                    self.core.handle_timeout(self.now);
                     self.drain();
                 }
                 None => break,
             }
         }
-        self.unix += (end - self.now).as_secs();
         self.now = end;
-        let _ = self.t0;
     }
 
     fn take(&mut self) -> Vec<(Peer, Message)> {
@@ -828,10 +833,10 @@ fn store_failure_answers_500() {
     );
     let (u, d) = h.fetches.remove(0);
     h.core
-        .credentials(h.now, h.unix, &u, &d, Some(creds("alice")));
+        .handle_credentials(h.now, &u, &d, Some(creds("alice")));
     h.drain();
     let (id, _) = h.stores.remove(0);
-    h.core.stored(h.now, h.unix, id, false);
+    h.core.handle_stored(h.now, id, false);
     h.drain();
     assert_eq!(h.last_status(), 500);
 }
@@ -855,7 +860,7 @@ fn failed_store_changes_nothing_and_queued_register_builds_on_committed_state() 
     assert_eq!(h.core.stats().contacts, 0, "nothing routable before commit");
 
     let (first, _) = h.stores.remove(0);
-    h.core.stored(h.now, h.unix, first, false);
+    h.core.handle_stored(h.now, first, false);
     h.drain();
     assert_eq!(h.last_status(), 500);
     assert_eq!(
@@ -875,7 +880,7 @@ fn failed_store_changes_nothing_and_queued_register_builds_on_committed_state() 
         })
         .collect();
     assert_eq!(contacts, vec!["sip:alice@192.0.2.11:5060"]);
-    h.core.stored(h.now, h.unix, second, true);
+    h.core.handle_stored(h.now, second, true);
     h.drain();
     let ok = h.take().pop().expect("200").1;
     assert_eq!(ok.status(), Some(200));
@@ -996,7 +1001,7 @@ fn foreign_domains_are_resolved_before_forwarding() {
     let (rid, host, port) = h.resolves.remove(0);
     assert_eq!((host.as_str(), port), ("carrier.example", None));
     h.core
-        .resolved(h.now, h.unix, rid, vec![udp("203.0.113.50:5080")]);
+        .handle_resolved(h.now, rid, vec![udp("203.0.113.50:5080")]);
     h.drain();
     let fwd = h
         .take()
@@ -1007,7 +1012,7 @@ fn foreign_domains_are_resolved_before_forwarding() {
     assert_eq!(fwd.1.uri().unwrap().to_string(), "sip:dave@carrier.example");
     h.recv(&trunk, &inv("dns2"));
     let (rid, _, _) = h.resolves.remove(0);
-    h.core.resolved(h.now, h.unix, rid, vec![]);
+    h.core.handle_resolved(h.now, rid, vec![]);
     h.drain();
     assert_eq!(h.last_status(), 478);
     // A lookup that never returns ends the same way.
@@ -1098,4 +1103,200 @@ fn path_and_outbound() {
         .unwrap()
         .to_string()
         .starts_with("sip:bob@192.168.1.41:5062"));
+}
+
+/// RFC 7118: a browser registers over a WebSocket connection. Its Via and Contact
+/// name a `.invalid` host (it cannot be reached by address, only through its connection,
+/// as an RFC 5626 flow). A call from a UDP trunk reaches it over that very connection,
+/// with a `SIP/2.0/WS(S)` Via and two Record-Routes since the transport changes, and no
+/// INVITE retransmissions on the reliable leg (RFC 3261 section 17.1.1.2: no Timer A);
+/// its answers go back to the trunk over UDP.
+#[test]
+fn websocket_registration_is_reached_over_its_connection() {
+    websocket_call(Transport::Wss, "10.0.0.1:443");
+    websocket_call(Transport::Ws, "10.0.0.1:8080");
+}
+
+fn websocket_call(ws: Transport, listen: &str) {
+    let ws_local: SocketAddr = listen.parse().unwrap();
+    let token = ws.via_token();
+    let lower = token.to_ascii_lowercase();
+    let mut cfg = config();
+    cfg.listeners.push(Listener {
+        transport: ws,
+        addr: ws_local,
+        advertise: None,
+    });
+    let mut h = Harness::new(cfg);
+    let browser = Peer {
+        transport: ws,
+        addr: "198.51.100.9:51000".parse().unwrap(),
+        conn: Some(12),
+    };
+    let reg = |cseq: u32, extra: &str| {
+        register("bob", "df7jal23ls0d.invalid", "wsreg", cseq, extra)
+            .replace("SIP/2.0/UDP", &format!("SIP/2.0/{token}"))
+            .replace(
+                "Contact: <sip:bob@df7jal23ls0d.invalid>",
+                "Contact: <sip:bob@df7jal23ls0d.invalid;transport=ws>;+sip.instance=\"<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>\";reg-id=1",
+            )
+    };
+    h.recv_on(ws_local, &browser, &reg(1, ""));
+    let sent = h.take();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].0, browser,
+        "the challenge goes back over the connection"
+    );
+    let auth = authorization(
+        &sent[0].1,
+        HeaderName::WwwAuthenticate,
+        "bob",
+        "REGISTER",
+        &format!("sip:{DOMAIN}"),
+        DigestAlgorithm::Md5,
+        1,
+    );
+    h.recv_on(
+        ws_local,
+        &browser,
+        &reg(2, &format!("Authorization: {auth}\n")),
+    );
+    h.settle();
+    let ok = h.take().remove(0);
+    assert_eq!(ok.0, browser, "the 200 goes back over the connection");
+    assert_eq!(ok.1.status(), Some(200));
+    assert!(ok.1.values(&HeaderName::Contact)[0].contains("transport=ws"));
+    // The stored binding says where it really came from (Kamailio's `received`, `socket`).
+    let upsert = h
+        .stored_ops
+        .iter()
+        .find_map(|o| match o {
+            BindingOp::Upsert(b) => Some(b.clone()),
+            BindingOp::Delete { .. } => None,
+        })
+        .expect("binding stored");
+    assert_eq!(
+        upsert.received,
+        Some(format!("sip:198.51.100.9:51000;transport={lower}"))
+    );
+    assert_eq!(upsert.socket, Some(format!("{lower}:{listen}")));
+    assert_eq!(upsert.conn, Some(12));
+
+    let trunk = udp("192.0.2.10:5060");
+    h.recv(
+        &trunk,
+        &invite("carol@example.net", "bob", "192.0.2.10:5060", "wscall", ""),
+    );
+    let sent = h.take();
+    assert!(sent
+        .iter()
+        .any(|(p, m)| m.status() == Some(100) && p.addr == trunk.addr));
+    let (to, fwd) = sent
+        .into_iter()
+        .find(|(_, m)| m.is_request())
+        .expect("forwarded INVITE");
+    assert_eq!(to, browser, "same connection reused");
+    assert_eq!(
+        fwd.uri().unwrap().to_string(),
+        "sip:bob@df7jal23ls0d.invalid;transport=ws"
+    );
+    let via = fwd.top_via().unwrap();
+    assert_eq!(
+        (via.transport.as_str(), via.port),
+        (token, Some(ws_local.port()))
+    );
+    assert_eq!(
+        fwd.values(&HeaderName::RecordRoute),
+        vec![
+            format!("<sip:{listen};transport={lower};lr>"),
+            "<sip:10.0.0.1:5060;lr>".to_string()
+        ],
+        "the WebSocket leg's Record-Route on top, then the UDP leg's"
+    );
+    // A reliable transport: the INVITE is not retransmitted while the browser is silent.
+    h.advance(Duration::from_secs(4));
+    assert!(
+        h.take().iter().all(|(p, _)| *p != browser),
+        "no Timer A over WebSocket"
+    );
+
+    // The browser rings and answers over its connection; both reach the trunk over UDP.
+    h.recv_on(
+        ws_local,
+        &browser,
+        &response_for(&fwd, 180, "Ringing", "wstag", ""),
+    );
+    h.recv_on(
+        ws_local,
+        &browser,
+        &response_for(
+            &fwd,
+            200,
+            "OK",
+            "wstag",
+            "sip:bob@df7jal23ls0d.invalid;transport=ws",
+        ),
+    );
+    let sent = h.take();
+    let codes: Vec<(u16, Transport)> = sent
+        .iter()
+        .filter(|(p, _)| p.addr == trunk.addr)
+        .filter_map(|(p, m)| m.status().map(|c| (c, p.transport)))
+        .collect();
+    assert_eq!(codes, vec![(180, Transport::Udp), (200, Transport::Udp)]);
+    let ok = sent
+        .iter()
+        .find(|(_, m)| m.status() == Some(200))
+        .unwrap()
+        .1
+        .clone();
+    // The browser's Contact (a .invalid host) now names its connection, so the trunk's
+    // in-dialog requests come back to us and go out over that connection.
+    let contact = format!("sip:bob@198.51.100.9:51000;transport={lower}");
+    assert_eq!(
+        ok.values(&HeaderName::Contact),
+        vec![format!("<{contact}>")]
+    );
+    let routes: Vec<String> = ok
+        .values(&HeaderName::RecordRoute)
+        .into_iter()
+        .rev()
+        .collect();
+    let bye = format!(
+        "BYE {contact} SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-wsbye\nMax-Forwards: 70\nRoute: {}\nFrom: <sip:carol@example.net>;tag=caller\nTo: <sip:bob@{DOMAIN}>;tag=wstag\nCall-ID: wscall\nCSeq: 2 BYE\nContent-Length: 0\n\n",
+        routes.join(", ")
+    );
+    h.recv(&trunk, &bye);
+    let (to, fwd) = h
+        .take()
+        .into_iter()
+        .find(|(_, m)| m.is_request())
+        .expect("forwarded BYE");
+    assert_eq!((to.transport, to.addr), (ws, browser.addr));
+    assert_eq!(fwd.top_via().unwrap().transport, token);
+    assert!(
+        fwd.values(&HeaderName::Route).is_empty(),
+        "both of ours popped"
+    );
+}
+
+/// Calendar time comes from the wall clock the daemon sets, not from the monotonic clock
+/// alone: when the system clock steps forward past a binding's expiry (a corrected clock,
+/// a resumed VM), the next timer purges the binding from memory and from the database.
+#[test]
+fn a_wall_clock_step_is_picked_up() {
+    let mut h = Harness::new(config());
+    let ok = do_register(&mut h, "alice", "10.0.0.50:5070", DigestAlgorithm::Md5);
+    assert!(ok.values(&HeaderName::Contact)[0].contains("expires=3600"));
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.core.stats().contacts, 1);
+    h.core
+        .set_wall_clock(h.now, Duration::from_secs(1_800_000_000 + 3_700));
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.core.stats().contacts, 0);
+    assert!(h
+        .stores
+        .iter()
+        .any(|(_, ops)| ops.iter().any(|o| matches!(o, BindingOp::Delete { .. }))));
 }

@@ -8,7 +8,7 @@ use super::*;
 impl Core {
     /// Starts or finishes digest authentication of `req` against `domain` (the realm).
     /// Either answers (challenge, 403) or parks the request until
-    /// [`Core::credentials`]; the caller does nothing more with it.
+    /// [`Core::handle_credentials`]; the caller does nothing more with it.
     #[allow(clippy::too_many_arguments)] // the request's whole context, passed through once
     pub(super) fn authenticate(
         &mut self,

@@ -82,6 +82,10 @@ impl Core {
             }
         }
         fix_top_via(&mut req, &from);
+        if method != Method::Register {
+            // The registrar keeps the Contact as sent (and where it came from apart).
+            fix_unreachable_contact(&mut req, &from);
+        }
         let id = match self.txn.on_request(now, &req, from.clone()) {
             Incoming::New(id) => id,
             Incoming::Ack2xx => {
@@ -967,16 +971,17 @@ fn fix_top_via(req: &mut Message, from: &Peer) {
 
 /// Kamailio's fix_nated_contact: a Contact naming a private address that is not where
 /// the message came from is rewritten to the source, so the other side's in-dialog
-/// requests reach the UA through its NAT.
+/// requests reach the UA through its NAT. A Contact on an unreachable host is rewritten
+/// too ([`fix_unreachable_contact`]).
 fn fix_nated_contact(msg: &mut Message, from: &Peer) {
-    let Ok(Some(Contacts::List(list))) = msg.contacts() else {
+    let Some(mut c) = single_contact(msg) else {
         return;
     };
-    if list.len() != 1 {
+    let Uri::Sip(u) = &mut c.uri else { return };
+    if contact_to_connection(u, from) {
+        msg.set_header(HeaderName::Contact, c.to_string());
         return;
     }
-    let mut c = list.into_iter().next().expect("one");
-    let Uri::Sip(u) = &mut c.uri else { return };
     let Ok(ip) = u
         .host
         .trim_start_matches('[')
@@ -994,6 +999,54 @@ fn fix_nated_contact(msg: &mut Message, from: &Peer) {
     };
     u.port = Some(from.addr.port());
     msg.set_header(HeaderName::Contact, c.to_string());
+}
+
+/// A request's Contact on a host nobody can reach ([`contact_to_connection`]) is
+/// rewritten to the connection it came over, so the requests of the dialog the other side
+/// sends back reach the UA.
+fn fix_unreachable_contact(msg: &mut Message, from: &Peer) {
+    let Some(mut c) = single_contact(msg) else {
+        return;
+    };
+    let Uri::Sip(u) = &mut c.uri else { return };
+    if contact_to_connection(u, from) {
+        msg.set_header(HeaderName::Contact, c.to_string());
+    }
+}
+
+/// The one Contact of a message (dialog-creating requests and their responses have one).
+fn single_contact(msg: &Message) -> Option<NameAddr> {
+    let Ok(Some(Contacts::List(list))) = msg.contacts() else {
+        return None;
+    };
+    let mut list = list.into_iter();
+    let first = list.next()?;
+    list.next().is_none().then_some(first)
+}
+
+/// A UA that cannot listen (a browser on WebSocket, RFC 7118) puts a `.invalid` host in
+/// its Contact, a name that never resolves (RFC 6761 section 6.4): it is reachable only
+/// over the connection its messages arrive on. The URI is pointed at that connection's
+/// address and transport, which the daemon maps back to the open connection (RFC 3261
+/// section 18.1.1 reuse), as Kamailio's add_contact_alias does for such clients. Returns
+/// whether `u` was changed; any other host is left alone.
+fn contact_to_connection(u: &mut crate::uri::SipUri, from: &Peer) -> bool {
+    let invalid = u
+        .host
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.eq_ignore_ascii_case("invalid"));
+    if !invalid || !from.transport.is_reliable() {
+        return false;
+    }
+    u.host = match from.addr.ip() {
+        IpAddr::V4(v) => v.to_string(),
+        IpAddr::V6(v) => format!("[{v}]"),
+    };
+    u.port = Some(from.addr.port());
+    let token = from.transport.via_token().to_ascii_lowercase();
+    u.params.set("transport", Some(&token));
+    true
 }
 
 fn is_private(ip: IpAddr) -> bool {
@@ -1054,7 +1107,7 @@ fn remove_last_route(req: &mut Message) {
 }
 
 /// Next hop of a URI with an IP literal host (RFC 3263 section 4 for the transport and
-/// default port). Host names need DNS, which this core does not do yet.
+/// default port); a host name goes out as an [`Output::Resolve`] instead.
 pub(super) fn uri_peer(uri: &Uri) -> Option<Peer> {
     let u = uri.as_sip()?;
     let ip: IpAddr = u
@@ -1063,18 +1116,8 @@ pub(super) fn uri_peer(uri: &Uri) -> Option<Peer> {
         .trim_end_matches(']')
         .parse()
         .ok()?;
-    let transport = match (u.transport().as_deref(), u.secure) {
-        (_, true) | (Some("tls"), _) => Transport::Tls,
-        (Some("tcp"), _) => Transport::Tcp,
-        (Some("ws"), _) => Transport::Ws,
-        (Some("wss"), _) => Transport::Wss,
-        _ => Transport::Udp,
-    };
-    let port = u.port.unwrap_or(if transport == Transport::Tls {
-        5061
-    } else {
-        5060
-    });
+    let transport = Transport::for_uri(u.transport().as_deref(), u.secure);
+    let port = u.port.unwrap_or(transport.default_port());
     Some(Peer {
         transport,
         addr: SocketAddr::new(ip, port),
@@ -1114,6 +1157,57 @@ fn binding_target(b: &Binding) -> Option<Target> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only a `.invalid` Contact on a connection is pointed at the connection; addresses
+    /// and resolvable names stay as the UA wrote them.
+    #[test]
+    fn unreachable_contacts_point_at_their_connection() {
+        let msg = |contact: &str| {
+            let text = format!(
+                "INVITE sip:bob@sip.test SIP/2.0\r\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK1\r\n\
+                 From: <sip:alice@sip.test>;tag=1\r\nTo: <sip:bob@sip.test>\r\nCall-ID: c1\r\n\
+                 CSeq: 1 INVITE\r\nContact: {contact}\r\nContent-Length: 0\r\n\r\n"
+            );
+            Message::parse(text.as_bytes(), &crate::message::Limits::default()).unwrap()
+        };
+        let peer = |transport: Transport| Peer {
+            transport,
+            addr: "198.51.100.9:51000".parse().unwrap(),
+            conn: Some(3),
+        };
+        let fixed = |contact: &str, transport: Transport| {
+            let mut m = msg(contact);
+            fix_unreachable_contact(&mut m, &peer(transport));
+            m.header(&HeaderName::Contact).unwrap().to_string()
+        };
+        assert_eq!(
+            fixed(
+                "<sip:alice@df7jal23ls0d.invalid;transport=ws;ob>",
+                Transport::Wss
+            ),
+            "<sip:alice@198.51.100.9:51000;ob;transport=wss>"
+        );
+        assert_eq!(
+            fixed(
+                "<sip:alice@DF7JAL23LS0D.INVALID;transport=ws>",
+                Transport::Ws
+            ),
+            "<sip:alice@198.51.100.9:51000;transport=ws>"
+        );
+        for (contact, transport) in [
+            (
+                "<sip:alice@df7jal23ls0d.invalid;transport=ws>",
+                Transport::Udp,
+            ),
+            (
+                "<sip:alice@192.168.1.20:5060;transport=tcp>",
+                Transport::Tcp,
+            ),
+            ("<sip:alice@pc.example.com;transport=tls>", Transport::Tls),
+        ] {
+            assert_eq!(fixed(contact, transport), contact);
+        }
+    }
 
     #[test]
     fn ranks() {

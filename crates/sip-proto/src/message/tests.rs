@@ -782,3 +782,50 @@ fn error_responses() {
     let resp = error_response(request_with("").as_bytes(), &bad("a\r\nb")).unwrap();
     assert!(resp.starts_with(b"SIP/2.0 400 a  b\r\n"));
 }
+
+/// RFC 7118: a browser's request over secure WebSocket names a `.invalid` host in its Via
+/// (`SIP/2.0/WSS`, section 5.1) and its Contact (`transport=ws`, section 5.2); both parse,
+/// map to the WebSocket transports and survive encoding unchanged.
+#[test]
+fn websocket_vias_and_contacts() {
+    use crate::transport::Transport;
+    let text = "INVITE sip:bob@example.com SIP/2.0\r\n\
+Via: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK56sdasks;rport\r\n\
+Max-Forwards: 70\r\n\
+From: <sip:alice@example.com>;tag=asdyka899\r\n\
+To: <sip:bob@example.com>\r\n\
+Call-ID: asidkj3ss\r\n\
+CSeq: 1 INVITE\r\n\
+Route: <sip:proxy.example.com:443;transport=ws;lr>\r\n\
+Contact: <sip:alice@df7jal23ls0d.invalid;transport=ws;ob>\r\n\
+Content-Length: 0\r\n\
+\r\n";
+    let m = parse(text);
+    let via = m.top_via().unwrap();
+    assert_eq!(via.transport, "WSS");
+    assert_eq!(via.host, "df7jal23ls0d.invalid");
+    assert_eq!(
+        Transport::from_via_token(&via.transport),
+        Some(Transport::Wss)
+    );
+    let Ok(Some(Contacts::List(c))) = m.contacts() else {
+        panic!("contacts");
+    };
+    let contact = c[0].uri.as_sip().unwrap();
+    assert_eq!(contact.host, "df7jal23ls0d.invalid");
+    assert_eq!(contact.transport().as_deref(), Some("ws"));
+    assert!(contact.params.contains("ob"));
+    assert_eq!(
+        Transport::for_uri(contact.transport().as_deref(), contact.secure),
+        Transport::Ws
+    );
+    let route = m.name_addrs(&HeaderName::Route).unwrap().remove(0);
+    assert_eq!(route.uri.as_sip().unwrap().port, Some(443));
+    // Encoding keeps every token as received, and parses back to the same message.
+    let encoded = m.encode();
+    assert_eq!(String::from_utf8(encoded.clone()).unwrap(), text);
+    assert_eq!(Message::parse(&encoded, &Limits::default()).unwrap(), m);
+    // A lower-case token is accepted (tokens are case-insensitive) and written upper-case.
+    let lower = parse(&text.replace("SIP/2.0/WSS", "SIP/2.0/wss"));
+    assert_eq!(lower.top_via().unwrap().transport, "WSS");
+}
