@@ -293,33 +293,16 @@ pub enum CloseReason {
     Error,
 }
 
-mod adhoc;
-mod blocking;
-mod bookmarks;
-mod caps;
-mod carbons;
-mod csi;
-mod disco;
-mod form;
-mod iq;
-mod last;
-mod muc;
-mod offline;
-mod pep;
-mod ping;
-mod presence;
-mod private;
-mod register;
-mod roster;
-mod router;
-mod session;
-mod sm;
-mod stanza;
-mod stream;
-mod time;
-mod users;
-mod vcard;
-mod version;
+mod components;
+mod core;
+mod modules;
+
+use self::components::muc;
+use self::core::{form, iq, roster, session, stanza, stream, users};
+use self::modules::{
+    adhoc, blocking, bookmarks, caps, carbons, csi, disco, last, offline, pep, ping, private,
+    register, time, vcard, version,
+};
 
 pub use stanza::StanzaError;
 

@@ -7,7 +7,7 @@ pub(crate) const NS_VCARD: &str = "vcard-temp";
 const STORE: &str = "vcard";
 const KEY: &str = "current";
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "vcard",
     server_features: &[NS_VCARD],
     account_features: &[NS_VCARD],

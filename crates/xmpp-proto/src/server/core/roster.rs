@@ -103,7 +103,7 @@ impl RosterItem {
     }
 }
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "roster",
     server_features: &[],
     account_features: &[],

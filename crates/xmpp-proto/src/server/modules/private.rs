@@ -11,7 +11,7 @@ const STORE: &str = "private";
 /// Longest key the storage takes (`rtc-store`: 190 characters).
 const MAX_KEY: usize = 190;
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "private",
     server_features: &[NS_PRIVATE],
     account_features: &[],

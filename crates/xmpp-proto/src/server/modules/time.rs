@@ -5,7 +5,7 @@ use super::*;
 
 pub(crate) const NS_TIME: &str = "urn:xmpp:time";
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "time",
     server_features: &[NS_TIME],
     account_features: &[],

@@ -32,7 +32,7 @@ const COMMANDS: &[(&str, &str)] = &[
     (ONLINE_LIST, "Get List of Online Users"),
 ];
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "adhoc",
     server_features: &[NS_COMMANDS],
     account_features: &[],

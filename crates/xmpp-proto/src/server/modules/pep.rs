@@ -49,7 +49,7 @@ const CACHE_MAX: usize = 8 * 1024;
 /// Longest key the storage takes (`rtc-store`: 190 characters).
 const MAX_KEY: usize = 190;
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "pep",
     server_features: &[],
     account_features: &[

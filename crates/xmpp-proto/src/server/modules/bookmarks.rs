@@ -21,7 +21,7 @@ pub(crate) const NS_BOOKMARKS: &str = "storage:bookmarks";
 /// The item id XEP-0048 section 3.3 uses for the whole `<storage/>` over PEP.
 const LEGACY_ITEM: &str = "current";
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "bookmarks",
     server_features: &[],
     account_features: &[

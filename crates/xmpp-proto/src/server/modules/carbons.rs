@@ -8,7 +8,7 @@ pub(crate) const NS_CARBONS: &str = "urn:xmpp:carbons:2";
 const NS_FORWARD: &str = "urn:xmpp:forward:0";
 const NS_HINTS: &str = "urn:xmpp:hints";
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "carbons",
     server_features: &[NS_CARBONS],
     account_features: &[],

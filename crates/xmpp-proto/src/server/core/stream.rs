@@ -17,10 +17,10 @@ const MAX_INBOX: usize = 256;
 /// lets the server limit retries).
 const MAX_SASL_FAILURES: u32 = 5;
 /// XEP-0440: channel-binding types announced with SCRAM-*-PLUS.
-pub(super) const NS_SASL_CB: &str = "urn:xmpp:sasl-cb:0";
+pub(crate) const NS_SASL_CB: &str = "urn:xmpp:sasl-cb:0";
 
 /// Where SASL stands on a connection.
-pub(super) enum Auth {
+pub(crate) enum Auth {
     None,
     /// An exchange in progress; `generation` ties asynchronous answers to it.
     Sasl {
@@ -31,38 +31,38 @@ pub(super) enum Auth {
     Done(Jid),
 }
 
-pub(super) struct Conn {
-    pub(super) id: ConnId,
-    pub(super) kind: ConnKind,
+pub(crate) struct Conn {
+    pub(crate) id: ConnId,
+    pub(crate) kind: ConnKind,
     #[allow(dead_code)]
-    pub(super) peer: SocketAddr,
+    pub(crate) peer: SocketAddr,
     parser: StreamParser,
     inbox: VecDeque<StreamEvent>,
-    pub(super) tls: Option<TlsInfo>,
+    pub(crate) tls: Option<TlsInfo>,
     /// `<proceed/>` sent: nothing is read until the handshake completes.
     awaiting_tls: bool,
     /// Our header for the current stream has been sent.
     opened: bool,
     /// The virtual host chosen by the first header's `to`.
-    pub(super) host: Option<String>,
-    pub(super) auth: Auth,
+    pub(crate) host: Option<String>,
+    pub(crate) auth: Auth,
     sasl_failures: u32,
     sasl_generation: u64,
-    pub(super) session: Option<SessionId>,
+    pub(crate) session: Option<SessionId>,
     /// Waiting for storage: events stay in the inbox.
     busy: bool,
     /// Stream closed by us or the peer; only [`Server::connection_closed`] is expected.
-    pub(super) closing: bool,
+    pub(crate) closing: bool,
     /// Read budget in bytes (token bucket refilled at `c2s_rate`).
     bucket: f64,
     bucket_at: Instant,
 }
 
 /// Largest stanza accepted before SASL success (Prosody allows 10 KiB there too).
-pub(super) const PREAUTH_STANZA_LIMIT: usize = 10 * 1024;
+pub(crate) const PREAUTH_STANZA_LIMIT: usize = 10 * 1024;
 
 impl Conn {
-    pub(super) fn new(
+    pub(crate) fn new(
         id: ConnId,
         kind: ConnKind,
         peer: SocketAddr,
@@ -99,7 +99,7 @@ impl Conn {
     }
 
     /// The bare JID authenticated on this connection.
-    pub(super) fn user(&self) -> Option<&Jid> {
+    pub(crate) fn user(&self) -> Option<&Jid> {
         match &self.auth {
             Auth::Done(j) => Some(j),
             _ => None,
@@ -124,7 +124,7 @@ impl Conn {
         self.bucket >= -burst
     }
 
-    pub(super) fn paused_until(&self, rate: u32) -> Option<Instant> {
+    pub(crate) fn paused_until(&self, rate: u32) -> Option<Instant> {
         if rate == 0 || self.bucket >= 0.0 {
             return None;
         }
@@ -133,14 +133,14 @@ impl Conn {
 }
 
 impl Server {
-    pub(super) fn on_tls_established(&mut self, _now: Instant, cid: ConnId, info: TlsInfo) {
+    pub(crate) fn on_tls_established(&mut self, _now: Instant, cid: ConnId, info: TlsInfo) {
         if let Some(c) = self.conns.get_mut(&cid) {
             c.tls = Some(info);
             c.awaiting_tls = false;
         }
     }
 
-    pub(super) fn on_data(&mut self, now: Instant, cid: ConnId, bytes: &[u8]) {
+    pub(crate) fn on_data(&mut self, now: Instant, cid: ConnId, bytes: &[u8]) {
         let rate = self.cfg.c2s_rate;
         let Some(c) = self.conns.get_mut(&cid) else {
             return;
@@ -185,7 +185,7 @@ impl Server {
     }
 
     /// Processes queued events until the connection has to wait.
-    pub(super) fn pump(&mut self, now: Instant, cid: ConnId) {
+    pub(crate) fn pump(&mut self, now: Instant, cid: ConnId) {
         loop {
             let Some(c) = self.conns.get_mut(&cid) else {
                 return;
@@ -282,7 +282,7 @@ impl Server {
 
     /// SASL mechanisms on offer (RFC 6120 section 6.3.3), strongest first: -PLUS only
     /// with channel-binding data (RFC 5802 section 6), PLAIN only under TLS.
-    pub(super) fn offered_mechanisms(&self, c: &Conn) -> Vec<Mechanism> {
+    pub(crate) fn offered_mechanisms(&self, c: &Conn) -> Vec<Mechanism> {
         let mut v = Vec::new();
         if c.tls.is_none() && c.kind == ConnKind::C2sStartTls && self.cfg.require_encryption {
             return v;
@@ -391,7 +391,7 @@ impl Server {
     /// 4.9.3): stanzas in another namespace `invalid-namespace` (4.9.3.10), stanzas
     /// before authentication `not-authorized` (4.9.3.12), anything else
     /// `unsupported-stanza-type` (4.9.3.24).
-    pub(super) fn refuse_element(
+    pub(crate) fn refuse_element(
         &mut self,
         now: Instant,
         cid: ConnId,
@@ -786,7 +786,7 @@ impl Server {
     }
 
     /// Closes the connection after what is queued; its session ends now.
-    pub(super) fn close_conn(&mut self, now: Instant, cid: ConnId) {
+    pub(crate) fn close_conn(&mut self, now: Instant, cid: ConnId) {
         let Some(c) = self.conns.get_mut(&cid) else {
             return;
         };
@@ -803,7 +803,7 @@ impl Server {
 
     /// Sends a stream error (RFC 6120 section 4.9) and closes: our header first if it has
     /// not been sent (section 4.9.1.2), then `<stream:error/>` and `</stream:stream>`.
-    pub(super) fn stream_error(
+    pub(crate) fn stream_error(
         &mut self,
         now: Instant,
         cid: ConnId,
@@ -837,7 +837,7 @@ impl Server {
 
     /// The socket is gone. A bound session with XEP-0198 resumption enabled hibernates
     /// (section 5); any other ends now.
-    pub(super) fn on_connection_closed(&mut self, now: Instant, cid: ConnId, _reason: CloseReason) {
+    pub(crate) fn on_connection_closed(&mut self, now: Instant, cid: ConnId, _reason: CloseReason) {
         let Some(c) = self.conns.remove(&cid) else {
             return;
         };
@@ -848,7 +848,7 @@ impl Server {
     }
 
     /// RFC 6120 section 4.9.3.4: too slow to authenticate and bind.
-    pub(super) fn negotiation_timeout(&mut self, now: Instant, cid: ConnId) {
+    pub(crate) fn negotiation_timeout(&mut self, now: Instant, cid: ConnId) {
         let pending = self
             .conns
             .get(&cid)
@@ -858,7 +858,7 @@ impl Server {
         }
     }
 
-    pub(super) fn send_raw(&mut self, cid: ConnId, data: String) {
+    pub(crate) fn send_raw(&mut self, cid: ConnId, data: String) {
         if data.is_empty() {
             return;
         }
@@ -870,7 +870,7 @@ impl Server {
 
     /// Sends an element straight on a connection (negotiation answers; no XEP-0198
     /// counting).
-    pub(super) fn send_element_conn(&mut self, cid: ConnId, e: Option<Element>) {
+    pub(crate) fn send_element_conn(&mut self, cid: ConnId, e: Option<Element>) {
         if let Some(e) = e {
             self.count_out(&e.name);
             self.send_raw(cid, e.to_xml(ns::CLIENT));

@@ -9,7 +9,7 @@ use roster::subscription_presence;
 
 impl Server {
     /// A presence from a bound client (RFC 6121 section 4.2 - 4.6 and 3).
-    pub(super) fn outbound_presence(
+    pub(crate) fn outbound_presence(
         &mut self,
         now: Instant,
         sid: SessionId,

@@ -16,7 +16,7 @@ const NS_STORED: &str = "urn:xmppd:lastlog";
 const STORE: &str = "lastlog";
 const KEY: &str = "last";
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "last",
     server_features: &[NS_LAST],
     account_features: &[NS_LAST],

@@ -43,7 +43,7 @@ pub(crate) struct AckToken {
 }
 
 impl Server {
-    pub(super) fn create_session(&mut self, now: Instant, cid: ConnId, jid: Jid) -> SessionId {
+    pub(crate) fn create_session(&mut self, now: Instant, cid: ConnId, jid: Jid) -> SessionId {
         let _ = now;
         let sid = self.next_session;
         self.next_session += 1;
@@ -110,7 +110,7 @@ impl Server {
 
     /// Writes a stanza to the session now (no CSI), `offline_key` when it comes from
     /// offline storage (deleted from there once acknowledged).
-    pub(super) fn transmit(&mut self, sid: SessionId, st: Element, offline_key: Option<String>) {
+    pub(crate) fn transmit(&mut self, sid: SessionId, st: Element, offline_key: Option<String>) {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
@@ -135,7 +135,7 @@ impl Server {
     /// A stanza from a bound client (RFC 6120 section 8.1.2.1 and 10.3): counted for
     /// XEP-0198, `from` checked and stamped, `type` and `to` validated, then handled as
     /// outbound message, presence or iq.
-    pub(super) fn on_client_stanza(&mut self, now: Instant, sid: SessionId, st: Element) {
+    pub(crate) fn on_client_stanza(&mut self, now: Instant, sid: SessionId, st: Element) {
         self.count_in(&st.name);
         self.hold = self.sm_count_inbound(sid);
         self.client_stanza(now, sid, st);
@@ -253,7 +253,7 @@ impl Server {
 
     /// Replaces a session (RFC 6120 section 7.7.2.2 `conflict`): its stream is closed
     /// with the error, a hibernating one just ends.
-    pub(super) fn kick_session(&mut self, now: Instant, sid: SessionId, condition: &str) {
+    pub(crate) fn kick_session(&mut self, now: Instant, sid: SessionId, condition: &str) {
         let conn = self.sessions.get(&sid).and_then(|s| s.conn);
         match conn {
             Some(cid) => self.stream_error(now, cid, condition, None),
@@ -262,7 +262,7 @@ impl Server {
     }
 
     /// The connection of a session went away without a clean close.
-    pub(super) fn session_lost(&mut self, now: Instant, sid: SessionId) {
+    pub(crate) fn session_lost(&mut self, now: Instant, sid: SessionId) {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
@@ -282,7 +282,7 @@ impl Server {
         }
     }
 
-    pub(super) fn hibernation_timeout(&mut self, now: Instant, sid: SessionId, generation: u64) {
+    pub(crate) fn hibernation_timeout(&mut self, now: Instant, sid: SessionId, generation: u64) {
         let expired = self
             .sessions
             .get(&sid)
@@ -350,7 +350,7 @@ impl Server {
 
 /// RFC 3921 section 3 session establishment: a no-op kept for old clients (RFC 6121
 /// Appendix E), advertised `<optional/>` in the stream features.
-pub(super) const SESSION_MODULE: Module = Module {
+pub(crate) const SESSION_MODULE: Module = Module {
     name: "session",
     server_features: &[],
     account_features: &[],

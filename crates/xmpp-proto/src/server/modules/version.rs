@@ -6,7 +6,7 @@ use super::*;
 
 pub(crate) const NS_VERSION: &str = "jabber:iq:version";
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "version",
     server_features: &[NS_VERSION],
     account_features: &[],
