@@ -298,7 +298,7 @@ mod core;
 mod modules;
 
 use self::components::muc;
-use self::core::{form, iq, roster, session, stanza, stream, users};
+use self::core::{form, hooks, iq, roster, session, stanza, stream, users};
 use self::modules::{
     adhoc, blocking, bookmarks, caps, carbons, csi, disco, last, offline, pep, ping, private,
     register, time, vcard, version,
@@ -306,6 +306,7 @@ use self::modules::{
 
 pub use stanza::StanzaError;
 
+use hooks::{Flow, Hooks};
 use iq::{IqReply, IqRequest, IqRoute, Module, Target};
 use session::{AckToken, Session, SessionId};
 use stream::Conn;

@@ -44,7 +44,6 @@ pub(crate) struct AckToken {
 
 impl Server {
     pub(crate) fn create_session(&mut self, now: Instant, cid: ConnId, jid: Jid) -> SessionId {
-        let _ = now;
         let sid = self.next_session;
         self.next_session += 1;
         let bare = jid.bare();
@@ -75,6 +74,7 @@ impl Server {
             c.session = Some(sid);
         }
         self.stats.sessions = self.sessions.len() as u64;
+        self.hook_session_opened(now, sid);
         sid
     }
 
@@ -203,7 +203,7 @@ impl Server {
     }
 
     /// RFC 6121 section 8.5 from the sender's side: blocking (XEP-0191 section 3.3),
-    /// carbons of what we send (XEP-0280 section 6), then routing. No `to` means our
+    /// the `message_sent` hook (carbons, XEP-0280 section 6.2), then routing. No `to` means our
     /// own bare JID (RFC 6120 section 10.3.1).
     fn outbound_message(&mut self, now: Instant, sid: SessionId, mut st: Element, to: Option<Jid>) {
         let Some(s) = self.sessions.get(&sid) else {
@@ -216,9 +216,7 @@ impl Server {
             self.reply_to_session(now, sid, &st, blocking::blocked_error());
             return;
         }
-        if to.bare() != bare {
-            self.carbon_sent(now, sid, &st);
-        }
+        self.hook_message_sent(now, sid, &st);
         self.route(now, st);
     }
 
@@ -329,6 +327,7 @@ impl Server {
             }
         }
         self.stats.sessions = self.sessions.len() as u64;
+        self.hook_session_closed(now, sid, &s.jid);
     }
 
     /// Sessions of `bare` (bound, hibernating included).
@@ -361,6 +360,7 @@ pub(crate) const SESSION_MODULE: Module = Module {
         handler: session_iq,
     }],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 fn session_iq(_: &mut Server, _: Instant, req: IqRequest) -> IqReply {

@@ -43,6 +43,7 @@ pub(crate) const MODULE: Module = Module {
         handler: command_iq,
     }],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 /// Whether `who` administers `host`.

@@ -34,6 +34,7 @@ pub(crate) const MODULE: Module = Module {
         },
     ],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 /// Section 3.3: what the user gets when addressing someone they blocked.

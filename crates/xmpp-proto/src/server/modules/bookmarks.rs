@@ -30,6 +30,7 @@ pub(crate) const MODULE: Module = Module {
     ],
     iq: &[],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 /// XEP-0402 section 3: the node configuration clients ask for with publish-options.

@@ -31,6 +31,7 @@ pub(crate) const MODULE: Module = Module {
         },
     ],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 /// The domain's disco#info `<query/>` (section 3.1), `node` echoed: what XEP-0115 hashes

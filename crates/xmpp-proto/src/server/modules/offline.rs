@@ -8,6 +8,25 @@ use super::*;
 pub(crate) const NS_DELAY: &str = "urn:xmpp:delay";
 const NS_HINTS: &str = "urn:xmpp:hints";
 
+/// Takes the messages no resource can take (hook `message_offline`, Prosody's
+/// `message/offline/handle`) and announces each one once durable (`message_stored`).
+pub(crate) const MODULE: Module = Module {
+    name: "offline",
+    server_features: &[],
+    account_features: &[],
+    iq: &[],
+    preauth_iq: None,
+    hooks: Hooks {
+        message_offline: Some(message_offline),
+        ..Hooks::NONE
+    },
+};
+
+fn message_offline(s: &mut Server, now: Instant, bare: &Jid, st: Element) -> Flow {
+    s.store_offline(now, bare, st);
+    Flow::Handled
+}
+
 /// A stored message and, while it is being delivered under XEP-0198, the session it
 /// went to (it stays stored until that session acknowledges it).
 #[derive(Debug, Clone)]
@@ -76,6 +95,7 @@ impl Server {
         let bare = bare.clone();
         self.store_then(vec![op], move |s, now, ok| {
             if ok {
+                s.hook_message_stored(now, &bare, &st);
                 return;
             }
             // Not durable: the sender learns it (the message may still have been

@@ -94,6 +94,7 @@ pub(crate) const MODULE: Module = Module {
         },
     ],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 /// `pubsub#access_model` (XEP-0060 section 4.5); `authorize` is not offered.

@@ -16,6 +16,7 @@ pub(crate) const MODULE: Module = Module {
         handler: ping_iq,
     }],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 /// Section 4.2: an empty result; a set is not how one pings.

@@ -22,6 +22,7 @@ pub(crate) const MODULE: Module = Module {
         handler: private_iq,
     }],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 /// Section 3: namespaces no one may store under (`jabber:*`, `http://jabber.org/*`,

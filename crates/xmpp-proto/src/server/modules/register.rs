@@ -27,6 +27,7 @@ pub(crate) const MODULE: Module = Module {
         handler: register_iq,
     }],
     preauth_iq: Some(register_preauth),
+    hooks: Hooks::NONE,
 };
 
 /// Registrations waiting for storage, so two racing for one name cannot both win.

@@ -16,6 +16,7 @@ pub(crate) const MODULE: Module = Module {
         handler: time_iq,
     }],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 /// Section 4: `<tzo/>` (XEP-0082 offset) and `<utc/>` (XEP-0082 DateTime in UTC).

@@ -18,6 +18,7 @@ pub(crate) const MODULE: Module = Module {
         handler: vcard_iq,
     }],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 fn vcard_iq(s: &mut Server, _: Instant, req: IqRequest) -> IqReply {

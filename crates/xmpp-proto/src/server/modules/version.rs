@@ -17,6 +17,7 @@ pub(crate) const MODULE: Module = Module {
         handler: version_iq,
     }],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 /// Section 2: `<name/>` and `<version/>`.
