@@ -97,8 +97,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// The daemon's id for one TCP connection.
-pub type ConnId = u64;
+pub use rtc_proto::{CloseReason, ConnId, WallClock};
 
 /// A served domain (Prosody `VirtualHost`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,7 +234,7 @@ pub enum Output {
         data: Vec<u8>,
     },
     /// Everything queued for `conn` so far has been sent (it ends with `<proceed/>`):
-    /// start the TLS server handshake, then call [`Server::tls_established`].
+    /// start the TLS server handshake, then call [`Server::handle_tls_established`].
     StartTls {
         conn: ConnId,
     },
@@ -243,13 +242,13 @@ pub enum Output {
     Close {
         conn: ConnId,
     },
-    /// Load `user@host`'s SCRAM secrets; answer [`Server::account_loaded`].
+    /// Load `user@host`'s SCRAM secrets; answer [`Server::handle_account_loaded`].
     FetchAccount {
         id: u64,
         host: String,
         user: String,
     },
-    /// Load every key of `store` of `user@host` (or one `key`); answer [`Server::loaded`].
+    /// Load every key of `store` of `user@host` (or one `key`); answer [`Server::handle_loaded`].
     Load {
         id: u64,
         host: String,
@@ -257,7 +256,7 @@ pub enum Output {
         store: String,
         key: Option<String>,
     },
-    /// Make these changes durable in one transaction; answer [`Server::stored`].
+    /// Make these changes durable in one transaction; answer [`Server::handle_stored`].
     Store {
         id: u64,
         ops: Vec<StoreOp>,
@@ -286,11 +285,45 @@ pub const MESSAGE: usize = 0;
 pub const PRESENCE: usize = 1;
 pub const IQ: usize = 2;
 
-/// Why a connection went away.
+/// A storage order the daemon could not carry out (the database failed or its queue
+/// was full). Told apart from "no such data" all the way: a failed load is answered
+/// `internal-server-error` or keeps the stanza from being acknowledged, never read as
+/// empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("storage failed")]
+pub struct StoreFailed;
+
+/// How XML travels on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    Eof,
-    Error,
+#[non_exhaustive]
+pub enum Framing {
+    /// One XML document over a byte stream (TCP, TLS): `<stream:stream>` ... its end
+    /// tag (RFC 6120 section 4); [`Server::handle_data`] takes bytes split anywhere.
+    Stream,
+    /// RFC 7395 XMPP over WebSocket: each [`Server::handle_data`] call is one text
+    /// message holding whole elements (section 3.3.3), the stream is opened with
+    /// `<open xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>` and ended with `<close/>`
+    /// (sections 3.4 and 3.6), and every [`Output::Send`] is one message to send. TLS is
+    /// the WebSocket's (`wss:`, section 3.9): no STARTTLS.
+    WebSocket,
+}
+
+/// Who is at the other end of a connection, which decides the stream's content
+/// namespace (RFC 6120 section 4.8.2) and what it may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Role {
+    /// A client (`jabber:client`): SASL, resource binding, sessions.
+    Client,
+}
+
+impl Role {
+    /// The default namespace of the stream's content.
+    pub fn content_ns(self) -> &'static str {
+        match self {
+            Role::Client => ns::CLIENT,
+        }
+    }
 }
 
 mod components;
@@ -332,8 +365,8 @@ type AccountCallback = Box<dyn FnOnce(&mut Server, Instant, Option<AccountSecret
 type LoadCallback = Box<dyn FnOnce(&mut Server, Instant, LoadResult) + Send>;
 type StoreCallback = Box<dyn FnOnce(&mut Server, Instant, bool) + Send>;
 
-/// What [`Server::loaded`] hands a load callback.
-pub(crate) type LoadResult = Result<Vec<(String, String)>, ()>;
+/// What [`Server::handle_loaded`] hands a load callback.
+pub(crate) type LoadResult = Result<Vec<(String, String)>, StoreFailed>;
 
 /// Continuations of storage orders, by order id.
 enum Waiting {
@@ -364,8 +397,8 @@ pub struct Server {
     hold: Option<AckToken>,
     /// Sessions whose XEP-0198 queue grew during this call (an `<r/>` goes out at the end).
     sm_dirty: Vec<SessionId>,
-    /// (monotonic, Unix time) pair from [`Server::set_wall_clock`].
-    wall: Option<(Instant, Duration)>,
+    /// Calendar anchor from [`Server::set_wall_clock`].
+    wall: Option<WallClock>,
     last_now: Option<Instant>,
     /// Last offline key's microseconds, so keys stay increasing.
     last_offline_micros: u64,
@@ -450,47 +483,65 @@ impl Server {
     /// start and from time to time (clock steps are picked up); until then the core
     /// counts from the Unix epoch.
     pub fn set_wall_clock(&mut self, now: Instant, since_epoch: Duration) {
-        self.wall = Some((now, since_epoch));
+        self.wall = Some(WallClock::new(now, since_epoch));
         self.started.get_or_insert(now);
     }
 
-    pub fn connection_opened(
+    /// A connection was accepted: `kind` says whether TLS is already up or offered
+    /// with STARTTLS, `framing` how XML travels on it, `role` who is at the other end.
+    pub fn handle_connection_opened(
         &mut self,
         now: Instant,
         conn: ConnId,
         kind: ConnKind,
+        framing: Framing,
+        role: Role,
         peer: SocketAddr,
     ) {
         self.tick(now);
-        let c = Conn::new(conn, kind, peer, self.cfg.limits, self.cfg.c2s_rate, now);
+        let params = stream::ConnParams {
+            kind,
+            framing,
+            role,
+            peer,
+        };
+        let c = Conn::new(conn, params, self.cfg.limits, self.cfg.c2s_rate, now);
         self.conns.insert(conn, c);
         self.stats.c2s_connections = self.conns.len() as u64;
         self.arm(now + self.cfg.negotiation_timeout, Timer::Negotiation(conn));
         self.finish_call();
     }
 
-    /// For [`ConnKind::C2sDirectTls`] right after opening; after [`Output::StartTls`]
-    /// otherwise.
-    pub fn tls_established(&mut self, now: Instant, conn: ConnId, info: TlsInfo) {
+    /// For [`ConnKind::C2sDirectTls`] (and WebSocket over `wss:`) right after opening;
+    /// after [`Output::StartTls`] otherwise.
+    pub fn handle_tls_established(&mut self, now: Instant, conn: ConnId, info: TlsInfo) {
         self.tick(now);
         self.on_tls_established(now, conn, info);
         self.finish_call();
     }
 
-    pub fn data(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+    /// Bytes read from `conn` ([`Framing::Stream`]: any chunk; [`Framing::WebSocket`]:
+    /// one whole text message).
+    pub fn handle_data(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
         self.tick(now);
         self.on_data(now, conn, bytes);
         self.finish_call();
     }
 
-    pub fn connection_closed(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
+    pub fn handle_connection_closed(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
         self.tick(now);
         self.on_connection_closed(now, conn, reason);
         self.finish_call();
     }
 
-    /// `None`: no such account (answered exactly like a wrong password).
-    pub fn account_loaded(&mut self, now: Instant, id: u64, secrets: Option<AccountSecrets>) {
+    /// The answer to [`Output::FetchAccount`]. `None`: no such account (answered exactly
+    /// like a wrong password).
+    pub fn handle_account_loaded(
+        &mut self,
+        now: Instant,
+        id: u64,
+        secrets: Option<AccountSecrets>,
+    ) {
         self.tick(now);
         if let Some(Waiting::Account(f)) = self.waiting.remove(&id) {
             f(self, now, secrets);
@@ -498,8 +549,13 @@ impl Server {
         self.finish_call();
     }
 
-    /// `(key, value)` pairs of the store asked for; `Err` when the database failed.
-    pub fn loaded(&mut self, now: Instant, id: u64, items: Result<Vec<(String, String)>, ()>) {
+    /// The answer to [`Output::Load`]: `(key, value)` pairs of the store asked for.
+    pub fn handle_loaded(
+        &mut self,
+        now: Instant,
+        id: u64,
+        items: Result<Vec<(String, String)>, StoreFailed>,
+    ) {
         self.tick(now);
         if let Some(Waiting::Load(f)) = self.waiting.remove(&id) {
             f(self, now, items);
@@ -507,10 +563,11 @@ impl Server {
         self.finish_call();
     }
 
-    pub fn stored(&mut self, now: Instant, id: u64, ok: bool) {
+    /// The answer to [`Output::Store`]: `Ok` once the changes are durable.
+    pub fn handle_stored(&mut self, now: Instant, id: u64, result: Result<(), StoreFailed>) {
         self.tick(now);
         if let Some(Waiting::Store(f)) = self.waiting.remove(&id) {
-            f(self, now, ok);
+            f(self, now, result.is_ok());
         }
         self.finish_call();
     }
@@ -687,10 +744,7 @@ impl Server {
 
     /// Calendar time now, from [`Server::set_wall_clock`].
     pub(crate) fn unix_now(&self, now: Instant) -> Duration {
-        match self.wall {
-            Some((at, base)) => base + now.saturating_duration_since(at),
-            None => Duration::ZERO,
-        }
+        self.wall.map_or(Duration::ZERO, |w| w.since_epoch(now))
     }
 
     /// Whether `domain` is one of our virtual hosts.
@@ -740,6 +794,27 @@ impl Server {
         if let Some(i) = stanza_index(name) {
             self.stats.stanzas_out[i] += 1;
         }
+    }
+}
+
+/// The suite's common verbs (`rtc-proto`), for a daemon shell that drives any core.
+impl rtc_proto::ProtocolCore for Server {
+    type Output = Output;
+
+    fn poll_output(&mut self) -> Option<Output> {
+        Server::poll_output(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Server::poll_timeout(self)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Server::handle_timeout(self, now)
+    }
+
+    fn set_wall_clock(&mut self, now: Instant, since_epoch: Duration) {
+        Server::set_wall_clock(self, now, since_epoch)
     }
 }
 

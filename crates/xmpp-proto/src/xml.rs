@@ -294,6 +294,11 @@ impl StreamParser {
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
+    /// Whether part of an element is held: a stanza begun and not ended, or the start of
+    /// a tag (RFC 7395 framing refuses a message that ends there).
+    pub fn in_element(&self) -> bool {
+        !self.tree.is_empty() || self.buf[self.pos..].iter().any(|b| !is_ws(*b))
+    }
     /// Whether `</stream:stream>` was received (the stream header is still needed after
     /// a [`StreamParser::reset`]).
     pub fn is_closed(&self) -> bool {

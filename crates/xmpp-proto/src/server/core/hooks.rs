@@ -25,6 +25,10 @@ pub(crate) enum Flow {
 
 /// A handler given the stanza and allowed to take it over.
 pub(crate) type StanzaHook = fn(&mut Server, Instant, &Jid, Element) -> Flow;
+/// A handler told about a stanza concerning a JID, after the fact.
+pub(crate) type NoticeHook = fn(&mut Server, Instant, &Jid, &Element);
+/// A handler told which sessions of a user got a message.
+pub(crate) type DeliveredHook = fn(&mut Server, Instant, &Jid, &[SessionId], &Element);
 
 /// The events of the core and, per module, the handler of each one it listens to.
 /// Every field is optional; a module lists only the events it needs.
@@ -43,7 +47,7 @@ pub(crate) struct Hooks {
     /// A message was written to these sessions of the local user `bare` (RFC 6121
     /// section 8.5.2.1.1 or 8.5.3.1). Carbons send `<received/>` copies to the other
     /// resources (XEP-0280 section 6.1).
-    pub(crate) message_delivered: Option<fn(&mut Server, Instant, &Jid, &[SessionId], &Element)>,
+    pub(crate) message_delivered: Option<DeliveredHook>,
     /// No resource of the local user `bare` can take this message (RFC 6121 section
     /// 8.5.2.2.1): Prosody's `message/offline/handle`. Offline storage (XEP-0160)
     /// consumes it; with no taker it is dropped.
@@ -51,12 +55,12 @@ pub(crate) struct Hooks {
     /// A message for the offline user `bare` is durably stored (the sender's XEP-0198
     /// acknowledgement is released right after): where push notifications (XEP-0357)
     /// tell the user's device something is waiting.
-    pub(crate) message_stored: Option<fn(&mut Server, Instant, &Jid, &Element)>,
+    pub(crate) message_stored: Option<NoticeHook>,
     /// The local resource `full` changed its availability (RFC 6121 sections 4.2 to
     /// 4.5): the presence it broadcasts, `type='unavailable'` when it goes away
     /// (explicitly or because its session ended). Entity capabilities (XEP-0115) and
     /// last activity (XEP-0012) follow resources here.
-    pub(crate) presence_broadcast: Option<fn(&mut Server, Instant, &Jid, &Element)>,
+    pub(crate) presence_broadcast: Option<NoticeHook>,
     /// A resource was bound (RFC 6120 section 7) and its session exists.
     pub(crate) session_opened: Option<fn(&mut Server, Instant, SessionId)>,
     /// A session ended for good (stream closed, or XEP-0198 hibernation expired), after

@@ -111,11 +111,11 @@ impl Server {
     /// Writes a stanza to the session now (no CSI), `offline_key` when it comes from
     /// offline storage (deleted from there once acknowledged).
     pub(crate) fn transmit(&mut self, sid: SessionId, st: Element, offline_key: Option<String>) {
+        let conn = self.sessions.get(&sid).and_then(|s| s.conn);
+        let data = conn.map(|cid| self.element_xml(cid, &st));
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
-        let data = st.to_xml(ns::CLIENT);
-        let conn = s.conn;
         let mut queued = false;
         if let Some(sm) = &mut s.sm {
             sm.push(st.clone(), offline_key);
@@ -127,7 +127,7 @@ impl Server {
         if queued {
             self.sm_dirty.push(sid);
         }
-        if let Some(cid) = conn {
+        if let (Some(cid), Some(data)) = (conn, data) {
             self.send_raw(cid, data);
         }
     }

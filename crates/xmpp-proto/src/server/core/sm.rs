@@ -235,7 +235,8 @@ impl Server {
             if let Some(oc) = self.conns.get_mut(&old) {
                 oc.session = None;
             }
-            self.send_raw(old, "</stream:stream>".to_string());
+            let end = self.stream_end_tag(old);
+            self.send_raw(old, end);
             self.close_conn(now, old);
         }
         if let Some(c) = self.conns.get_mut(&cid) {
@@ -249,6 +250,11 @@ impl Server {
             self.stream_error(now, cid, "undefined-condition", Some(app));
             return;
         }
+        let ws = self.is_websocket(cid);
+        let content_ns = self
+            .conns
+            .get(&cid)
+            .map_or(ns::CLIENT, |c| c.role.content_ns());
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
@@ -262,17 +268,25 @@ impl Server {
         sm.generation += 1;
         sm.ack_wanted = false;
         sm.request_outstanding = false;
-        let mut out = format!(
+        let resumed = format!(
             "<resumed xmlns='{NS_SM}' previd='{previd}' h='{}'/>",
             sm.h_in as u32
         );
+        // Over WebSocket each element is a message of its own (RFC 7395 section 3.3.3).
+        let mut messages = vec![resumed];
         for u in &sm.unacked {
-            out.push_str(&u.st.to_xml(ns::CLIENT));
+            if ws {
+                messages.push(u.st.to_xml(""));
+            } else {
+                messages[0].push_str(&u.st.to_xml(content_ns));
+            }
         }
         // XEP-0352 state belongs to the stream: a resumed stream starts active.
         let held = std::mem::take(&mut s.csi_held);
         s.csi_inactive = false;
-        self.send_raw(cid, out);
+        for m in messages {
+            self.send_raw(cid, m);
+        }
         for st in held {
             self.transmit(sid, st, None);
         }

@@ -160,7 +160,7 @@ impl Server {
         };
         *pending -= 1;
         match items {
-            Err(()) => *failed = true,
+            Err(StoreFailed) => *failed = true,
             Ok(items) => match part {
                 Part::Account => {
                     if u.exists.is_none() {

@@ -500,7 +500,7 @@ impl Server {
                 p.loaded = true;
                 Ok(())
             }
-            Err(()) => {
+            Err(StoreFailed) => {
                 if let Some(u) = self.user_mut(owner) {
                     u.pep = None;
                 }

@@ -86,7 +86,7 @@ fn get(s: &mut Server, owner: &Jid, reply: iq::IqReplyTo, asked: Element) {
     let key = asked.ns.clone();
     s.load_then(host, user, STORE, Some(&key), move |s, now, r| {
         let result = match r {
-            Err(()) => Err(StanzaError::new("internal-server-error")),
+            Err(StoreFailed) => Err(StanzaError::new("internal-server-error")),
             Ok(rows) => {
                 let stored = rows
                     .into_iter()

@@ -57,7 +57,7 @@ fn vcard_iq(s: &mut Server, _: Instant, req: IqRequest) -> IqReply {
                 .into_iter()
                 .next()
                 .and_then(|(_, v)| stanza::parse_stored(&v)),
-            Err(()) => {
+            Err(StoreFailed) => {
                 s.reply_iq(now, &reply, Err(StanzaError::new("internal-server-error")));
                 return;
             }
