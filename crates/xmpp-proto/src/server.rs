@@ -1,63 +1,83 @@
 //! The XMPP server core of `xmppd`: client-to-server streams from the first byte to the
 //! last, and everything routed between them, with no I/O.
 //!
-//! CONTRACT: the public API below is what the daemon (`xmppd/`) codes against; keep it
-//! (add freely). The daemon drives one [`Server`] the quinn way:
-//! - [`Server::connection_opened`] for each accepted TCP connection (on a STARTTLS port or
-//!   a direct-TLS port, XEP-0368, where TLS is already up);
-//! - [`Server::data`] with every chunk of decrypted bytes it reads;
-//! - [`Server::tls_established`] once a handshake the core asked for ([`Output::StartTls`])
-//!   or a direct-TLS handshake completed, with the channel-binding data for SCRAM-*-PLUS;
-//! - [`Server::connection_closed`] when the socket is gone (EOF, error, or after
+//! # Driving it
+//!
+//! One [`Server`] follows the suite's core contract (`rtc_proto`, whose crate doc gives
+//! the polling order; [`Server`] implements [`rtc_proto::ProtocolCore`]). Inputs:
+//! - [`Server::handle_connection_opened`] for each accepted connection, with its
+//!   [`ConnKind`] (a STARTTLS port, or a direct-TLS port, XEP-0368, where TLS is already
+//!   up), its [`Framing`] (a byte stream, or RFC 7395 WebSocket messages) and its
+//!   [`Role`] (a client today; servers come with federation);
+//! - [`Server::handle_data`] with every chunk of decrypted bytes it reads (over
+//!   WebSocket: one text message per call; each [`Output::Send`] is then one message);
+//! - [`Server::handle_tls_established`] once a handshake the core asked for
+//!   ([`Output::StartTls`]) or a direct-TLS handshake completed, with the
+//!   channel-binding data for SCRAM-*-PLUS;
+//! - [`Server::handle_connection_closed`] when the socket is gone (EOF, error, or after
 //!   [`Output::Close`]);
-//! - [`Server::account_loaded`], [`Server::loaded`] and [`Server::stored`] when storage work
-//!   it asked for is done (stored = durable: a message for an offline user is only
-//!   acknowledged (XEP-0198) once its [`Output::Store`] batch is committed);
+//! - [`Server::handle_account_loaded`], [`Server::handle_loaded`] and
+//!   [`Server::handle_stored`] when storage work it asked for is done, or failed
+//!   ([`StoreFailed`]). Stored means durable: a message for an offline user is only
+//!   acknowledged (XEP-0198) once its [`Output::Store`] batch is committed;
 //! - [`Server::handle_timeout`] at [`Server::poll_timeout`];
 //! - [`Server::set_wall_clock`] at start and now and then (XEP-0203 delay stamps and
 //!   offline-storage keys need the calendar time the core never reads itself);
-//! - and drains [`Server::poll_output`] after each call.
+//! - and it drains [`Server::poll_output`] after each call.
 //!
 //! Storage orders must be carried out in the order they are polled (one queue per
 //! daemon, or at least per user): a `Load` issued after a `Store` must see that store.
 //!
-//! # Inside
+//! # Inside: core, modules, components (Prosody's layout)
 //!
 //! ```text
-//! bytes -> Conn (stream.rs: parser, header checks, STARTTLS, SASL, bind, stream errors)
-//!       -> Session (session.rs: bound resource, from/to checks; sm.rs XEP-0198 counting
-//!          and queue, csi.rs XEP-0352 hold)
-//!       -> router.rs: route(stanza) by its `to`
-//!            our domain, no localpart -> iq.rs dispatch table (server modules)
-//!            a local user             -> users.rs (load state) -> message delivery
-//!                                        (router.rs), presence.rs, offline.rs,
-//!                                        account iq modules (roster.rs, blocking.rs...)
-//!            a MUC service domain     -> muc.rs (muc_handle)
-//!            anything else            -> deliver_remote (where s2s slots in)
+//! bytes -> core/stream.rs: framing (stream or RFC 7395), parser, header checks,
+//!          STARTTLS, SASL, bind, stream errors
+//!       -> core/session.rs: bound resource, from/to checks; core/sm.rs XEP-0198
+//!          counting and queue; modules/csi.rs XEP-0352 hold
+//!       -> core/router.rs: route(stanza) by its `to`
+//!            our domain, no localpart -> core/iq.rs dispatch table (modules/)
+//!            a local user             -> core/users.rs (load state) -> messages
+//!                                        (hooks: message_routed, message_delivered,
+//!                                        message_offline), core/presence.rs,
+//!                                        account iq modules (core/roster.rs,
+//!                                        modules/blocking.rs...)
+//!            a component domain       -> components/muc.rs (muc_handle)
+//!            anything else            -> deliver_remote (hook: remote_stanza)
 //! ```
 //!
-//! Per-user state (`users.rs`: roster, blocklist, offline messages) is loaded with
+//! - `core/`: what every stream needs whatever is loaded: streams and SASL, sessions,
+//!   XEP-0198, routing, roster and presence (RFC 6121), per-user state, stanza helpers,
+//!   the module table (`iq.rs`) and the hooks (`hooks.rs`).
+//! - `modules/`: one file per XEP family (disco and caps, vcard, private, PEP and
+//!   bookmarks, blocking, carbons, CSI, offline, registration, ad-hoc commands,
+//!   version/time/last/ping), each listed in `iq::MODULES`.
+//! - `components/`: services on their own domains (XEP-0045 rooms).
+//!
+//! Per-user state (`core/users.rs`: roster, blocklist, offline messages) is loaded with
 //! [`Output::Load`] when a user first binds a resource or when a stanza for an offline
 //! user needs it (a message to store, a subscription request), kept while the user has
 //! sessions, and dropped a minute after the last one goes. Every change is written
 //! through with [`Output::Store`]; answers that promise durability (a roster set result,
 //! a blocklist change, an XEP-0198 `<a h>` covering a message written to offline
-//! storage) wait for [`Server::stored`].
+//! storage) wait for [`Server::handle_stored`].
 //!
-//! # Adding a service module (vcard, private, PEP, version, time, registration...)
+//! # Adding a module
 //!
-//! A module is a file `src/server/<module>.rs` (declared with `mod <module>;` in this
-//! file) starting with `use super::*;`, holding free functions or an `impl Server`
-//! block, and one `pub(super) const MODULE: Module` listed in `iq::MODULES`:
+//! A module is a file `src/server/modules/<module>.rs` (declared in `modules.rs`, and
+//! imported in this file's `use self::modules::{...}` if other files name it) starting
+//! with `use super::*;`, holding free functions or an `impl Server` block, and one
+//! `pub(crate) const MODULE: Module` listed in `iq::MODULES`:
 //!
 //! ```ignore
-//! pub(super) const MODULE: Module = Module {
+//! pub(crate) const MODULE: Module = Module {
 //!     name: "version",
 //!     server_features: &["jabber:iq:version"],   // domain disco#info (XEP-0030)
 //!     account_features: &[],                     // user@domain disco#info
 //!     iq: &[IqRoute { ns: "jabber:iq:version", name: "query",
 //!                     target: Target::Server, handler: version_iq }],
 //!     preauth_iq: None,                          // XEP-0077: iq before auth
+//!     hooks: Hooks::NONE,                        // core events it listens to
 //! };
 //! fn version_iq(s: &mut Server, now: Instant, req: IqRequest) -> IqReply {
 //!     if req.is_set() { return IqReply::Error(StanzaError::new("bad-request")); }
@@ -80,14 +100,31 @@
 //!   namespace with another element name or target `feature-not-implemented` (RFC 6120
 //!   section 8.3.3).
 //! - Module state goes in a field of [`Server`] of a type the module defines (see
-//!   `muc.rs`'s `MucState`); per-user data in the key-value stores under the module's
-//!   own store names (`vcard`, `private`, `pep` and `pep_items`, `lastlog`...).
+//!   `components/muc.rs`'s `MucState`); per-user data in the key-value stores under the
+//!   module's own store names (`vcard`, `private`, `pep` and `pep_items`, `lastlog`...).
 //! - Stanzas are sent with `Server::route(now, stanza)` (`from` and `to` set), which
-//!   reaches local sessions, MUC and (later) remote servers alike; `Server::bounce`
+//!   reaches local sessions, components and remote domains alike; `Server::bounce`
 //!   answers one with a stanza error.
-//! - Hooks other than iq (caps on presence for PEP, a message archive) are explicit
-//!   calls added where the event happens (`presence.rs`, `router.rs`), with a comment
-//!   naming the module.
+//!
+//! # Which hook (`core/hooks.rs`)
+//!
+//! A module reacts to what happens outside its iq payloads by filling fields of its
+//! `hooks: Hooks { field: Some(handler), ..Hooks::NONE }`; the router, sessions and
+//! presence fire them and never name the module:
+//!
+//! | to ...                                              | hook                 |
+//! |-----------------------------------------------------|----------------------|
+//! | copy or archive what a local user sends (carbons, XEP-0313 outgoing) | `message_sent` |
+//! | see, alter or take a message before delivery (XEP-0313 incoming)     | `message_routed` |
+//! | follow up on a delivered message (carbons `<received/>`)             | `message_delivered` |
+//! | keep a message nobody online can take (offline storage)              | `message_offline` |
+//! | act once an offline message is durable (XEP-0357 push)               | `message_stored` |
+//! | follow resources' availability (caps, last activity)                 | `presence_broadcast` |
+//! | set up or tear down per-session state                                | `session_opened`, `session_closed` |
+//! | carry stanzas to other servers (server-to-server streams)            | `remote_stanza` |
+//!
+//! Handlers run in `iq::MODULES` order; the ones that may take a stanza over return
+//! `Flow::Handled` to stop it there or `Flow::Continue(stanza)` to pass it on.
 
 use crate::element::{ns, Element};
 use crate::jid::Jid;

@@ -1222,6 +1222,38 @@ fn websocket_framing_errors_close_with_close() {
     assert_eq!(h.stream_error(c), "not-well-formed");
     assert_eq!(h.clients[&c].headers, 1);
 
+    // An element before `<open/>`, and in place of the restart after SASL.
+    let c = h.open_framed(ConnKind::C2sDirectTls, Framing::WebSocket);
+    h.tls(c);
+    h.send(
+        c,
+        &format!(
+            "<auth xmlns='{}' mechanism='PLAIN'>AGFsaWNl</auth>",
+            ns::SASL
+        ),
+    );
+    assert_eq!(h.stream_error(c), "bad-format");
+    let c = h.open_framed(ConnKind::C2sDirectTls, Framing::WebSocket);
+    h.tls(c);
+    h.ws_open(c);
+    h.take(c);
+    assert_eq!(h.auth(c, "SCRAM-SHA-256", "alice", PASS).name, "success");
+    h.send(
+        c,
+        &format!(
+            "<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='{}'/></iq>",
+            ns::BIND
+        ),
+    );
+    assert_eq!(h.stream_error(c), "bad-format");
+    // A second `<open/>` in the middle of a stream.
+    let c = h.open_framed(ConnKind::C2sDirectTls, Framing::WebSocket);
+    h.tls(c);
+    h.ws_open(c);
+    h.take(c);
+    h.ws_open(c);
+    assert_eq!(h.stream_error(c), "bad-format");
+
     // Unknown host in `<open/>`.
     let c = h.open_framed(ConnKind::C2sDirectTls, Framing::WebSocket);
     h.send(

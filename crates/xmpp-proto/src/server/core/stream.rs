@@ -237,6 +237,21 @@ impl Server {
             let Some(ev) = c.inbox.pop_front() else {
                 return;
             };
+            // On a byte stream the parser only gives elements after a header, and a
+            // header only at the start or after a restart. WebSocket messages can come
+            // in any order: an element before `<open/>` (at the start or instead of the
+            // restart after SASL, RFC 7395 sections 3.4 and 3.7), or an `<open/>` in the
+            // middle of a stream, is refused.
+            let out_of_order = c.framing == Framing::WebSocket
+                && match &ev {
+                    StreamEvent::Header(_) => c.opened,
+                    StreamEvent::Element(_) => !c.opened,
+                    StreamEvent::End => false,
+                };
+            if out_of_order {
+                self.stream_error(now, cid, "bad-format", None);
+                return;
+            }
             match ev {
                 StreamEvent::Header(h) => self.on_header(now, cid, h),
                 StreamEvent::Element(e) => self.on_element(now, cid, e),
@@ -285,7 +300,7 @@ impl Server {
         }
         let header = self.stream_header(cid, h.from.as_deref());
         let features = self.features(cid);
-        let out = if self.is_websocket(cid) {
+        let mut out = if self.is_websocket(cid) {
             // RFC 7395 section 3.3.3: `<open/>` and the features are two messages, the
             // features a document of their own.
             self.send_raw(cid, header);
@@ -302,7 +317,6 @@ impl Server {
             }
             out
         };
-        let mut out = out;
         out.push_str("</stream:features>");
         self.send_raw(cid, out);
     }
