@@ -188,12 +188,14 @@ pub struct Config {
     pub software_version: String,
 }
 
-/// Kind of listening port a connection came in on.
+/// Kind of listening port a connection came in on: whether TLS is already up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnKind {
-    /// Plain TCP, STARTTLS offered (and required by default): port 5222.
+    /// Plain TCP, STARTTLS offered (and required by default): port 5222. A WebSocket
+    /// without TLS below it (`ws:`) is this kind too, never offered STARTTLS (RFC 7395
+    /// section 3.9), so with `require_encryption` it offers no SASL mechanism.
     C2sStartTls,
-    /// TLS from the first byte (XEP-0368): port 5223.
+    /// TLS from the first byte (XEP-0368): port 5223, or a `wss:` WebSocket.
     C2sDirectTls,
 }
 
@@ -263,7 +265,8 @@ pub enum StoreOp {
     },
 }
 
-/// Orders for the daemon.
+/// Orders for the daemon. `Send` carries bytes for `conn`, in order; on a
+/// [`Framing::WebSocket`] connection each `Send` is a text message of its own.
 #[derive(Debug)]
 pub enum Output {
     Send {
@@ -285,7 +288,8 @@ pub enum Output {
         host: String,
         user: String,
     },
-    /// Load every key of `store` of `user@host` (or one `key`); answer [`Server::handle_loaded`].
+    /// Load every key of `store` of `user@host` (or one `key`); answer
+    /// [`Server::handle_loaded`].
     Load {
         id: u64,
         host: String,
