@@ -28,8 +28,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 use xmpp_proto::server::{
-    AccountSecrets, CloseReason, Config as ServerConfig, ConnId, ConnKind, Output, Server, Stats,
-    TlsInfo,
+    AccountSecrets, CloseReason, Config as ServerConfig, ConnId, ConnKind, Framing, Output, Role,
+    Server, Stats, StoreFailed, TlsInfo,
 };
 
 /// Events handled per turn before outputs are drained.
@@ -248,9 +248,16 @@ impl CoreLoop {
                         no_resume: false,
                     },
                 );
-                self.server.connection_opened(now, id, kind, peer);
+                self.server.handle_connection_opened(
+                    now,
+                    id,
+                    kind,
+                    Framing::Stream,
+                    Role::Client,
+                    peer,
+                );
                 if let Some(info) = tls {
-                    self.server.tls_established(now, id, info);
+                    self.server.handle_tls_established(now, id, info);
                 }
             }
             Event::Data { id, data } => {
@@ -263,32 +270,34 @@ impl CoreLoop {
                     return;
                 }
                 self.resume.push(id);
-                self.server.data(now, id, &data);
+                self.server.handle_data(now, id, &data);
             }
             Event::TlsEstablished { id, info } => {
                 if let Some(c) = self.conns.get_mut(&id) {
                     c.no_resume = false;
-                    self.server.tls_established(now, id, info);
+                    self.server.handle_tls_established(now, id, info);
                 }
             }
             Event::Closed { id, reason } => {
                 if self.conns.remove(&id).is_some() {
-                    self.server.connection_closed(now, id, reason);
+                    self.server.handle_connection_closed(now, id, reason);
                 }
             }
             Event::Account { id, secrets } => {
                 self.finished(id);
-                self.server.account_loaded(now, id, secrets);
+                self.server.handle_account_loaded(now, id, secrets);
             }
             Event::Loaded { id, items } => {
                 self.finished(id);
-                self.server.loaded(now, id, items);
+                self.server
+                    .handle_loaded(now, id, items.map_err(|()| StoreFailed));
             }
             Event::Stored { ids, ok } => {
                 for id in ids {
                     self.outstanding = self.outstanding.saturating_sub(1);
                     self.finished(id);
-                    self.server.stored(now, id, ok);
+                    let result = if ok { Ok(()) } else { Err(StoreFailed) };
+                    self.server.handle_stored(now, id, result);
                 }
             }
             Event::Reload(r) => {
@@ -393,11 +402,11 @@ impl CoreLoop {
                         self.metrics.db_errors.inc();
                         match e.into_inner() {
                             Lookup::Account { id, .. } => {
-                                self.server.account_loaded(now, id, None);
+                                self.server.handle_account_loaded(now, id, None);
                                 id
                             }
                             Lookup::Load { id, .. } => {
-                                self.server.loaded(now, id, Err(()));
+                                self.server.handle_loaded(now, id, Err(StoreFailed));
                                 id
                             }
                         }
@@ -410,7 +419,7 @@ impl CoreLoop {
                         self.metrics.db_errors.inc();
                         let id = e.into_inner().id;
                         self.outstanding = self.outstanding.saturating_sub(1);
-                        self.server.stored(now, id, false);
+                        self.server.handle_stored(now, id, Err(StoreFailed));
                         id
                     }
                 },

@@ -1,7 +1,5 @@
 //! XML elements as stanzas are handled: a small owned tree with resolved namespaces.
 //!
-//! CONTRACT (implemented by the parser work; keep the public signatures, add freely).
-//!
 //! Elements come out of [`crate::xml::StreamParser`] with one text node between two child
 //! elements at most (adjacent text, character references and CDATA sections are merged)
 //! and no empty text node, so parse -> [`Element::write_to`] -> parse gives the same

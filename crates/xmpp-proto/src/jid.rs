@@ -1,6 +1,5 @@
 //! JIDs (RFC 7622): `[localpart@]domainpart[/resourcepart]`.
 //!
-//! CONTRACT (implemented by the parser work; keep the public signatures, add freely).
 //! Parts are normalised as RFC 7622 asks in the practical subset servers apply:
 //! localpart case-folded (UsernameCaseMapped profile: lower-case, no spaces or the
 //! characters `"&'/:<>@`), domainpart lower-cased without a trailing dot (IDNA for ASCII

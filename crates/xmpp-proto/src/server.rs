@@ -1,63 +1,83 @@
 //! The XMPP server core of `xmppd`: client-to-server streams from the first byte to the
 //! last, and everything routed between them, with no I/O.
 //!
-//! CONTRACT: the public API below is what the daemon (`xmppd/`) codes against; keep it
-//! (add freely). The daemon drives one [`Server`] the quinn way:
-//! - [`Server::connection_opened`] for each accepted TCP connection (on a STARTTLS port or
-//!   a direct-TLS port, XEP-0368, where TLS is already up);
-//! - [`Server::data`] with every chunk of decrypted bytes it reads;
-//! - [`Server::tls_established`] once a handshake the core asked for ([`Output::StartTls`])
-//!   or a direct-TLS handshake completed, with the channel-binding data for SCRAM-*-PLUS;
-//! - [`Server::connection_closed`] when the socket is gone (EOF, error, or after
+//! # Driving it
+//!
+//! One [`Server`] follows the suite's core contract (`rtc_proto`, whose crate doc gives
+//! the polling order; [`Server`] implements [`rtc_proto::ProtocolCore`]). Inputs:
+//! - [`Server::handle_connection_opened`] for each accepted connection, with its
+//!   [`ConnKind`] (a STARTTLS port, or a direct-TLS port, XEP-0368, where TLS is already
+//!   up), its [`Framing`] (a byte stream, or RFC 7395 WebSocket messages) and its
+//!   [`Role`] (a client today; servers come with federation);
+//! - [`Server::handle_data`] with every chunk of decrypted bytes it reads (over
+//!   WebSocket: one text message per call; each [`Output::Send`] is then one message);
+//! - [`Server::handle_tls_established`] once a handshake the core asked for
+//!   ([`Output::StartTls`]) or a direct-TLS handshake completed, with the
+//!   channel-binding data for SCRAM-*-PLUS;
+//! - [`Server::handle_connection_closed`] when the socket is gone (EOF, error, or after
 //!   [`Output::Close`]);
-//! - [`Server::account_loaded`], [`Server::loaded`] and [`Server::stored`] when storage work
-//!   it asked for is done (stored = durable: a message for an offline user is only
-//!   acknowledged (XEP-0198) once its [`Output::Store`] batch is committed);
+//! - [`Server::handle_account_loaded`], [`Server::handle_loaded`] and
+//!   [`Server::handle_stored`] when storage work it asked for is done, or failed
+//!   ([`StoreFailed`]). Stored means durable: a message for an offline user is only
+//!   acknowledged (XEP-0198) once its [`Output::Store`] batch is committed;
 //! - [`Server::handle_timeout`] at [`Server::poll_timeout`];
 //! - [`Server::set_wall_clock`] at start and now and then (XEP-0203 delay stamps and
 //!   offline-storage keys need the calendar time the core never reads itself);
-//! - and drains [`Server::poll_output`] after each call.
+//! - and it drains [`Server::poll_output`] after each call.
 //!
 //! Storage orders must be carried out in the order they are polled (one queue per
 //! daemon, or at least per user): a `Load` issued after a `Store` must see that store.
 //!
-//! # Inside
+//! # Inside: core, modules, components (Prosody's layout)
 //!
 //! ```text
-//! bytes -> Conn (stream.rs: parser, header checks, STARTTLS, SASL, bind, stream errors)
-//!       -> Session (session.rs: bound resource, from/to checks; sm.rs XEP-0198 counting
-//!          and queue, csi.rs XEP-0352 hold)
-//!       -> router.rs: route(stanza) by its `to`
-//!            our domain, no localpart -> iq.rs dispatch table (server modules)
-//!            a local user             -> users.rs (load state) -> message delivery
-//!                                        (router.rs), presence.rs, offline.rs,
-//!                                        account iq modules (roster.rs, blocking.rs...)
-//!            a MUC service domain     -> muc.rs (muc_handle)
-//!            anything else            -> deliver_remote (where s2s slots in)
+//! bytes -> core/stream.rs: framing (stream or RFC 7395), parser, header checks,
+//!          STARTTLS, SASL, bind, stream errors
+//!       -> core/session.rs: bound resource, from/to checks; core/sm.rs XEP-0198
+//!          counting and queue; modules/csi.rs XEP-0352 hold
+//!       -> core/router.rs: route(stanza) by its `to`
+//!            our domain, no localpart -> core/iq.rs dispatch table (modules/)
+//!            a local user             -> core/users.rs (load state) -> messages
+//!                                        (hooks: message_routed, message_delivered,
+//!                                        message_offline), core/presence.rs,
+//!                                        account iq modules (core/roster.rs,
+//!                                        modules/blocking.rs...)
+//!            a component domain       -> components/muc.rs (muc_handle)
+//!            anything else            -> deliver_remote (hook: remote_stanza)
 //! ```
 //!
-//! Per-user state (`users.rs`: roster, blocklist, offline messages) is loaded with
+//! - `core/`: what every stream needs whatever is loaded: streams and SASL, sessions,
+//!   XEP-0198, routing, roster and presence (RFC 6121), per-user state, stanza helpers,
+//!   the module table (`iq.rs`) and the hooks (`hooks.rs`).
+//! - `modules/`: one file per XEP family (disco and caps, vcard, private, PEP and
+//!   bookmarks, blocking, carbons, CSI, offline, registration, ad-hoc commands,
+//!   version/time/last/ping), each listed in `iq::MODULES`.
+//! - `components/`: services on their own domains (XEP-0045 rooms).
+//!
+//! Per-user state (`core/users.rs`: roster, blocklist, offline messages) is loaded with
 //! [`Output::Load`] when a user first binds a resource or when a stanza for an offline
 //! user needs it (a message to store, a subscription request), kept while the user has
 //! sessions, and dropped a minute after the last one goes. Every change is written
 //! through with [`Output::Store`]; answers that promise durability (a roster set result,
 //! a blocklist change, an XEP-0198 `<a h>` covering a message written to offline
-//! storage) wait for [`Server::stored`].
+//! storage) wait for [`Server::handle_stored`].
 //!
-//! # Adding a service module (vcard, private, PEP, version, time, registration...)
+//! # Adding a module
 //!
-//! A module is a file `src/server/<module>.rs` (declared with `mod <module>;` in this
-//! file) starting with `use super::*;`, holding free functions or an `impl Server`
-//! block, and one `pub(super) const MODULE: Module` listed in `iq::MODULES`:
+//! A module is a file `src/server/modules/<module>.rs` (declared in `modules.rs`, and
+//! imported in this file's `use self::modules::{...}` if other files name it) starting
+//! with `use super::*;`, holding free functions or an `impl Server` block, and one
+//! `pub(crate) const MODULE: Module` listed in `iq::MODULES`:
 //!
 //! ```ignore
-//! pub(super) const MODULE: Module = Module {
+//! pub(crate) const MODULE: Module = Module {
 //!     name: "version",
 //!     server_features: &["jabber:iq:version"],   // domain disco#info (XEP-0030)
 //!     account_features: &[],                     // user@domain disco#info
 //!     iq: &[IqRoute { ns: "jabber:iq:version", name: "query",
 //!                     target: Target::Server, handler: version_iq }],
 //!     preauth_iq: None,                          // XEP-0077: iq before auth
+//!     hooks: Hooks::NONE,                        // core events it listens to
 //! };
 //! fn version_iq(s: &mut Server, now: Instant, req: IqRequest) -> IqReply {
 //!     if req.is_set() { return IqReply::Error(StanzaError::new("bad-request")); }
@@ -80,14 +100,31 @@
 //!   namespace with another element name or target `feature-not-implemented` (RFC 6120
 //!   section 8.3.3).
 //! - Module state goes in a field of [`Server`] of a type the module defines (see
-//!   `muc.rs`'s `MucState`); per-user data in the key-value stores under the module's
-//!   own store names (`vcard`, `private`, `pep` and `pep_items`, `lastlog`...).
+//!   `components/muc.rs`'s `MucState`); per-user data in the key-value stores under the
+//!   module's own store names (`vcard`, `private`, `pep` and `pep_items`, `lastlog`...).
 //! - Stanzas are sent with `Server::route(now, stanza)` (`from` and `to` set), which
-//!   reaches local sessions, MUC and (later) remote servers alike; `Server::bounce`
+//!   reaches local sessions, components and remote domains alike; `Server::bounce`
 //!   answers one with a stanza error.
-//! - Hooks other than iq (caps on presence for PEP, a message archive) are explicit
-//!   calls added where the event happens (`presence.rs`, `router.rs`), with a comment
-//!   naming the module.
+//!
+//! # Which hook (`core/hooks.rs`)
+//!
+//! A module reacts to what happens outside its iq payloads by filling fields of its
+//! `hooks: Hooks { field: Some(handler), ..Hooks::NONE }`; the router, sessions and
+//! presence fire them and never name the module:
+//!
+//! | to ...                                              | hook                 |
+//! |-----------------------------------------------------|----------------------|
+//! | copy or archive what a local user sends (carbons, XEP-0313 outgoing) | `message_sent` |
+//! | see, alter or take a message before delivery (XEP-0313 incoming)     | `message_routed` |
+//! | follow up on a delivered message (carbons `<received/>`)             | `message_delivered` |
+//! | keep a message nobody online can take (offline storage)              | `message_offline` |
+//! | act once an offline message is durable (XEP-0357 push)               | `message_stored` |
+//! | follow resources' availability (caps, last activity)                 | `presence_broadcast` |
+//! | set up or tear down per-session state                                | `session_opened`, `session_closed` |
+//! | carry stanzas to other servers (server-to-server streams)            | `remote_stanza` |
+//!
+//! Handlers run in `iq::MODULES` order; the ones that may take a stanza over return
+//! `Flow::Handled` to stop it there or `Flow::Continue(stanza)` to pass it on.
 
 use crate::element::{ns, Element};
 use crate::jid::Jid;
@@ -97,8 +134,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// The daemon's id for one TCP connection.
-pub type ConnId = u64;
+pub use rtc_proto::{CloseReason, ConnId, WallClock};
 
 /// A served domain (Prosody `VirtualHost`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,12 +188,14 @@ pub struct Config {
     pub software_version: String,
 }
 
-/// Kind of listening port a connection came in on.
+/// Kind of listening port a connection came in on: whether TLS is already up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnKind {
-    /// Plain TCP, STARTTLS offered (and required by default): port 5222.
+    /// Plain TCP, STARTTLS offered (and required by default): port 5222. A WebSocket
+    /// without TLS below it (`ws:`) is this kind too, never offered STARTTLS (RFC 7395
+    /// section 3.9), so with `require_encryption` it offers no SASL mechanism.
     C2sStartTls,
-    /// TLS from the first byte (XEP-0368): port 5223.
+    /// TLS from the first byte (XEP-0368): port 5223, or a `wss:` WebSocket.
     C2sDirectTls,
 }
 
@@ -227,7 +265,8 @@ pub enum StoreOp {
     },
 }
 
-/// Orders for the daemon.
+/// Orders for the daemon. `Send` carries bytes for `conn`, in order; on a
+/// [`Framing::WebSocket`] connection each `Send` is a text message of its own.
 #[derive(Debug)]
 pub enum Output {
     Send {
@@ -235,7 +274,7 @@ pub enum Output {
         data: Vec<u8>,
     },
     /// Everything queued for `conn` so far has been sent (it ends with `<proceed/>`):
-    /// start the TLS server handshake, then call [`Server::tls_established`].
+    /// start the TLS server handshake, then call [`Server::handle_tls_established`].
     StartTls {
         conn: ConnId,
     },
@@ -243,13 +282,14 @@ pub enum Output {
     Close {
         conn: ConnId,
     },
-    /// Load `user@host`'s SCRAM secrets; answer [`Server::account_loaded`].
+    /// Load `user@host`'s SCRAM secrets; answer [`Server::handle_account_loaded`].
     FetchAccount {
         id: u64,
         host: String,
         user: String,
     },
-    /// Load every key of `store` of `user@host` (or one `key`); answer [`Server::loaded`].
+    /// Load every key of `store` of `user@host` (or one `key`); answer
+    /// [`Server::handle_loaded`].
     Load {
         id: u64,
         host: String,
@@ -257,7 +297,7 @@ pub enum Output {
         store: String,
         key: Option<String>,
     },
-    /// Make these changes durable in one transaction; answer [`Server::stored`].
+    /// Make these changes durable in one transaction; answer [`Server::handle_stored`].
     Store {
         id: u64,
         ops: Vec<StoreOp>,
@@ -286,43 +326,61 @@ pub const MESSAGE: usize = 0;
 pub const PRESENCE: usize = 1;
 pub const IQ: usize = 2;
 
-/// Why a connection went away.
+/// A storage order the daemon could not carry out (the database failed or its queue
+/// was full). Told apart from "no such data" all the way: a failed load is answered
+/// `internal-server-error` or keeps the stanza from being acknowledged, never read as
+/// empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("storage failed")]
+pub struct StoreFailed;
+
+/// How XML travels on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    Eof,
-    Error,
+#[non_exhaustive]
+pub enum Framing {
+    /// One XML document over a byte stream (TCP, TLS): `<stream:stream>` ... its end
+    /// tag (RFC 6120 section 4); [`Server::handle_data`] takes bytes split anywhere.
+    Stream,
+    /// RFC 7395 XMPP over WebSocket: each [`Server::handle_data`] call is one text
+    /// message holding whole elements (section 3.3.3), the stream is opened with
+    /// `<open xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>` and ended with `<close/>`
+    /// (sections 3.4 and 3.6), and every [`Output::Send`] is one message to send. TLS is
+    /// the WebSocket's (`wss:`, section 3.9): no STARTTLS.
+    WebSocket,
 }
 
-mod adhoc;
-mod blocking;
-mod bookmarks;
-mod caps;
-mod carbons;
-mod csi;
-mod disco;
-mod form;
-mod iq;
-mod last;
-mod muc;
-mod offline;
-mod pep;
-mod ping;
-mod presence;
-mod private;
-mod register;
-mod roster;
-mod router;
-mod session;
-mod sm;
-mod stanza;
-mod stream;
-mod time;
-mod users;
-mod vcard;
-mod version;
+/// Who is at the other end of a connection, which decides the stream's content
+/// namespace (RFC 6120 section 4.8.2) and what it may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Role {
+    /// A client (`jabber:client`): SASL, resource binding, sessions.
+    Client,
+}
+
+impl Role {
+    /// The default namespace of the stream's content.
+    pub fn content_ns(self) -> &'static str {
+        match self {
+            Role::Client => ns::CLIENT,
+        }
+    }
+}
+
+mod components;
+mod core;
+mod modules;
+
+use self::components::muc;
+use self::core::{form, hooks, iq, roster, session, stanza, stream, users};
+use self::modules::{
+    adhoc, blocking, bookmarks, caps, carbons, csi, disco, last, offline, pep, ping, private,
+    register, time, vcard, version,
+};
 
 pub use stanza::StanzaError;
 
+use hooks::{Flow, Hooks};
 use iq::{IqReply, IqRequest, IqRoute, Module, Target};
 use session::{AckToken, Session, SessionId};
 use stream::Conn;
@@ -348,8 +406,8 @@ type AccountCallback = Box<dyn FnOnce(&mut Server, Instant, Option<AccountSecret
 type LoadCallback = Box<dyn FnOnce(&mut Server, Instant, LoadResult) + Send>;
 type StoreCallback = Box<dyn FnOnce(&mut Server, Instant, bool) + Send>;
 
-/// What [`Server::loaded`] hands a load callback.
-pub(crate) type LoadResult = Result<Vec<(String, String)>, ()>;
+/// What [`Server::handle_loaded`] hands a load callback.
+pub(crate) type LoadResult = Result<Vec<(String, String)>, StoreFailed>;
 
 /// Continuations of storage orders, by order id.
 enum Waiting {
@@ -380,8 +438,8 @@ pub struct Server {
     hold: Option<AckToken>,
     /// Sessions whose XEP-0198 queue grew during this call (an `<r/>` goes out at the end).
     sm_dirty: Vec<SessionId>,
-    /// (monotonic, Unix time) pair from [`Server::set_wall_clock`].
-    wall: Option<(Instant, Duration)>,
+    /// Calendar anchor from [`Server::set_wall_clock`].
+    wall: Option<WallClock>,
     last_now: Option<Instant>,
     /// Last offline key's microseconds, so keys stay increasing.
     last_offline_micros: u64,
@@ -466,47 +524,65 @@ impl Server {
     /// start and from time to time (clock steps are picked up); until then the core
     /// counts from the Unix epoch.
     pub fn set_wall_clock(&mut self, now: Instant, since_epoch: Duration) {
-        self.wall = Some((now, since_epoch));
+        self.wall = Some(WallClock::new(now, since_epoch));
         self.started.get_or_insert(now);
     }
 
-    pub fn connection_opened(
+    /// A connection was accepted: `kind` says whether TLS is already up or offered
+    /// with STARTTLS, `framing` how XML travels on it, `role` who is at the other end.
+    pub fn handle_connection_opened(
         &mut self,
         now: Instant,
         conn: ConnId,
         kind: ConnKind,
+        framing: Framing,
+        role: Role,
         peer: SocketAddr,
     ) {
         self.tick(now);
-        let c = Conn::new(conn, kind, peer, self.cfg.limits, self.cfg.c2s_rate, now);
+        let params = stream::ConnParams {
+            kind,
+            framing,
+            role,
+            peer,
+        };
+        let c = Conn::new(conn, params, self.cfg.limits, self.cfg.c2s_rate, now);
         self.conns.insert(conn, c);
         self.stats.c2s_connections = self.conns.len() as u64;
         self.arm(now + self.cfg.negotiation_timeout, Timer::Negotiation(conn));
         self.finish_call();
     }
 
-    /// For [`ConnKind::C2sDirectTls`] right after opening; after [`Output::StartTls`]
-    /// otherwise.
-    pub fn tls_established(&mut self, now: Instant, conn: ConnId, info: TlsInfo) {
+    /// For [`ConnKind::C2sDirectTls`] (and WebSocket over `wss:`) right after opening;
+    /// after [`Output::StartTls`] otherwise.
+    pub fn handle_tls_established(&mut self, now: Instant, conn: ConnId, info: TlsInfo) {
         self.tick(now);
         self.on_tls_established(now, conn, info);
         self.finish_call();
     }
 
-    pub fn data(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+    /// Bytes read from `conn` ([`Framing::Stream`]: any chunk; [`Framing::WebSocket`]:
+    /// one whole text message).
+    pub fn handle_data(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
         self.tick(now);
         self.on_data(now, conn, bytes);
         self.finish_call();
     }
 
-    pub fn connection_closed(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
+    pub fn handle_connection_closed(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
         self.tick(now);
         self.on_connection_closed(now, conn, reason);
         self.finish_call();
     }
 
-    /// `None`: no such account (answered exactly like a wrong password).
-    pub fn account_loaded(&mut self, now: Instant, id: u64, secrets: Option<AccountSecrets>) {
+    /// The answer to [`Output::FetchAccount`]. `None`: no such account (answered exactly
+    /// like a wrong password).
+    pub fn handle_account_loaded(
+        &mut self,
+        now: Instant,
+        id: u64,
+        secrets: Option<AccountSecrets>,
+    ) {
         self.tick(now);
         if let Some(Waiting::Account(f)) = self.waiting.remove(&id) {
             f(self, now, secrets);
@@ -514,8 +590,13 @@ impl Server {
         self.finish_call();
     }
 
-    /// `(key, value)` pairs of the store asked for; `Err` when the database failed.
-    pub fn loaded(&mut self, now: Instant, id: u64, items: Result<Vec<(String, String)>, ()>) {
+    /// The answer to [`Output::Load`]: `(key, value)` pairs of the store asked for.
+    pub fn handle_loaded(
+        &mut self,
+        now: Instant,
+        id: u64,
+        items: Result<Vec<(String, String)>, StoreFailed>,
+    ) {
         self.tick(now);
         if let Some(Waiting::Load(f)) = self.waiting.remove(&id) {
             f(self, now, items);
@@ -523,10 +604,11 @@ impl Server {
         self.finish_call();
     }
 
-    pub fn stored(&mut self, now: Instant, id: u64, ok: bool) {
+    /// The answer to [`Output::Store`]: `Ok` once the changes are durable.
+    pub fn handle_stored(&mut self, now: Instant, id: u64, result: Result<(), StoreFailed>) {
         self.tick(now);
         if let Some(Waiting::Store(f)) = self.waiting.remove(&id) {
-            f(self, now, ok);
+            f(self, now, result.is_ok());
         }
         self.finish_call();
     }
@@ -703,10 +785,7 @@ impl Server {
 
     /// Calendar time now, from [`Server::set_wall_clock`].
     pub(crate) fn unix_now(&self, now: Instant) -> Duration {
-        match self.wall {
-            Some((at, base)) => base + now.saturating_duration_since(at),
-            None => Duration::ZERO,
-        }
+        self.wall.map_or(Duration::ZERO, |w| w.since_epoch(now))
     }
 
     /// Whether `domain` is one of our virtual hosts.
@@ -756,6 +835,27 @@ impl Server {
         if let Some(i) = stanza_index(name) {
             self.stats.stanzas_out[i] += 1;
         }
+    }
+}
+
+/// The suite's common verbs (`rtc-proto`), for a daemon shell that drives any core.
+impl rtc_proto::ProtocolCore for Server {
+    type Output = Output;
+
+    fn poll_output(&mut self) -> Option<Output> {
+        Server::poll_output(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Server::poll_timeout(self)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Server::handle_timeout(self, now)
+    }
+
+    fn set_wall_clock(&mut self, now: Instant, since_epoch: Duration) {
+        Server::set_wall_clock(self, now, since_epoch)
     }
 }
 

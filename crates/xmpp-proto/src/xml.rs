@@ -1,7 +1,7 @@
 //! The streaming XML parser for XMPP streams (RFC 6120 section 11): incremental, bounded,
 //! and restricted to the XML subset XMPP allows.
 //!
-//! CONTRACT (implemented by the parser work; keep the public signatures, add freely):
+//! What it does:
 //! - Bytes are fed as they arrive ([`StreamParser::feed`]); events come out of
 //!   [`StreamParser::next_event`]: the `<stream:stream>` header once, then one complete
 //!   [`Element`] per top-level child (stanza, `<starttls/>`, `<auth/>`, SM `<r/>`...),
@@ -17,8 +17,12 @@
 //!   never holds more than one stanza plus a partial token.
 //! - [`StreamParser::reset`] starts a new stream on the same connection (after STARTTLS
 //!   and after SASL success, RFC 6120 sections 5.4.3.3 and 6.4.6).
+//! - RFC 7395 WebSocket framing uses the same parser: the server core feeds it a stream
+//!   header of its own, then each message, whose elements come out as children
+//!   (`server/core/stream.rs`); [`StreamParser::in_element`] tells a message that ends
+//!   inside an element.
 //!
-//! How the contract is met, and the choices it left open:
+//! How, and the choices made where RFC 6120 leaves room:
 //! - `feed` parses at once and returns any error it meets, not only broken limits; the
 //!   events complete before the error still come out of `next_event`, then the error.
 //!   Outcomes do not depend on how the input was split (tested down to one byte per
@@ -293,6 +297,11 @@ impl StreamParser {
     }
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+    /// Whether part of an element is held: a stanza begun and not ended, or the start of
+    /// a tag (RFC 7395 framing refuses a message that ends there).
+    pub fn in_element(&self) -> bool {
+        !self.tree.is_empty() || self.buf[self.pos..].iter().any(|b| !is_ws(*b))
     }
     /// Whether `</stream:stream>` was received (the stream header is still needed after
     /// a [`StreamParser::reset`]).

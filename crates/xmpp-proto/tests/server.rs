@@ -1085,3 +1085,194 @@ fn resumption_replaces_a_connection_not_yet_seen_dead() {
     );
     assert_eq!(h.one(c).get_attr("type"), Some("result"));
 }
+
+// ---- RFC 7395 WebSocket framing ----
+
+#[test]
+fn websocket_login_and_chat_with_a_tcp_user() {
+    let mut h = Harness::new();
+    let b = h.online("bob", "tcp", 0);
+    let a = h.open_framed(ConnKind::C2sDirectTls, Framing::WebSocket);
+    h.tls(a);
+    h.ws_open(a);
+    // Section 3.4: `<open/>` answered with `<open/>` (from, id, version), then the
+    // features in a message of their own; no STARTTLS over a WebSocket (section 3.9).
+    let open = &h.clients[&a].messages[0];
+    assert!(
+        open.starts_with(&format!("<open xmlns='{NS_FRAMING}' id='")),
+        "{open}"
+    );
+    assert!(open.contains(" from='example.org'") && open.contains(" version='1.0'"));
+    assert!(!open.contains("<?xml"), "{open}");
+    assert_eq!(h.clients[&a].headers, 1);
+    let f = h.one(a);
+    assert_eq!((f.name.as_str(), f.ns.as_str()), ("features", ns::STREAM));
+    assert!(f.get_child("starttls", ns::TLS).is_none());
+    let mechs: Vec<String> = f
+        .get_child("mechanisms", ns::SASL)
+        .unwrap()
+        .elements()
+        .map(|m| m.text())
+        .collect();
+    assert_eq!(mechs[0], "SCRAM-SHA-256-PLUS");
+    // SASL, then the restart is a new `<open/>` (section 3.7), then bind.
+    assert_eq!(
+        h.auth(a, "SCRAM-SHA-256-PLUS", "alice", PASS).name,
+        "success"
+    );
+    h.ws_open(a);
+    assert_eq!(h.clients[&a].headers, 2);
+    let f = h.one(a);
+    assert!(f.get_child("bind", ns::BIND).is_some());
+    h.send(
+        a,
+        &format!(
+            "<iq type='set' id='b1' xmlns='jabber:client'><bind xmlns='{}'><resource>web</resource></bind></iq>",
+            ns::BIND
+        ),
+    );
+    let r = h.one(a);
+    assert_eq!(r.get_attr("type"), Some("result"));
+
+    // A message each way between the WebSocket and the TCP user.
+    h.send(
+        a,
+        "<message xmlns='jabber:client' to='bob@example.org/tcp' type='chat'><body>over ws</body></message>",
+    );
+    let m = h.one(b);
+    assert_eq!(body(&m).as_deref(), Some("over ws"));
+    assert_eq!(m.get_attr("from"), Some("alice@example.org/web"));
+    h.send(b, &msg("alice@example.org/web", "over tcp"));
+    let m = h.one(a);
+    assert_eq!(body(&m).as_deref(), Some("over tcp"));
+    assert_eq!(m.get_attr("from"), Some("bob@example.org/tcp"));
+    let last = h.clients[&a].messages.last().unwrap().clone();
+    assert!(last.starts_with("<message xmlns='jabber:client'"), "{last}");
+
+    // Section 3.6: `<close/>` is answered with `<close/>`, and the session ends.
+    h.send(a, &format!("<close xmlns='{NS_FRAMING}'/>"));
+    assert!(h.clients[&a].ended && h.closed(a));
+    assert_eq!(
+        h.clients[&a].messages.last().unwrap(),
+        &format!("<close xmlns='{NS_FRAMING}'/>")
+    );
+}
+
+#[test]
+fn websocket_sm_resumption_sends_one_element_per_message() {
+    let mut h = Harness::new();
+    let a = h.online("alice", "a", 0);
+    let b = h.login_ws("bob", "web", "SCRAM-SHA-1-PLUS");
+    h.send(b, &format!("<enable xmlns='{NS_SM}' resume='true'/>"));
+    let previd = h.one(b).get_attr("id").unwrap().to_string();
+    h.send(b, "<presence xmlns='jabber:client'/>");
+    h.take(b);
+    h.drop_conn(b);
+    h.send(a, &msg("bob@example.org/web", "m1"));
+    h.send(a, &msg("bob@example.org/web", "m2"));
+
+    let c = h.open_framed(ConnKind::C2sDirectTls, Framing::WebSocket);
+    h.tls(c);
+    h.ws_open(c);
+    h.take(c);
+    assert_eq!(h.auth(c, "SCRAM-SHA-256", "bob", PASS).name, "success");
+    h.ws_open(c);
+    h.take(c);
+    let before = h.clients[&c].messages.len();
+    h.send(
+        c,
+        &format!("<resume xmlns='{NS_SM}' previd='{previd}' h='1'/>"),
+    );
+    let v = h.take(c);
+    assert_eq!(v[0].name, "resumed");
+    let bodies: Vec<String> = v.iter().filter_map(body).collect();
+    assert_eq!(bodies, ["m1", "m2"]);
+    // `<resumed/>` and each queued stanza are separate messages (received_message
+    // checks each holds exactly one element).
+    assert!(h.clients[&c].messages.len() - before >= 3);
+}
+
+#[test]
+fn websocket_framing_errors_close_with_close() {
+    let mut h = Harness::new();
+    // A stanza split over two messages (section 3.3.3).
+    let c = h.open_framed(ConnKind::C2sDirectTls, Framing::WebSocket);
+    h.tls(c);
+    h.ws_open(c);
+    h.take(c);
+    h.send(
+        c,
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PL",
+    );
+    assert_eq!(h.stream_error(c), "not-well-formed");
+    let m = &h.clients[&c].messages;
+    assert_eq!(m.last().unwrap(), &format!("<close xmlns='{NS_FRAMING}'/>"));
+    assert!(
+        m[m.len() - 2].starts_with("<stream:error xmlns:stream="),
+        "{m:?}"
+    );
+
+    // A TCP stream header on a WebSocket: our `<open/>` first (RFC 6120 section
+    // 4.9.1.2), then the error and `<close/>`.
+    let c = h.open_framed(ConnKind::C2sDirectTls, Framing::WebSocket);
+    h.send(
+        c,
+        "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='example.org' version='1.0'>",
+    );
+    assert_eq!(h.stream_error(c), "not-well-formed");
+    assert_eq!(h.clients[&c].headers, 1);
+
+    // An element before `<open/>`, and in place of the restart after SASL.
+    let c = h.open_framed(ConnKind::C2sDirectTls, Framing::WebSocket);
+    h.tls(c);
+    h.send(
+        c,
+        &format!(
+            "<auth xmlns='{}' mechanism='PLAIN'>AGFsaWNl</auth>",
+            ns::SASL
+        ),
+    );
+    assert_eq!(h.stream_error(c), "bad-format");
+    let c = h.open_framed(ConnKind::C2sDirectTls, Framing::WebSocket);
+    h.tls(c);
+    h.ws_open(c);
+    h.take(c);
+    assert_eq!(h.auth(c, "SCRAM-SHA-256", "alice", PASS).name, "success");
+    h.send(
+        c,
+        &format!(
+            "<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='{}'/></iq>",
+            ns::BIND
+        ),
+    );
+    assert_eq!(h.stream_error(c), "bad-format");
+    // A second `<open/>` in the middle of a stream.
+    let c = h.open_framed(ConnKind::C2sDirectTls, Framing::WebSocket);
+    h.tls(c);
+    h.ws_open(c);
+    h.take(c);
+    h.ws_open(c);
+    assert_eq!(h.stream_error(c), "bad-format");
+
+    // Unknown host in `<open/>`.
+    let c = h.open_framed(ConnKind::C2sDirectTls, Framing::WebSocket);
+    h.send(
+        c,
+        &format!("<open xmlns='{NS_FRAMING}' to='elsewhere.example' version='1.0'/>"),
+    );
+    assert_eq!(h.stream_error(c), "host-unknown");
+
+    // STARTTLS is never offered nor accepted on a WebSocket (section 3.9).
+    let mut cfg = config();
+    cfg.require_encryption = false;
+    let mut h = Harness::with(cfg);
+    let c = h.open_framed(ConnKind::C2sStartTls, Framing::WebSocket);
+    h.ws_open(c);
+    let f = h.one(c);
+    assert!(f.get_child("starttls", ns::TLS).is_none(), "{f:?}");
+    h.send(c, &format!("<starttls xmlns='{}'/>", ns::TLS));
+    let v = h.take(c);
+    assert_eq!(v[0].name, "failure");
+    assert!(h.clients[&c].ended && h.closed(c));
+    assert!(!h.clients[&c].starttls);
+}

@@ -15,8 +15,8 @@ pub use std::time::{Duration, Instant};
 pub use xmpp_proto::element::{ns, Element};
 pub use xmpp_proto::jid::Jid;
 pub use xmpp_proto::server::{
-    AccountSecrets, CloseReason, Config, ConnId, ConnKind, MucService, Output, Server, StoreOp,
-    TlsInfo, VHost,
+    AccountSecrets, CloseReason, Config, ConnId, ConnKind, Framing, MucService, Output, Role,
+    Server, StoreOp, TlsInfo, VHost,
 };
 pub use xmpp_proto::xml::{Limits, StreamEvent, StreamParser};
 
@@ -26,6 +26,7 @@ pub const NS_SM: &str = "urn:xmpp:sm:3";
 pub const NS_CARBONS: &str = "urn:xmpp:carbons:2";
 pub const NS_BLOCKING: &str = "urn:xmpp:blocking";
 pub const EXPORTER: [u8; 32] = [7; 32];
+pub const NS_FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
 
 pub fn config() -> Config {
     Config {
@@ -65,6 +66,10 @@ pub struct Client {
     pub ended: bool,
     pub closed: bool,
     pub starttls: bool,
+    /// RFC 7395 framing: every send is one message, parsed on its own.
+    pub websocket: bool,
+    /// The messages received, one per send (WebSocket connections).
+    pub messages: Vec<String>,
 }
 
 pub type Key = (String, String, String, String);
@@ -156,7 +161,7 @@ impl Harness {
                 match a {
                     Answer::Account(id, user) => {
                         let s = self.accounts.get(&user).cloned();
-                        self.server.account_loaded(self.now, id, s);
+                        self.server.handle_account_loaded(self.now, id, s);
                     }
                     Answer::Load(id, host, user, store, key) => {
                         let items = self
@@ -170,7 +175,7 @@ impl Harness {
                             })
                             .map(|((_, _, _, k), v)| (k.clone(), v.clone()))
                             .collect();
-                        self.server.loaded(self.now, id, Ok(items));
+                        self.server.handle_loaded(self.now, id, Ok(items));
                     }
                     Answer::Store(id, ops) => self.commit(id, ops),
                 }
@@ -212,7 +217,7 @@ impl Harness {
                 }
             }
         }
-        self.server.stored(self.now, id, true);
+        self.server.handle_stored(self.now, id, Ok(()));
     }
 
     /// Commits the held stores.
@@ -228,6 +233,10 @@ impl Harness {
         let c = self.clients.get_mut(&conn).expect("known connection");
         let text = String::from_utf8(data.to_vec()).expect("UTF-8");
         c.raw.push_str(&text);
+        if c.websocket {
+            received_message(c, text);
+            return;
+        }
         let p = c
             .parser
             .get_or_insert_with(|| StreamParser::new(Limits::default()));
@@ -250,18 +259,63 @@ impl Harness {
     }
 
     pub fn open(&mut self, kind: ConnKind) -> ConnId {
+        self.open_framed(kind, Framing::Stream)
+    }
+
+    pub fn open_framed(&mut self, kind: ConnKind, framing: Framing) -> ConnId {
         let id = self.next_conn;
         self.next_conn += 1;
-        self.clients.insert(id, Client::default());
-        self.server
-            .connection_opened(self.now, id, kind, "192.0.2.1:40000".parse().unwrap());
+        let client = Client {
+            websocket: framing == Framing::WebSocket,
+            ..Client::default()
+        };
+        self.clients.insert(id, client);
+        self.server.handle_connection_opened(
+            self.now,
+            id,
+            kind,
+            framing,
+            Role::Client,
+            "192.0.2.1:40000".parse().unwrap(),
+        );
         self.settle();
         id
     }
 
     pub fn send(&mut self, conn: ConnId, xml: &str) {
-        self.server.data(self.now, conn, xml.as_bytes());
+        self.server.handle_data(self.now, conn, xml.as_bytes());
         self.settle();
+    }
+
+    /// RFC 7395 section 3.4: the client's `<open/>`, in a message of its own.
+    pub fn ws_open(&mut self, conn: ConnId) {
+        self.send(
+            conn,
+            &format!("<open xmlns='{NS_FRAMING}' to='{HOST}' version='1.0'/>"),
+        );
+    }
+
+    /// A login over a WebSocket (`wss:`, TLS below the WebSocket): `<open/>`, SASL
+    /// with `mech`, `<open/>` again, bind `resource`.
+    pub fn login_ws(&mut self, user: &str, resource: &str, mech: &str) -> ConnId {
+        let c = self.open_framed(ConnKind::C2sDirectTls, Framing::WebSocket);
+        self.tls(c);
+        self.ws_open(c);
+        let f = self.one(c);
+        assert_eq!(f.name, "features");
+        assert!(f.get_child("starttls", ns::TLS).is_none(), "{f:?}");
+        let r = self.auth(c, mech, user, PASS);
+        assert_eq!(r.name, "success", "{r:?}");
+        self.ws_open(c);
+        let f = self.one(c);
+        assert!(f.get_child("bind", ns::BIND).is_some(), "{f:?}");
+        self.send(
+            c,
+            &format!("<iq type='set' id='b1' xmlns='jabber:client'><bind xmlns='{}'><resource>{resource}</resource></bind></iq>", ns::BIND),
+        );
+        let r = self.one(c);
+        assert_eq!(r.get_attr("type"), Some("result"), "{r:?}");
+        c
     }
 
     pub fn header(&mut self, conn: ConnId) {
@@ -272,7 +326,7 @@ impl Harness {
     }
 
     pub fn tls(&mut self, conn: ConnId) {
-        self.server.tls_established(
+        self.server.handle_tls_established(
             self.now,
             conn,
             TlsInfo {
@@ -477,8 +531,45 @@ impl Harness {
 
     pub fn drop_conn(&mut self, c: ConnId) {
         self.server
-            .connection_closed(self.now, c, CloseReason::Error);
+            .handle_connection_closed(self.now, c, CloseReason::Error);
         self.settle();
+    }
+}
+
+/// One WebSocket message from the server (RFC 7395 section 3.3.3): exactly one element,
+/// namespace-well-formed on its own; `<open/>` and `<close/>` count as the stream header
+/// and end.
+fn received_message(c: &mut Client, text: String) {
+    // The parser wants a stream around elements; the wrapper declares no default
+    // namespace a message could lean on: an element without `xmlns` would come out in
+    // `jabber:client` here, so the raw text is checked too.
+    let mut p = StreamParser::new(Limits::default());
+    p.feed(
+        b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+    )
+    .unwrap();
+    assert!(matches!(p.next_event(), Ok(Some(StreamEvent::Header(_)))));
+    p.feed(text.as_bytes())
+        .unwrap_or_else(|e| panic!("server sent bad XML ({e}): {text}"));
+    assert!(!p.in_element(), "partial element in a message: {text}");
+    let mut elements = Vec::new();
+    while let Some(ev) = p.next_event().expect("well-formed") {
+        match ev {
+            StreamEvent::Element(e) => elements.push(e),
+            other => panic!("not an element in a message: {other:?} ({text})"),
+        }
+    }
+    assert_eq!(elements.len(), 1, "one element per message: {text}");
+    let e = elements.remove(0);
+    let declared = text.starts_with(&format!("<{} xmlns='{}'", e.name, e.ns))
+        || (e.ns == ns::STREAM
+            && text.starts_with(&format!("<stream:{} xmlns:stream='{}'", e.name, ns::STREAM)));
+    assert!(declared, "namespace not declared in the message: {text}");
+    c.messages.push(text);
+    match (e.ns.as_str(), e.name.as_str()) {
+        (NS_FRAMING, "open") => c.headers += 1,
+        (NS_FRAMING, "close") => c.ended = true,
+        _ => c.inbox.push(e),
     }
 }
 

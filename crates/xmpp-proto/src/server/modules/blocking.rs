@@ -9,7 +9,7 @@ use super::*;
 pub(crate) const NS_BLOCKING: &str = "urn:xmpp:blocking";
 const NS_BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "blocking",
     server_features: &[NS_BLOCKING],
     account_features: &[],
@@ -34,6 +34,7 @@ pub(super) const MODULE: Module = Module {
         },
     ],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 /// Section 3.3: what the user gets when addressing someone they blocked.

@@ -21,7 +21,7 @@ pub(crate) const NS_BOOKMARKS: &str = "storage:bookmarks";
 /// The item id XEP-0048 section 3.3 uses for the whole `<storage/>` over PEP.
 const LEGACY_ITEM: &str = "current";
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "bookmarks",
     server_features: &[],
     account_features: &[
@@ -30,6 +30,7 @@ pub(super) const MODULE: Module = Module {
     ],
     iq: &[],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 /// XEP-0402 section 3: the node configuration clients ask for with publish-options.

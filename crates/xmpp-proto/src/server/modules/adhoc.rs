@@ -32,7 +32,7 @@ const COMMANDS: &[(&str, &str)] = &[
     (ONLINE_LIST, "Get List of Online Users"),
 ];
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "adhoc",
     server_features: &[NS_COMMANDS],
     account_features: &[],
@@ -43,6 +43,7 @@ pub(super) const MODULE: Module = Module {
         handler: command_iq,
     }],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 /// Whether `who` administers `host`.

@@ -9,12 +9,12 @@ use super::*;
 pub(crate) const NS_CSI: &str = "urn:xmpp:csi:0";
 
 /// Presence that may wait (not subscription requests, not errors).
-pub(super) fn can_wait(st: &Element) -> bool {
+pub(crate) fn can_wait(st: &Element) -> bool {
     st.name == "presence" && matches!(st.get_attr("type"), None | Some("unavailable"))
 }
 
 /// Holds `st`, replacing an earlier held presence from the same sender.
-pub(super) fn hold(s: &mut Session, st: Element) {
+pub(crate) fn hold(s: &mut Session, st: Element) {
     let from = st.get_attr("from").map(str::to_string);
     s.csi_held
         .retain(|h| h.get_attr("from").map(str::to_string) != from);
@@ -22,7 +22,7 @@ pub(super) fn hold(s: &mut Session, st: Element) {
 }
 
 impl Server {
-    pub(super) fn on_csi(&mut self, now: Instant, sid: SessionId, active: bool) {
+    pub(crate) fn on_csi(&mut self, now: Instant, sid: SessionId, active: bool) {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
@@ -33,7 +33,7 @@ impl Server {
     }
 
     /// Sends what was held.
-    pub(super) fn csi_flush(&mut self, _now: Instant, sid: SessionId) {
+    pub(crate) fn csi_flush(&mut self, _now: Instant, sid: SessionId) {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };

@@ -5,7 +5,7 @@ use super::*;
 
 pub(crate) const NS_TIME: &str = "urn:xmpp:time";
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "time",
     server_features: &[NS_TIME],
     account_features: &[],
@@ -16,6 +16,7 @@ pub(super) const MODULE: Module = Module {
         handler: time_iq,
     }],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 /// Section 4: `<tzo/>` (XEP-0082 offset) and `<utc/>` (XEP-0082 DateTime in UTC).

@@ -8,7 +8,7 @@ pub(crate) const NS_CARBONS: &str = "urn:xmpp:carbons:2";
 const NS_FORWARD: &str = "urn:xmpp:forward:0";
 const NS_HINTS: &str = "urn:xmpp:hints";
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "carbons",
     server_features: &[NS_CARBONS],
     account_features: &[],
@@ -27,6 +27,11 @@ pub(super) const MODULE: Module = Module {
         },
     ],
     preauth_iq: None,
+    hooks: Hooks {
+        message_sent: Some(carbon_sent),
+        message_delivered: Some(carbon_received),
+        ..Hooks::NONE
+    },
 };
 
 /// Section 4 / 5: per session, from the session itself.
@@ -70,49 +75,65 @@ fn wrap(kind: &str, bare: &Jid, to: &Jid, st: &Element) -> Element {
         )
 }
 
-impl Server {
-    /// Section 6.1: `<received/>` copies to the carbons-enabled resources of `bare`
-    /// that did not get the message itself.
-    pub(crate) fn carbon_received(
-        &mut self,
-        now: Instant,
-        bare: &Jid,
-        delivered: &[SessionId],
-        st: &Element,
-    ) {
-        if !eligible(st) {
-            return;
-        }
-        for sid in self.sessions_of(bare) {
-            if delivered.contains(&sid) {
-                continue;
-            }
-            let Some(s) = self.sessions.get(&sid).filter(|s| s.carbons) else {
-                continue;
-            };
-            let copy = wrap("received", bare, &s.jid.clone(), st);
-            self.send_to_session(now, sid, copy);
-        }
+/// Hook `message_delivered`, section 6.1: `<received/>` copies to the carbons-enabled
+/// resources of `bare` that did not get the message itself.
+fn carbon_received(
+    s: &mut Server,
+    now: Instant,
+    bare: &Jid,
+    delivered: &[SessionId],
+    st: &Element,
+) {
+    if !eligible(st) {
+        return;
     }
-
-    /// Section 6.2: `<sent/>` copies of what session `from` sends, to the account's
-    /// other carbons-enabled resources.
-    pub(crate) fn carbon_sent(&mut self, now: Instant, from: SessionId, st: &Element) {
-        if !eligible(st) {
-            return;
+    for sid in s.sessions_of(bare) {
+        if delivered.contains(&sid) {
+            continue;
         }
-        let Some(bare) = self.sessions.get(&from).map(|s| s.jid.bare()) else {
-            return;
+        let Some(to) = s
+            .sessions
+            .get(&sid)
+            .filter(|x| x.carbons)
+            .map(|x| x.jid.clone())
+        else {
+            continue;
         };
-        for sid in self.sessions_of(&bare) {
-            if sid == from {
-                continue;
-            }
-            let Some(s) = self.sessions.get(&sid).filter(|s| s.carbons) else {
-                continue;
-            };
-            let copy = wrap("sent", &bare, &s.jid.clone(), st);
-            self.send_to_session(now, sid, copy);
+        let copy = wrap("received", bare, &to, st);
+        s.send_to_session(now, sid, copy);
+    }
+}
+
+/// Hook `message_sent`, section 6.2: `<sent/>` copies of what session `from` sends to
+/// someone else, to the account's other carbons-enabled resources (a message to the
+/// account itself reaches them anyway, and gets `<received/>` copies).
+fn carbon_sent(s: &mut Server, now: Instant, from: SessionId, st: &Element) {
+    if !eligible(st) {
+        return;
+    }
+    let Some(bare) = s.sessions.get(&from).map(|x| x.jid.bare()) else {
+        return;
+    };
+    let to_self = st
+        .get_attr("to")
+        .and_then(|t| Jid::parse(t).ok())
+        .is_some_and(|t| t.bare() == bare);
+    if to_self {
+        return;
+    }
+    for sid in s.sessions_of(&bare) {
+        if sid == from {
+            continue;
         }
+        let Some(to) = s
+            .sessions
+            .get(&sid)
+            .filter(|x| x.carbons)
+            .map(|x| x.jid.clone())
+        else {
+            continue;
+        };
+        let copy = wrap("sent", &bare, &to, st);
+        s.send_to_session(now, sid, copy);
     }
 }

@@ -11,7 +11,7 @@ const STORE: &str = "private";
 /// Longest key the storage takes (`rtc-store`: 190 characters).
 const MAX_KEY: usize = 190;
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "private",
     server_features: &[NS_PRIVATE],
     account_features: &[],
@@ -22,6 +22,7 @@ pub(super) const MODULE: Module = Module {
         handler: private_iq,
     }],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 /// Section 3: namespaces no one may store under (`jabber:*`, `http://jabber.org/*`,
@@ -85,7 +86,7 @@ fn get(s: &mut Server, owner: &Jid, reply: iq::IqReplyTo, asked: Element) {
     let key = asked.ns.clone();
     s.load_then(host, user, STORE, Some(&key), move |s, now, r| {
         let result = match r {
-            Err(()) => Err(StanzaError::new("internal-server-error")),
+            Err(StoreFailed) => Err(StanzaError::new("internal-server-error")),
             Ok(rows) => {
                 let stored = rows
                     .into_iter()

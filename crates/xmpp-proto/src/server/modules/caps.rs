@@ -9,7 +9,7 @@
 //!   gets notifications, and a resource whose set becomes known (or grows) gets the last
 //!   items of the services it sees (XEP-0163 section 4.3.4, `pep.rs`).
 //!
-//! Hooks: `presence.rs` calls [`Server::caps_available`] / [`Server::caps_unavailable`]
+//! Hooks: `presence_broadcast` ([`Server::caps_available`] / [`Server::caps_unavailable`])
 //! for the presence of local resources; `router.rs` hands iq answers addressed to one of
 //! our domains to [`Server::caps_iq_answer`].
 
@@ -18,6 +18,27 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use sha1::{Digest, Sha1};
 use std::sync::Arc;
+
+/// No iq of its own (its disco#info answers are `disco.rs`'s): it follows resources.
+pub(crate) const MODULE: Module = Module {
+    name: "caps",
+    server_features: &[],
+    account_features: &[],
+    iq: &[],
+    preauth_iq: None,
+    hooks: Hooks {
+        presence_broadcast: Some(presence_broadcast),
+        ..Hooks::NONE
+    },
+};
+
+fn presence_broadcast(s: &mut Server, now: Instant, full: &Jid, st: &Element) {
+    if st.get_attr("type") == Some("unavailable") {
+        s.caps_unavailable(full);
+    } else {
+        s.caps_available(now, full, st);
+    }
+}
 
 pub(crate) const NS_CAPS: &str = "http://jabber.org/protocol/caps";
 /// Section 4: a URI identifying the software (the project's repository).
@@ -190,7 +211,7 @@ impl Server {
             .attr("ver", &ver)
     }
 
-    /// Hook (`presence.rs`, XEP-0115 / XEP-0163): an available presence broadcast by the
+    /// XEP-0115 / XEP-0163: an available presence broadcast by the
     /// local resource `full`. Its caps are recorded (asked for when unknown), and once
     /// known, the resource gets the last items of the nodes it newly wants.
     pub(crate) fn caps_available(&mut self, now: Instant, full: &Jid, st: &Element) {
@@ -248,7 +269,7 @@ impl Server {
         }
     }
 
-    /// Hook (`presence.rs`): `full` went unavailable; nothing more is sent to it.
+    /// `full` went unavailable; nothing more is sent to it.
     pub(crate) fn caps_unavailable(&mut self, full: &Jid) {
         let bare = full.bare();
         if let Some(list) = self.caps.resources.get_mut(&bare) {

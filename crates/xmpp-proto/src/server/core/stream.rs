@@ -17,10 +17,21 @@ const MAX_INBOX: usize = 256;
 /// lets the server limit retries).
 const MAX_SASL_FAILURES: u32 = 5;
 /// XEP-0440: channel-binding types announced with SCRAM-*-PLUS.
-pub(super) const NS_SASL_CB: &str = "urn:xmpp:sasl-cb:0";
+pub(crate) const NS_SASL_CB: &str = "urn:xmpp:sasl-cb:0";
+/// RFC 7395 section 3.3.2: the namespace of `<open/>` and `<close/>` on a WebSocket.
+pub(crate) const NS_FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
+
+/// What the daemon says about a new connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnParams {
+    pub(crate) kind: ConnKind,
+    pub(crate) framing: Framing,
+    pub(crate) role: Role,
+    pub(crate) peer: SocketAddr,
+}
 
 /// Where SASL stands on a connection.
-pub(super) enum Auth {
+pub(crate) enum Auth {
     None,
     /// An exchange in progress; `generation` ties asynchronous answers to it.
     Sasl {
@@ -31,57 +42,70 @@ pub(super) enum Auth {
     Done(Jid),
 }
 
-pub(super) struct Conn {
-    pub(super) id: ConnId,
-    pub(super) kind: ConnKind,
+pub(crate) struct Conn {
+    pub(crate) id: ConnId,
+    pub(crate) kind: ConnKind,
+    pub(crate) framing: Framing,
+    pub(crate) role: Role,
     #[allow(dead_code)]
-    pub(super) peer: SocketAddr,
+    pub(crate) peer: SocketAddr,
     parser: StreamParser,
     inbox: VecDeque<StreamEvent>,
-    pub(super) tls: Option<TlsInfo>,
+    pub(crate) tls: Option<TlsInfo>,
     /// `<proceed/>` sent: nothing is read until the handshake completes.
     awaiting_tls: bool,
     /// Our header for the current stream has been sent.
     opened: bool,
     /// The virtual host chosen by the first header's `to`.
-    pub(super) host: Option<String>,
-    pub(super) auth: Auth,
+    pub(crate) host: Option<String>,
+    pub(crate) auth: Auth,
     sasl_failures: u32,
     sasl_generation: u64,
-    pub(super) session: Option<SessionId>,
+    pub(crate) session: Option<SessionId>,
     /// Waiting for storage: events stay in the inbox.
     busy: bool,
     /// Stream closed by us or the peer; only [`Server::connection_closed`] is expected.
-    pub(super) closing: bool,
+    pub(crate) closing: bool,
     /// Read budget in bytes (token bucket refilled at `c2s_rate`).
     bucket: f64,
     bucket_at: Instant,
 }
 
 /// Largest stanza accepted before SASL success (Prosody allows 10 KiB there too).
-pub(super) const PREAUTH_STANZA_LIMIT: usize = 10 * 1024;
+pub(crate) const PREAUTH_STANZA_LIMIT: usize = 10 * 1024;
 
 impl Conn {
-    pub(super) fn new(
+    pub(crate) fn new(
         id: ConnId,
-        kind: ConnKind,
-        peer: SocketAddr,
+        params: ConnParams,
         limits: Limits,
         rate: u32,
         now: Instant,
     ) -> Conn {
         let bucket = Conn::burst(rate, &limits);
+        let ConnParams {
+            kind,
+            framing,
+            role,
+            peer,
+        } = params;
         Conn {
             id,
             kind,
+            framing,
+            role,
             peer,
             // Until authenticated, stanzas are small (SASL exchanges, bind): anything
             // bigger is refused with policy-violation long before the full limit, so an
             // unauthenticated peer cannot make the server hold 256 KiB per connection.
-            parser: StreamParser::new(Limits {
-                max_stanza_bytes: limits.max_stanza_bytes.min(PREAUTH_STANZA_LIMIT),
-                ..limits
-            }),
+            parser: new_parser(
+                framing,
+                role,
+                Limits {
+                    max_stanza_bytes: limits.max_stanza_bytes.min(PREAUTH_STANZA_LIMIT),
+                    ..limits
+                },
+            ),
             inbox: VecDeque::new(),
             tls: None,
             awaiting_tls: false,
@@ -99,7 +123,7 @@ impl Conn {
     }
 
     /// The bare JID authenticated on this connection.
-    pub(super) fn user(&self) -> Option<&Jid> {
+    pub(crate) fn user(&self) -> Option<&Jid> {
         match &self.auth {
             Auth::Done(j) => Some(j),
             _ => None,
@@ -124,7 +148,7 @@ impl Conn {
         self.bucket >= -burst
     }
 
-    pub(super) fn paused_until(&self, rate: u32) -> Option<Instant> {
+    pub(crate) fn paused_until(&self, rate: u32) -> Option<Instant> {
         if rate == 0 || self.bucket >= 0.0 {
             return None;
         }
@@ -133,14 +157,14 @@ impl Conn {
 }
 
 impl Server {
-    pub(super) fn on_tls_established(&mut self, _now: Instant, cid: ConnId, info: TlsInfo) {
+    pub(crate) fn on_tls_established(&mut self, _now: Instant, cid: ConnId, info: TlsInfo) {
         if let Some(c) = self.conns.get_mut(&cid) {
             c.tls = Some(info);
             c.awaiting_tls = false;
         }
     }
 
-    pub(super) fn on_data(&mut self, now: Instant, cid: ConnId, bytes: &[u8]) {
+    pub(crate) fn on_data(&mut self, now: Instant, cid: ConnId, bytes: &[u8]) {
         let rate = self.cfg.c2s_rate;
         let Some(c) = self.conns.get_mut(&cid) else {
             return;
@@ -160,13 +184,30 @@ impl Server {
         let mut err = None;
         loop {
             match c.parser.next_event() {
-                Ok(Some(ev)) => c.inbox.push_back(ev),
+                Ok(Some(ev)) => match c.framing {
+                    Framing::Stream => c.inbox.push_back(ev),
+                    Framing::WebSocket => match unframe(ev, c.role) {
+                        Ok(ev) => c.inbox.push_back(ev),
+                        Err(e) => {
+                            err = Some(e);
+                            break;
+                        }
+                    },
+                },
                 Ok(None) => break,
                 Err(e) => {
                     err = Some(e);
                     break;
                 }
             }
+        }
+        if err.is_none() && fed.is_ok() && c.framing == Framing::WebSocket && c.parser.in_element()
+        {
+            // RFC 7395 section 3.3.3: a message holds whole elements, a stanza is never
+            // split over messages.
+            err = Some(XmlError::NotWellFormed(
+                "element split over WebSocket messages".into(),
+            ));
         }
         let err = err.or(fed.err());
         if c.inbox.len() > MAX_INBOX {
@@ -185,7 +226,7 @@ impl Server {
     }
 
     /// Processes queued events until the connection has to wait.
-    pub(super) fn pump(&mut self, now: Instant, cid: ConnId) {
+    pub(crate) fn pump(&mut self, now: Instant, cid: ConnId) {
         loop {
             let Some(c) = self.conns.get_mut(&cid) else {
                 return;
@@ -196,6 +237,21 @@ impl Server {
             let Some(ev) = c.inbox.pop_front() else {
                 return;
             };
+            // On a byte stream the parser only gives elements after a header, and a
+            // header only at the start or after a restart. WebSocket messages can come
+            // in any order: an element before `<open/>` (at the start or instead of the
+            // restart after SASL, RFC 7395 sections 3.4 and 3.7), or an `<open/>` in the
+            // middle of a stream, is refused.
+            let out_of_order = c.framing == Framing::WebSocket
+                && match &ev {
+                    StreamEvent::Header(_) => c.opened,
+                    StreamEvent::Element(_) => !c.opened,
+                    StreamEvent::End => false,
+                };
+            if out_of_order {
+                self.stream_error(now, cid, "bad-format", None);
+                return;
+            }
             match ev {
                 StreamEvent::Header(h) => self.on_header(now, cid, h),
                 StreamEvent::Element(e) => self.on_element(now, cid, e),
@@ -220,7 +276,7 @@ impl Server {
             .and_then(|major| major.trim().parse::<u32>().ok())
             .is_some_and(|major| major >= 1);
         let known = to.as_deref().filter(|t| self.is_local_domain(t));
-        let err = if h.default_ns != ns::CLIENT {
+        let err = if h.default_ns != c.role.content_ns() {
             // Section 4.9.3.10: jabber:server (or anything else) on a client port.
             Some("invalid-namespace")
         } else if known.is_none() || (c.host.is_some() && c.host.as_deref() != known) {
@@ -244,13 +300,40 @@ impl Server {
         }
         let header = self.stream_header(cid, h.from.as_deref());
         let features = self.features(cid);
-        let mut out = header;
-        out.push_str("<stream:features>");
-        for f in features {
-            f.write_to(&mut out, ns::CLIENT);
-        }
+        let mut out = if self.is_websocket(cid) {
+            // RFC 7395 section 3.3.3: `<open/>` and the features are two messages, the
+            // features a document of their own.
+            self.send_raw(cid, header);
+            let mut out = format!("<stream:features xmlns:stream='{}'>", ns::STREAM);
+            for f in features {
+                f.write_to(&mut out, "");
+            }
+            out
+        } else {
+            let mut out = header;
+            out.push_str("<stream:features>");
+            for f in features {
+                f.write_to(&mut out, ns::CLIENT);
+            }
+            out
+        };
         out.push_str("</stream:features>");
         self.send_raw(cid, out);
+    }
+
+    pub(crate) fn is_websocket(&self, cid: ConnId) -> bool {
+        self.conns
+            .get(&cid)
+            .is_some_and(|c| c.framing == Framing::WebSocket)
+    }
+
+    /// The end of our stream: `</stream:stream>`, or RFC 7395 section 3.6 `<close/>`.
+    pub(crate) fn stream_end_tag(&self, cid: ConnId) -> String {
+        if self.is_websocket(cid) {
+            format!("<close xmlns='{NS_FRAMING}'/>")
+        } else {
+            "</stream:stream>".to_string()
+        }
     }
 
     /// Our `<stream:stream>` for `cid` (RFC 6120 section 4.7: fresh id each stream,
@@ -261,9 +344,16 @@ impl Server {
             return String::new();
         };
         c.opened = true;
-        let mut s = String::from(
-            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='",
-        );
+        let mut s = match c.framing {
+            Framing::Stream => format!(
+                "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='",
+                c.role.content_ns(),
+                ns::STREAM
+            ),
+            // RFC 7395 section 3.4: the same attributes on `<open/>`, no XML declaration
+            // (section 3.3.3).
+            Framing::WebSocket => format!("<open xmlns='{NS_FRAMING}' id='"),
+        };
         s.push_str(&id);
         s.push('\'');
         if let Some(host) = &c.host {
@@ -276,13 +366,17 @@ impl Server {
             crate::xml::escape_attr(f, &mut s);
             s.push('\'');
         }
-        s.push_str(" version='1.0' xml:lang='en'>");
+        s.push_str(" version='1.0' xml:lang='en'");
+        s.push_str(match c.framing {
+            Framing::Stream => ">",
+            Framing::WebSocket => "/>",
+        });
         s
     }
 
     /// SASL mechanisms on offer (RFC 6120 section 6.3.3), strongest first: -PLUS only
     /// with channel-binding data (RFC 5802 section 6), PLAIN only under TLS.
-    pub(super) fn offered_mechanisms(&self, c: &Conn) -> Vec<Mechanism> {
+    pub(crate) fn offered_mechanisms(&self, c: &Conn) -> Vec<Mechanism> {
         let mut v = Vec::new();
         if c.tls.is_none() && c.kind == ConnKind::C2sStartTls && self.cfg.require_encryption {
             return v;
@@ -325,7 +419,9 @@ impl Server {
             }
             return f;
         }
-        let tls_pending = c.tls.is_none() && c.kind == ConnKind::C2sStartTls;
+        // RFC 7395 section 3.9: a WebSocket's TLS is the WebSocket's, never STARTTLS.
+        let tls_pending =
+            c.tls.is_none() && c.kind == ConnKind::C2sStartTls && c.framing == Framing::Stream;
         if tls_pending {
             let mut st = Element::new("starttls", ns::TLS);
             if self.cfg.require_encryption {
@@ -391,7 +487,7 @@ impl Server {
     /// 4.9.3): stanzas in another namespace `invalid-namespace` (4.9.3.10), stanzas
     /// before authentication `not-authorized` (4.9.3.12), anything else
     /// `unsupported-stanza-type` (4.9.3.24).
-    pub(super) fn refuse_element(
+    pub(crate) fn refuse_element(
         &mut self,
         now: Instant,
         cid: ConnId,
@@ -446,10 +542,16 @@ impl Server {
         let Some(c) = self.conns.get_mut(&cid) else {
             return;
         };
-        if c.kind != ConnKind::C2sStartTls || c.tls.is_some() {
+        if c.kind != ConnKind::C2sStartTls || c.tls.is_some() || c.framing != Framing::Stream {
             // Section 5.4.2.2: failure case, then close the stream.
-            let out = format!("<failure xmlns='{}'/></stream:stream>", ns::TLS);
-            self.send_raw(cid, out);
+            let failure = format!("<failure xmlns='{}'/>", ns::TLS);
+            let end = self.stream_end_tag(cid);
+            if self.is_websocket(cid) {
+                self.send_raw(cid, failure);
+                self.send_raw(cid, end);
+            } else {
+                self.send_raw(cid, failure + &end);
+            }
             self.close_conn(now, cid);
             return;
         }
@@ -623,7 +725,7 @@ impl Server {
         let _ = authzid;
         c.auth = Auth::Done(bare);
         // The restarted stream (RFC 6120 6.4.6) gets the full stanza size limit.
-        c.parser = StreamParser::new(self.cfg.limits);
+        c.parser = new_parser(c.framing, c.role, self.cfg.limits);
         c.inbox.clear();
         c.opened = false;
         self.stats.auth_successes += 1;
@@ -781,12 +883,13 @@ impl Server {
     /// The client closed its stream (RFC 6120 section 4.4): we close ours. A clean close
     /// ends the session for good, no XEP-0198 hibernation.
     fn on_stream_end(&mut self, now: Instant, cid: ConnId) {
-        self.send_raw(cid, "</stream:stream>".to_string());
+        let end = self.stream_end_tag(cid);
+        self.send_raw(cid, end);
         self.close_conn(now, cid);
     }
 
     /// Closes the connection after what is queued; its session ends now.
-    pub(super) fn close_conn(&mut self, now: Instant, cid: ConnId) {
+    pub(crate) fn close_conn(&mut self, now: Instant, cid: ConnId) {
         let Some(c) = self.conns.get_mut(&cid) else {
             return;
         };
@@ -803,7 +906,7 @@ impl Server {
 
     /// Sends a stream error (RFC 6120 section 4.9) and closes: our header first if it has
     /// not been sent (section 4.9.1.2), then `<stream:error/>` and `</stream:stream>`.
-    pub(super) fn stream_error(
+    pub(crate) fn stream_error(
         &mut self,
         now: Instant,
         cid: ConnId,
@@ -816,12 +919,19 @@ impl Server {
         if c.closing {
             return;
         }
+        let ws = c.framing == Framing::WebSocket;
         let mut out = if c.opened {
             String::new()
         } else {
             self.stream_header(cid, None)
         };
-        out.push_str("<stream:error><");
+        if ws {
+            // RFC 7395 section 3.5: the error, then `<close/>`, each a message.
+            self.send_raw(cid, std::mem::take(&mut out));
+            out = format!("<stream:error xmlns:stream='{}'><", ns::STREAM);
+        } else {
+            out.push_str("<stream:error><");
+        }
         out.push_str(condition);
         out.push_str(" xmlns='");
         out.push_str(ns::STREAMS_ERR);
@@ -829,15 +939,21 @@ impl Server {
         if let Some(app) = app {
             app.write_to(&mut out, ns::STREAM);
         }
-        out.push_str("</stream:error></stream:stream>");
-        self.send_raw(cid, out);
+        out.push_str("</stream:error>");
+        let end = self.stream_end_tag(cid);
+        if ws {
+            self.send_raw(cid, out);
+            self.send_raw(cid, end);
+        } else {
+            self.send_raw(cid, out + &end);
+        }
         self.stats.stream_errors += 1;
         self.close_conn(now, cid);
     }
 
     /// The socket is gone. A bound session with XEP-0198 resumption enabled hibernates
     /// (section 5); any other ends now.
-    pub(super) fn on_connection_closed(&mut self, now: Instant, cid: ConnId, _reason: CloseReason) {
+    pub(crate) fn on_connection_closed(&mut self, now: Instant, cid: ConnId, _reason: CloseReason) {
         let Some(c) = self.conns.remove(&cid) else {
             return;
         };
@@ -848,7 +964,7 @@ impl Server {
     }
 
     /// RFC 6120 section 4.9.3.4: too slow to authenticate and bind.
-    pub(super) fn negotiation_timeout(&mut self, now: Instant, cid: ConnId) {
+    pub(crate) fn negotiation_timeout(&mut self, now: Instant, cid: ConnId) {
         let pending = self
             .conns
             .get(&cid)
@@ -858,7 +974,18 @@ impl Server {
         }
     }
 
-    pub(super) fn send_raw(&mut self, cid: ConnId, data: String) {
+    /// An element as written on `cid`: relative to the stream's default namespace, or
+    /// over WebSocket as a document of its own (RFC 7395 section 3.3.3), its namespace
+    /// declared.
+    pub(crate) fn element_xml(&self, cid: ConnId, e: &Element) -> String {
+        match self.conns.get(&cid) {
+            Some(c) if c.framing == Framing::WebSocket => e.to_xml(""),
+            Some(c) => e.to_xml(c.role.content_ns()),
+            None => e.to_xml(ns::CLIENT),
+        }
+    }
+
+    pub(crate) fn send_raw(&mut self, cid: ConnId, data: String) {
         if data.is_empty() {
             return;
         }
@@ -870,11 +997,56 @@ impl Server {
 
     /// Sends an element straight on a connection (negotiation answers; no XEP-0198
     /// counting).
-    pub(super) fn send_element_conn(&mut self, cid: ConnId, e: Option<Element>) {
+    pub(crate) fn send_element_conn(&mut self, cid: ConnId, e: Option<Element>) {
         if let Some(e) = e {
             self.count_out(&e.name);
-            self.send_raw(cid, e.to_xml(ns::CLIENT));
+            let data = self.element_xml(cid, &e);
+            self.send_raw(cid, data);
         }
+    }
+}
+
+/// A parser for a new stream on a connection. Over WebSocket, each message is a
+/// document of its own (RFC 7395 section 3.3.3); they are read as the children of a
+/// stream header the client never sends, fed here, so one parser, with its limits and
+/// refusals, serves both framings.
+fn new_parser(framing: Framing, role: Role, limits: Limits) -> StreamParser {
+    let mut p = StreamParser::new(limits);
+    if framing == Framing::WebSocket {
+        let header = format!(
+            "<stream:stream xmlns='{}' xmlns:stream='{}'>",
+            role.content_ns(),
+            ns::STREAM
+        );
+        // A fixed, well-formed header: neither can fail, and the header event it gives
+        // is not the client's.
+        let _ = p.feed(header.as_bytes());
+        let _ = p.next_event();
+    }
+    p
+}
+
+/// RFC 7395 sections 3.4 and 3.6: `<open/>` is the stream header, `<close/>` its end;
+/// anything else is content. The end of the wrapper (a client writing
+/// `</stream:stream>`) is no part of the framing.
+fn unframe(ev: StreamEvent, role: Role) -> Result<StreamEvent, XmlError> {
+    match ev {
+        StreamEvent::Element(e) if e.ns == NS_FRAMING && e.name == "open" => {
+            let attr = |n: &str| e.get_attr(n).map(str::to_string);
+            Ok(StreamEvent::Header(StreamHeader {
+                default_ns: role.content_ns().to_string(),
+                to: attr("to"),
+                from: attr("from"),
+                id: attr("id"),
+                version: attr("version"),
+                lang: attr("xml:lang"),
+            }))
+        }
+        StreamEvent::Element(e) if e.ns == NS_FRAMING && e.name == "close" => Ok(StreamEvent::End),
+        StreamEvent::Element(e) => Ok(StreamEvent::Element(e)),
+        StreamEvent::Header(_) | StreamEvent::End => Err(XmlError::NotWellFormed(
+            "stream header or end tag in a WebSocket message".into(),
+        )),
     }
 }
 

@@ -7,7 +7,7 @@ pub(crate) const NS_VCARD: &str = "vcard-temp";
 const STORE: &str = "vcard";
 const KEY: &str = "current";
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "vcard",
     server_features: &[NS_VCARD],
     account_features: &[NS_VCARD],
@@ -18,6 +18,7 @@ pub(super) const MODULE: Module = Module {
         handler: vcard_iq,
     }],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 fn vcard_iq(s: &mut Server, _: Instant, req: IqRequest) -> IqReply {
@@ -56,7 +57,7 @@ fn vcard_iq(s: &mut Server, _: Instant, req: IqRequest) -> IqReply {
                 .into_iter()
                 .next()
                 .and_then(|(_, v)| stanza::parse_stored(&v)),
-            Err(()) => {
+            Err(StoreFailed) => {
                 s.reply_iq(now, &reply, Err(StanzaError::new("internal-server-error")));
                 return;
             }

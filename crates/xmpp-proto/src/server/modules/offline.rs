@@ -5,8 +5,27 @@
 
 use super::*;
 
-pub(super) const NS_DELAY: &str = "urn:xmpp:delay";
+pub(crate) const NS_DELAY: &str = "urn:xmpp:delay";
 const NS_HINTS: &str = "urn:xmpp:hints";
+
+/// Takes the messages no resource can take (hook `message_offline`, Prosody's
+/// `message/offline/handle`) and announces each one once durable (`message_stored`).
+pub(crate) const MODULE: Module = Module {
+    name: "offline",
+    server_features: &[],
+    account_features: &[],
+    iq: &[],
+    preauth_iq: None,
+    hooks: Hooks {
+        message_offline: Some(message_offline),
+        ..Hooks::NONE
+    },
+};
+
+fn message_offline(s: &mut Server, now: Instant, bare: &Jid, st: Element) -> Flow {
+    s.store_offline(now, bare, st);
+    Flow::Handled
+}
 
 /// A stored message and, while it is being delivered under XEP-0198, the session it
 /// went to (it stays stored until that session acknowledges it).
@@ -25,7 +44,7 @@ impl OfflineEntry {
 /// XEP-0160 section 3 / XEP-0334: messages of type normal or chat carrying content
 /// (a body, or an explicit `<store/>` hint); `<no-store/>` and chat states alone are
 /// not kept.
-pub(super) fn storable(st: &Element) -> bool {
+pub(crate) fn storable(st: &Element) -> bool {
     if !matches!(stanza::stanza_type(st), "normal" | "chat") {
         return false;
     }
@@ -76,6 +95,7 @@ impl Server {
         let bare = bare.clone();
         self.store_then(vec![op], move |s, now, ok| {
             if ok {
+                s.hook_message_stored(now, &bare, &st);
                 return;
             }
             // Not durable: the sender learns it (the message may still have been
@@ -91,7 +111,7 @@ impl Server {
     /// marked as being delivered to it; the sender's acknowledgement waits for the
     /// write. `None` when the store is full (the message then stays in memory only,
     /// as for a connected session).
-    pub(super) fn store_offline_inflight(
+    pub(crate) fn store_offline_inflight(
         &mut self,
         now: Instant,
         bare: &Jid,
@@ -148,7 +168,7 @@ impl Server {
     }
 
     /// Sends the stored messages to a session that just became available.
-    pub(super) fn deliver_offline(&mut self, now: Instant, sid: SessionId) {
+    pub(crate) fn deliver_offline(&mut self, now: Instant, sid: SessionId) {
         let Some(s) = self.sessions.get(&sid) else {
             return;
         };
@@ -186,7 +206,7 @@ impl Server {
     }
 
     /// Delivered for good: delete from memory and from the store.
-    pub(super) fn offline_delivered(&mut self, bare: &Jid, keys: Vec<String>) {
+    pub(crate) fn offline_delivered(&mut self, bare: &Jid, keys: Vec<String>) {
         if let Some(u) = self.users.get_mut(bare) {
             for k in &keys {
                 u.offline.remove(k);
@@ -206,7 +226,7 @@ impl Server {
 
     /// The session it went to ended without acknowledging it: it is still stored and
     /// goes to the next session.
-    pub(super) fn offline_undelivered(&mut self, bare: &Jid, key: &str) {
+    pub(crate) fn offline_undelivered(&mut self, bare: &Jid, key: &str) {
         if let Some(e) = self
             .users
             .get_mut(bare)

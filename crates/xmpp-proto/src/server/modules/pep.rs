@@ -49,7 +49,7 @@ const CACHE_MAX: usize = 8 * 1024;
 /// Longest key the storage takes (`rtc-store`: 190 characters).
 const MAX_KEY: usize = 190;
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "pep",
     server_features: &[],
     account_features: &[
@@ -94,6 +94,7 @@ pub(super) const MODULE: Module = Module {
         },
     ],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 /// `pubsub#access_model` (XEP-0060 section 4.5); `authorize` is not offered.
@@ -499,7 +500,7 @@ impl Server {
                 p.loaded = true;
                 Ok(())
             }
-            Err(()) => {
+            Err(StoreFailed) => {
                 if let Some(u) = self.user_mut(owner) {
                     u.pep = None;
                 }

@@ -2,8 +2,8 @@
 //! - of the server (section 5): seconds since it started;
 //! - of an account (section 4, offline user query), for the user and the contacts
 //!   allowed to see their presence: 0 while a resource is available, else the seconds
-//!   since the last logout with its status text. The logout is written by the hook
-//!   [`Server::last_logout`], called from `presence.rs` when the last available
+//!   since the last logout with its status text. The logout is written by
+//!   [`Server::last_logout`], from the `presence_broadcast` hook when the last available
 //!   resource goes (store `lastlog`, key `last`, value
 //!   `<last xmlns='urn:xmppd:lastlog' at='unix seconds'>status</last>`).
 //!
@@ -16,7 +16,7 @@ const NS_STORED: &str = "urn:xmppd:lastlog";
 const STORE: &str = "lastlog";
 const KEY: &str = "last";
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "last",
     server_features: &[NS_LAST],
     account_features: &[NS_LAST],
@@ -27,7 +27,19 @@ pub(super) const MODULE: Module = Module {
         handler: last_iq,
     }],
     preauth_iq: None,
+    hooks: Hooks {
+        presence_broadcast: Some(presence_broadcast),
+        ..Hooks::NONE
+    },
 };
+
+/// Hook `presence_broadcast`: the account's last available resource went.
+fn presence_broadcast(s: &mut Server, now: Instant, full: &Jid, st: &Element) {
+    let bare = full.bare();
+    if st.get_attr("type") == Some("unavailable") && s.available_sessions(&bare).is_empty() {
+        s.last_logout(now, &bare, st);
+    }
+}
 
 fn answer(seconds: u64, status: &str) -> Element {
     let mut q = Element::new("query", NS_LAST).attr("seconds", &seconds.to_string());
@@ -68,7 +80,7 @@ fn last_iq(s: &mut Server, now: Instant, req: IqRequest) -> IqReply {
                 .into_iter()
                 .next()
                 .and_then(|(_, v)| stanza::parse_stored(&v)),
-            Err(()) => {
+            Err(StoreFailed) => {
                 s.reply_iq(now, &reply, Err(StanzaError::new("internal-server-error")));
                 return;
             }
@@ -90,7 +102,7 @@ fn last_iq(s: &mut Server, now: Instant, req: IqRequest) -> IqReply {
 }
 
 impl Server {
-    /// Hook (`presence.rs`): `bare`'s last available resource sent (or was given)
+    /// `bare`'s last available resource sent (or was given)
     /// `unavailable`: the time and status are kept for section 4 queries.
     pub(crate) fn last_logout(&mut self, now: Instant, bare: &Jid, unavailable: &Element) {
         if self.registering.deleting.contains(bare) {

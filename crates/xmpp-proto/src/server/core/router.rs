@@ -1,6 +1,9 @@
 //! Routing (RFC 6120 section 10, RFC 6121 section 8): one entry point, [`Server::route`],
 //! for every stanza whatever its origin, to the server itself, a local user, a MUC
-//! service or a remote domain ([`Server::deliver_remote`], where s2s will slot in).
+//! service or a remote domain ([`Server::deliver_remote`], where the `remote_stanza` hook
+//! lets server-to-server streams take stanzas over). Modules act on messages through the
+//! hooks fired here (`hooks.rs`): `message_routed`, `message_delivered`,
+//! `message_offline`.
 
 use super::*;
 
@@ -37,11 +40,14 @@ impl Server {
         }
     }
 
-    /// Federation is not there yet: RFC 6120 section 10.4.3 `remote-server-not-found`.
+    /// A remote domain: the `remote_stanza` hook (where server-to-server streams take
+    /// stanzas over); with no taker, RFC 6120 section 10.4.3 `remote-server-not-found`.
     /// Presence is dropped rather than bounced (a roster with remote contacts would get
-    /// an error per contact at each presence change). The s2s work replaces the body.
+    /// an error per contact at each presence change).
     pub(crate) fn deliver_remote(&mut self, now: Instant, to: Jid, st: Element) {
-        let _ = to;
+        let Some(st) = self.hook_remote_stanza(now, &to, st) else {
+            return;
+        };
         if st.name == "presence" {
             return;
         }
@@ -146,7 +152,11 @@ impl Server {
             }
         }
         match st.name.as_str() {
-            "message" => self.deliver_message(now, to, st),
+            "message" => {
+                if let Some(st) = self.hook_message_routed(now, &to, st) {
+                    self.deliver_message(now, to, st);
+                }
+            }
             "presence" => self.inbound_presence(now, from, to, st),
             _ => self.inbound_iq(now, from, to, st),
         }
@@ -160,7 +170,7 @@ impl Server {
             if let Some(sid) = self.by_full.get(&to).copied() {
                 // Section 8.5.3.1.
                 self.send_to_session(now, sid, st.clone());
-                self.carbon_received(now, &bare, &[sid], &st);
+                self.hook_message_delivered(now, &bare, &[sid], &st);
                 return;
             }
             // Section 8.5.3.2.1: no such resource.
@@ -184,8 +194,8 @@ impl Server {
                 // Section 8.5.2.1.1: the highest non-negative priority resource(s); all
                 // of them on a tie (as Prosody does).
                 let Some(max) = nonneg.iter().map(|(_, p)| *p).max() else {
-                    // Section 8.5.2.2.1: offline storage.
-                    self.store_offline(now, &bare, st);
+                    // Section 8.5.2.2.1: offline storage (`offline.rs`), if loaded.
+                    let _ = self.hook_message_offline(now, &bare, st);
                     return;
                 };
                 let targets: Vec<SessionId> = nonneg
@@ -196,7 +206,7 @@ impl Server {
                 for sid in &targets {
                     self.send_to_session(now, *sid, st.clone());
                 }
-                self.carbon_received(now, &bare, &targets, &st);
+                self.hook_message_delivered(now, &bare, &targets, &st);
             }
             "headline" => {
                 // Section 8.5.2.1.1 (headline): every non-negative resource; none: drop.

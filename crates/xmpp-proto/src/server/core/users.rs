@@ -160,7 +160,7 @@ impl Server {
         };
         *pending -= 1;
         match items {
-            Err(()) => *failed = true,
+            Err(StoreFailed) => *failed = true,
             Ok(items) => match part {
                 Part::Account => {
                     if u.exists.is_none() {
@@ -224,7 +224,7 @@ impl Server {
     }
 
     /// Drops an offline user's state once unused for [`USER_IDLE`].
-    pub(super) fn user_idle(&mut self, now: Instant, bare: &Jid) {
+    pub(crate) fn user_idle(&mut self, now: Instant, bare: &Jid) {
         let Some(u) = self.users.get(bare) else {
             return;
         };

@@ -95,9 +95,12 @@ pub(crate) struct Module {
     pub(crate) account_features: &'static [&'static str],
     pub(crate) iq: &'static [IqRoute],
     pub(crate) preauth_iq: Option<PreauthIqHandler>,
+    /// The core events it listens to (`hooks.rs`).
+    pub(crate) hooks: Hooks,
 }
 
-/// Every module, in dispatch order. New modules add themselves here.
+/// Every module, in dispatch order (iq payloads, then hooks). New modules add themselves
+/// here.
 pub(crate) const MODULES: &[&Module] = &[
     &session::SESSION_MODULE,
     &roster::MODULE,
@@ -111,9 +114,11 @@ pub(crate) const MODULES: &[&Module] = &[
     &bookmarks::MODULE,
     &version::MODULE,
     &time::MODULE,
+    &caps::MODULE,
     &last::MODULE,
     &register::MODULE,
     &adhoc::MODULE,
+    &offline::MODULE,
 ];
 
 impl Server {

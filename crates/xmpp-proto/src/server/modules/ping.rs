@@ -3,9 +3,9 @@
 
 use super::*;
 
-pub(super) const NS_PING: &str = "urn:xmpp:ping";
+pub(crate) const NS_PING: &str = "urn:xmpp:ping";
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "ping",
     server_features: &[NS_PING],
     account_features: &[],
@@ -16,6 +16,7 @@ pub(super) const MODULE: Module = Module {
         handler: ping_iq,
     }],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 /// Section 4.2: an empty result; a set is not how one pings.

@@ -42,14 +42,14 @@ mod room;
 
 use room::{Affiliation, Role, Room, RoomConfig};
 
-pub(super) const NS_MUC: &str = "http://jabber.org/protocol/muc";
-pub(super) const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
-pub(super) const NS_MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
-pub(super) const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+pub(crate) const NS_MUC: &str = "http://jabber.org/protocol/muc";
+pub(crate) const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+pub(crate) const NS_MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+pub(crate) const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 /// XEP-0004 data forms.
-pub(super) const NS_DATA: &str = "jabber:x:data";
+pub(crate) const NS_DATA: &str = "jabber:x:data";
 /// XEP-0203 delayed delivery (history, section 7.2.13).
-pub(super) const NS_DELAY: &str = "urn:xmpp:delay";
+pub(crate) const NS_DELAY: &str = "urn:xmpp:delay";
 const NS_PING: &str = "urn:xmpp:ping";
 /// XEP-0068 FORM_TYPE of the configuration form (XMPP Registrar considerations).
 const FORM_ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
@@ -300,7 +300,7 @@ impl Server {
 
     /// Answers `st` with an error from the room (RFC 6120 section 8.3.1), `by` the room
     /// as XEP-0045's examples show.
-    pub(super) fn muc_bounce(&mut self, now: Instant, st: &Element, err: StanzaError) {
+    pub(crate) fn muc_bounce(&mut self, now: Instant, st: &Element, err: StanzaError) {
         if st.get_attr("from").is_none() {
             return;
         }

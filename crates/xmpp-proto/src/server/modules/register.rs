@@ -16,7 +16,7 @@ pub(crate) const NS_REGISTER: &str = "jabber:iq:register";
 /// Longest password taken (it is hashed at once; the limit only bounds the work).
 const MAX_PASSWORD: usize = 1024;
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "register",
     server_features: &[NS_REGISTER],
     account_features: &[],
@@ -27,6 +27,7 @@ pub(super) const MODULE: Module = Module {
         handler: register_iq,
     }],
     preauth_iq: Some(register_preauth),
+    hooks: Hooks::NONE,
 };
 
 /// Registrations waiting for storage, so two racing for one name cannot both win.

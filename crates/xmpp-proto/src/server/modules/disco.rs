@@ -12,7 +12,7 @@ use super::*;
 pub(crate) const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 pub(crate) const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "disco",
     server_features: &[NS_DISCO_INFO, NS_DISCO_ITEMS],
     account_features: &[NS_DISCO_INFO, NS_DISCO_ITEMS],
@@ -31,6 +31,7 @@ pub(super) const MODULE: Module = Module {
         },
     ],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 /// The domain's disco#info `<query/>` (section 3.1), `node` echoed: what XEP-0115 hashes

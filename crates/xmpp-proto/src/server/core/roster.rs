@@ -103,7 +103,7 @@ impl RosterItem {
     }
 }
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "roster",
     server_features: &[],
     account_features: &[],
@@ -114,6 +114,7 @@ pub(super) const MODULE: Module = Module {
         handler: roster_iq,
     }],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 /// Longest contact name and group name we keep (RFC 6121 section 2.1.2.4 lets the

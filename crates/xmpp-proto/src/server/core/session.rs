@@ -43,8 +43,7 @@ pub(crate) struct AckToken {
 }
 
 impl Server {
-    pub(super) fn create_session(&mut self, now: Instant, cid: ConnId, jid: Jid) -> SessionId {
-        let _ = now;
+    pub(crate) fn create_session(&mut self, now: Instant, cid: ConnId, jid: Jid) -> SessionId {
         let sid = self.next_session;
         self.next_session += 1;
         let bare = jid.bare();
@@ -75,6 +74,7 @@ impl Server {
             c.session = Some(sid);
         }
         self.stats.sessions = self.sessions.len() as u64;
+        self.hook_session_opened(now, sid);
         sid
     }
 
@@ -110,12 +110,12 @@ impl Server {
 
     /// Writes a stanza to the session now (no CSI), `offline_key` when it comes from
     /// offline storage (deleted from there once acknowledged).
-    pub(super) fn transmit(&mut self, sid: SessionId, st: Element, offline_key: Option<String>) {
+    pub(crate) fn transmit(&mut self, sid: SessionId, st: Element, offline_key: Option<String>) {
+        let conn = self.sessions.get(&sid).and_then(|s| s.conn);
+        let data = conn.map(|cid| self.element_xml(cid, &st));
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
-        let data = st.to_xml(ns::CLIENT);
-        let conn = s.conn;
         let mut queued = false;
         if let Some(sm) = &mut s.sm {
             sm.push(st.clone(), offline_key);
@@ -127,7 +127,7 @@ impl Server {
         if queued {
             self.sm_dirty.push(sid);
         }
-        if let Some(cid) = conn {
+        if let (Some(cid), Some(data)) = (conn, data) {
             self.send_raw(cid, data);
         }
     }
@@ -135,7 +135,7 @@ impl Server {
     /// A stanza from a bound client (RFC 6120 section 8.1.2.1 and 10.3): counted for
     /// XEP-0198, `from` checked and stamped, `type` and `to` validated, then handled as
     /// outbound message, presence or iq.
-    pub(super) fn on_client_stanza(&mut self, now: Instant, sid: SessionId, st: Element) {
+    pub(crate) fn on_client_stanza(&mut self, now: Instant, sid: SessionId, st: Element) {
         self.count_in(&st.name);
         self.hold = self.sm_count_inbound(sid);
         self.client_stanza(now, sid, st);
@@ -203,7 +203,7 @@ impl Server {
     }
 
     /// RFC 6121 section 8.5 from the sender's side: blocking (XEP-0191 section 3.3),
-    /// carbons of what we send (XEP-0280 section 6), then routing. No `to` means our
+    /// the `message_sent` hook (carbons, XEP-0280 section 6.2), then routing. No `to` means our
     /// own bare JID (RFC 6120 section 10.3.1).
     fn outbound_message(&mut self, now: Instant, sid: SessionId, mut st: Element, to: Option<Jid>) {
         let Some(s) = self.sessions.get(&sid) else {
@@ -216,9 +216,7 @@ impl Server {
             self.reply_to_session(now, sid, &st, blocking::blocked_error());
             return;
         }
-        if to.bare() != bare {
-            self.carbon_sent(now, sid, &st);
-        }
+        self.hook_message_sent(now, sid, &st);
         self.route(now, st);
     }
 
@@ -253,7 +251,7 @@ impl Server {
 
     /// Replaces a session (RFC 6120 section 7.7.2.2 `conflict`): its stream is closed
     /// with the error, a hibernating one just ends.
-    pub(super) fn kick_session(&mut self, now: Instant, sid: SessionId, condition: &str) {
+    pub(crate) fn kick_session(&mut self, now: Instant, sid: SessionId, condition: &str) {
         let conn = self.sessions.get(&sid).and_then(|s| s.conn);
         match conn {
             Some(cid) => self.stream_error(now, cid, condition, None),
@@ -262,7 +260,7 @@ impl Server {
     }
 
     /// The connection of a session went away without a clean close.
-    pub(super) fn session_lost(&mut self, now: Instant, sid: SessionId) {
+    pub(crate) fn session_lost(&mut self, now: Instant, sid: SessionId) {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
@@ -282,7 +280,7 @@ impl Server {
         }
     }
 
-    pub(super) fn hibernation_timeout(&mut self, now: Instant, sid: SessionId, generation: u64) {
+    pub(crate) fn hibernation_timeout(&mut self, now: Instant, sid: SessionId, generation: u64) {
         let expired = self
             .sessions
             .get(&sid)
@@ -329,6 +327,7 @@ impl Server {
             }
         }
         self.stats.sessions = self.sessions.len() as u64;
+        self.hook_session_closed(now, sid, &s.jid);
     }
 
     /// Sessions of `bare` (bound, hibernating included).
@@ -350,7 +349,7 @@ impl Server {
 
 /// RFC 3921 section 3 session establishment: a no-op kept for old clients (RFC 6121
 /// Appendix E), advertised `<optional/>` in the stream features.
-pub(super) const SESSION_MODULE: Module = Module {
+pub(crate) const SESSION_MODULE: Module = Module {
     name: "session",
     server_features: &[],
     account_features: &[],
@@ -361,6 +360,7 @@ pub(super) const SESSION_MODULE: Module = Module {
         handler: session_iq,
     }],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 fn session_iq(_: &mut Server, _: Instant, req: IqRequest) -> IqReply {

@@ -60,7 +60,7 @@ impl SmState {
 
 impl Server {
     /// Counts a stanza received on `sid` (section 4) and returns its hold.
-    pub(super) fn sm_count_inbound(&mut self, sid: SessionId) -> Option<AckToken> {
+    pub(crate) fn sm_count_inbound(&mut self, sid: SessionId) -> Option<AckToken> {
         let sm = self.sessions.get_mut(&sid)?.sm.as_mut()?;
         sm.h_in += 1;
         sm.pending.insert(sm.h_in);
@@ -96,7 +96,7 @@ impl Server {
         }
     }
 
-    pub(super) fn on_sm_element(&mut self, now: Instant, cid: ConnId, sid: SessionId, e: &Element) {
+    pub(crate) fn on_sm_element(&mut self, now: Instant, cid: ConnId, sid: SessionId, e: &Element) {
         match e.name.as_str() {
             "enable" => self.sm_enable(now, cid, sid, e),
             "r" => {
@@ -165,7 +165,7 @@ impl Server {
     }
 
     /// `<failed/>` with a stanza error condition (section 3 and 5).
-    pub(super) fn sm_failed(&mut self, cid: ConnId, condition: &str, h: Option<u64>) {
+    pub(crate) fn sm_failed(&mut self, cid: ConnId, condition: &str, h: Option<u64>) {
         let h = h.map(|h| format!(" h='{}'", h as u32)).unwrap_or_default();
         let out = format!(
             "<failed xmlns='{NS_SM}'{h}><{condition} xmlns='{}'/></failed>",
@@ -209,7 +209,7 @@ impl Server {
 
     /// Section 5: resumption of a hibernating (or not yet noticed dead) session on this
     /// newly authenticated connection.
-    pub(super) fn sm_resume(&mut self, now: Instant, cid: ConnId, e: &Element) {
+    pub(crate) fn sm_resume(&mut self, now: Instant, cid: ConnId, e: &Element) {
         let Some(user) = self.conns.get(&cid).and_then(|c| c.user().cloned()) else {
             return;
         };
@@ -235,7 +235,8 @@ impl Server {
             if let Some(oc) = self.conns.get_mut(&old) {
                 oc.session = None;
             }
-            self.send_raw(old, "</stream:stream>".to_string());
+            let end = self.stream_end_tag(old);
+            self.send_raw(old, end);
             self.close_conn(now, old);
         }
         if let Some(c) = self.conns.get_mut(&cid) {
@@ -249,6 +250,11 @@ impl Server {
             self.stream_error(now, cid, "undefined-condition", Some(app));
             return;
         }
+        let ws = self.is_websocket(cid);
+        let content_ns = self
+            .conns
+            .get(&cid)
+            .map_or(ns::CLIENT, |c| c.role.content_ns());
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
@@ -262,17 +268,25 @@ impl Server {
         sm.generation += 1;
         sm.ack_wanted = false;
         sm.request_outstanding = false;
-        let mut out = format!(
+        let resumed = format!(
             "<resumed xmlns='{NS_SM}' previd='{previd}' h='{}'/>",
             sm.h_in as u32
         );
+        // Over WebSocket each element is a message of its own (RFC 7395 section 3.3.3).
+        let mut messages = vec![resumed];
         for u in &sm.unacked {
-            out.push_str(&u.st.to_xml(ns::CLIENT));
+            if ws {
+                messages.push(u.st.to_xml(""));
+            } else {
+                messages[0].push_str(&u.st.to_xml(content_ns));
+            }
         }
         // XEP-0352 state belongs to the stream: a resumed stream starts active.
         let held = std::mem::take(&mut s.csi_held);
         s.csi_inactive = false;
-        self.send_raw(cid, out);
+        for m in messages {
+            self.send_raw(cid, m);
+        }
         for st in held {
             self.transmit(sid, st, None);
         }
@@ -282,7 +296,7 @@ impl Server {
     /// At the end of each call: ask for acknowledgement (section 4 `<r/>`) where
     /// stanzas are waiting and no request is outstanding; give up hibernating sessions
     /// whose queue grew too long.
-    pub(super) fn request_acks(&mut self) {
+    pub(crate) fn request_acks(&mut self) {
         let mut dirty = std::mem::take(&mut self.sm_dirty);
         dirty.sort_unstable();
         dirty.dedup();
@@ -312,7 +326,7 @@ impl Server {
     /// A session ended with stanzas it never acknowledged: offline messages it was
     /// given stay stored; other messages of type chat/normal go to the user's other
     /// resources if any is available, to offline storage otherwise.
-    pub(super) fn sm_requeue(&mut self, now: Instant, bare: &Jid, sid: SessionId, sm: SmState) {
+    pub(crate) fn sm_requeue(&mut self, now: Instant, bare: &Jid, sid: SessionId, sm: SmState) {
         let _ = sid;
         for u in sm.unacked {
             if let Some(k) = u.offline_key {

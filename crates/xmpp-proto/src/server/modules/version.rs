@@ -6,7 +6,7 @@ use super::*;
 
 pub(crate) const NS_VERSION: &str = "jabber:iq:version";
 
-pub(super) const MODULE: Module = Module {
+pub(crate) const MODULE: Module = Module {
     name: "version",
     server_features: &[NS_VERSION],
     account_features: &[],
@@ -17,6 +17,7 @@ pub(super) const MODULE: Module = Module {
         handler: version_iq,
     }],
     preauth_iq: None,
+    hooks: Hooks::NONE,
 };
 
 /// Section 2: `<name/>` and `<version/>`.

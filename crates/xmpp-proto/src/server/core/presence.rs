@@ -9,7 +9,7 @@ use roster::subscription_presence;
 
 impl Server {
     /// A presence from a bound client (RFC 6121 section 4.2 - 4.6 and 3).
-    pub(super) fn outbound_presence(
+    pub(crate) fn outbound_presence(
         &mut self,
         now: Instant,
         sid: SessionId,
@@ -59,8 +59,8 @@ impl Server {
             p.set_attr("to", &ojid);
             self.send_to_session(now, o, p);
         }
-        // XEP-0115 / XEP-0163 (`caps.rs`): what this resource wants notifications of.
-        self.caps_available(now, &full, &st);
+        // Modules following resources (caps, XEP-0115 / XEP-0163).
+        self.hook_presence_broadcast(now, &full, &st);
         if !initial {
             return;
         }
@@ -145,12 +145,9 @@ impl Server {
         let full = s.jid.clone();
         let bare = full.bare();
         if was {
-            // XEP-0115 (`caps.rs`): no more notifications for this resource.
-            self.caps_unavailable(&full);
-            if self.available_sessions(&bare).is_empty() {
-                // XEP-0012 (`last.rs`): the account's last available resource went.
-                self.last_logout(now, &bare, &st);
-            }
+            // Modules following resources (caps: no more notifications for this one;
+            // last activity, XEP-0012: the account's last available resource went).
+            self.hook_presence_broadcast(now, &full, &st);
             self.broadcast_to_contacts(now, &bare, &st);
             for o in self.available_sessions(&bare) {
                 let Some(ojid) = self.sessions.get(&o).map(|x| x.jid.to_string()) else {
