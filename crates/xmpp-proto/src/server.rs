@@ -717,7 +717,8 @@ impl Server {
 
     /// [`Output::Store`] of `ops` in one transaction, `then` runs once it is durable (or
     /// failed). The XEP-0198 hold of the stanza being processed, if any, is carried
-    /// over: it is released after `then`.
+    /// over: it is released after `then`. On failure, the users whose loaded state the
+    /// change touched are re-read from the database first (see [`Server::store`]).
     pub(crate) fn store_then(
         &mut self,
         ops: Vec<StoreOp>,
@@ -725,9 +726,13 @@ impl Server {
     ) {
         let id = self.order_id();
         let hold = self.hold.take();
+        let touched = users::touched_users(&ops);
         self.waiting.insert(
             id,
             Waiting::Store(Box::new(move |s: &mut Server, now, ok| {
+                if !ok {
+                    s.resync_users(now, touched);
+                }
                 s.hold = hold;
                 then(s, now, ok);
                 s.release_hold(now);
@@ -736,15 +741,26 @@ impl Server {
         self.outputs.push_back(Output::Store { id, ops });
     }
 
-    /// Writes `ops` with nobody waiting for the outcome (a failure is logged by the
-    /// daemon; memory stays authoritative while the user is online).
+    /// Writes `ops` with nobody waiting for the outcome. Memory was changed first (the
+    /// change is already visible to the user's sessions); if the write fails, the
+    /// touched users' roster, blocklist and offline messages are re-read from the
+    /// database, so memory follows what committed rather than what was attempted
+    /// (storage orders run in order per user, so the re-read sees the failed change's
+    /// absence).
     pub(crate) fn store(&mut self, ops: Vec<StoreOp>) {
         if ops.is_empty() {
             return;
         }
         let id = self.order_id();
-        self.waiting
-            .insert(id, Waiting::Store(Box::new(|_: &mut Server, _, _| {})));
+        let touched = users::touched_users(&ops);
+        self.waiting.insert(
+            id,
+            Waiting::Store(Box::new(move |s: &mut Server, now, ok| {
+                if !ok {
+                    s.resync_users(now, touched);
+                }
+            })),
+        );
         self.outputs.push_back(Output::Store { id, ops });
     }
 

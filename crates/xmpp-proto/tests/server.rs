@@ -449,6 +449,74 @@ fn roster_push_item(e: &Element) -> (String, Element) {
     )
 }
 
+/// A roster change whose store fails is refused, and memory goes back to what the
+/// database holds: the next roster get shows neither the item nor a new version
+/// (hardening issue: in-memory state follows only what committed).
+#[test]
+fn failed_roster_store_leaves_the_committed_roster() {
+    let mut h = Harness::new();
+    let a = h.online("alice", "one", 0);
+    h.take(a);
+    h.hold_stores = true;
+    h.send(
+        a,
+        "<iq type='set' id='s1'><query xmlns='jabber:iq:roster'><item jid='bob@example.org' name='Bob'/></query></iq>",
+    );
+    assert!(h.take(a).is_empty(), "result waits for the store");
+    let (id, _) = h.stores.pop().expect("a store order");
+    h.hold_stores = false;
+    h.server
+        .handle_stored(h.now, id, Err(xmpp_proto::server::StoreFailed));
+    h.settle();
+    let v = h.take(a);
+    let error = v
+        .iter()
+        .find(|e| e.get_attr("id") == Some("s1"))
+        .expect("answer");
+    assert_eq!(error.get_attr("type"), Some("error"));
+    assert_eq!(stanza_error(error), "internal-server-error");
+
+    h.send(
+        a,
+        "<iq type='get' id='g1'><query xmlns='jabber:iq:roster' ver=''/></iq>",
+    );
+    let r = h.one(a);
+    let q = r.get_child("query", ns::ROSTER).unwrap();
+    assert_eq!(q.elements().count(), 0, "the failed item is gone: {r:?}");
+    assert_eq!(q.get_attr("ver"), Some("0"));
+}
+
+/// A subscription request changes the sender's roster with nobody waiting for the
+/// store; when that store fails, the pending-out item is dropped from memory too.
+#[test]
+fn failed_unacknowledged_store_is_undone_in_memory() {
+    let mut h = Harness::new();
+    let a = h.online("alice", "one", 0);
+    h.take(a);
+    h.hold_stores = true;
+    h.send(a, "<presence to='bob@example.org' type='subscribe'/>");
+    let held = std::mem::take(&mut h.stores);
+    assert!(!held.is_empty(), "the subscription is written");
+    h.hold_stores = false;
+    for (id, _) in held {
+        h.server
+            .handle_stored(h.now, id, Err(xmpp_proto::server::StoreFailed));
+    }
+    h.settle();
+    h.take(a);
+    h.send(
+        a,
+        "<iq type='get' id='g1'><query xmlns='jabber:iq:roster' ver=''/></iq>",
+    );
+    let r = h.one(a);
+    let q = r.get_child("query", ns::ROSTER).unwrap();
+    assert_eq!(
+        q.elements().count(),
+        0,
+        "nothing of the failed write: {r:?}"
+    );
+}
+
 #[test]
 fn roster_set_push_and_versioning() {
     let mut h = Harness::new();

@@ -42,6 +42,35 @@ pub(crate) struct User {
     last_used: Instant,
 }
 
+/// The key-value stores that make up a user's loaded state.
+const USER_STORES: [&str; 4] = ["roster", "roster_version", "blocklist", "offline"];
+
+/// The users whose loaded state (the [`USER_STORES`]) `ops` change.
+pub(crate) fn touched_users(ops: &[StoreOp]) -> Vec<Jid> {
+    let mut out: Vec<Jid> = Vec::new();
+    for op in ops {
+        let (host, user, store) = match op {
+            StoreOp::Put {
+                host, user, store, ..
+            }
+            | StoreOp::Delete {
+                host, user, store, ..
+            } => (host, user, Some(store.as_str())),
+            StoreOp::DeleteAll { host, user, store } => (host, user, store.as_deref()),
+            StoreOp::PutAccount { .. } | StoreOp::DeleteAccount { .. } => continue,
+        };
+        if store.is_some_and(|s| !USER_STORES.contains(&s)) {
+            continue;
+        }
+        if let Ok(j) = Jid::from_parts(Some(user), host, None) {
+            if !out.contains(&j) {
+                out.push(j);
+            }
+        }
+    }
+    out
+}
+
 /// The parts loaded for a user.
 #[derive(Debug, Clone, Copy)]
 enum Part {
@@ -50,6 +79,19 @@ enum Part {
     RosterVersion,
     Blocklist,
     Offline,
+}
+
+impl Part {
+    /// The key-value store the part is kept in (`None` for the account).
+    fn store(self) -> Option<&'static str> {
+        match self {
+            Part::Account => None,
+            Part::Roster => Some("roster"),
+            Part::RosterVersion => Some("roster_version"),
+            Part::Blocklist => Some("blocklist"),
+            Part::Offline => Some("offline"),
+        }
+    }
 }
 
 impl Server {
@@ -129,13 +171,8 @@ impl Server {
                 Part::Account => self.fetch_account_then(&host, &node, move |s, now, a| {
                     s.user_part(now, &b, part, Ok(Vec::new()), Some(a.is_some()))
                 }),
-                _ => {
-                    let store = match part {
-                        Part::Roster => "roster",
-                        Part::RosterVersion => "roster_version",
-                        Part::Blocklist => "blocklist",
-                        _ => "offline",
-                    };
+                Part::Roster | Part::RosterVersion | Part::Blocklist | Part::Offline => {
+                    let store = part.store().unwrap_or_default();
                     self.load_then(&host, &node, store, None, move |s, now, r| {
                         s.user_part(now, &b, part, r, None)
                     });
@@ -159,47 +196,19 @@ impl Server {
             return;
         };
         *pending -= 1;
-        match items {
-            Err(StoreFailed) => *failed = true,
-            Ok(items) => match part {
-                Part::Account => {
-                    if u.exists.is_none() {
-                        u.exists = exists;
-                    }
-                }
-                Part::Roster => {
-                    for (_, v) in items {
-                        if let Some(item) = stanza::parse_stored(&v)
-                            .and_then(|e| roster::RosterItem::from_element(&e))
-                        {
-                            u.roster.insert(item.jid.clone(), item);
-                        }
-                    }
-                }
-                Part::RosterVersion => {
-                    u.roster_ver = items
-                        .first()
-                        .and_then(|(_, v)| stanza::parse_stored(v))
-                        .and_then(|e| e.text().trim().parse().ok())
-                        .unwrap_or(0);
-                }
-                Part::Blocklist => {
-                    for (k, _) in items {
-                        if let Ok(j) = Jid::parse(&k) {
-                            u.blocklist.insert(j);
-                        }
-                    }
-                }
-                Part::Offline => {
-                    for (k, v) in items {
-                        if let Some(st) = stanza::parse_stored(&v) {
-                            u.offline.insert(k, offline::OfflineEntry::new(st));
-                        }
-                    }
-                }
-            },
+        if items.is_err() {
+            *failed = true;
         }
         let (done, failed) = (*pending == 0, *failed);
+        match items {
+            Err(StoreFailed) => {}
+            Ok(_) if matches!(part, Part::Account) => {
+                if u.exists.is_none() {
+                    u.exists = exists;
+                }
+            }
+            Ok(items) => fill_part(u, part, items),
+        }
         if !done {
             return;
         }
@@ -220,6 +229,41 @@ impl Server {
         }
         if ready != Ready::Failed && self.users.get(bare).is_some_and(|u| u.sessions.is_empty()) {
             self.arm(now + USER_IDLE, Timer::UserIdle(bare.clone()));
+        }
+    }
+
+    /// A write to these users' state failed: re-read their roster, roster version,
+    /// blocklist and offline messages from the database, replacing what memory holds,
+    /// so the change that did not commit disappears (a user not loaded has nothing to
+    /// correct; a re-read that fails too leaves memory as it is).
+    pub(crate) fn resync_users(&mut self, _now: Instant, users: Vec<Jid>) {
+        for bare in users {
+            if self.user(&bare).is_none() {
+                continue;
+            }
+            let host = bare.domain().to_string();
+            let node = bare.node().unwrap_or_default().to_string();
+            for part in [
+                Part::Roster,
+                Part::RosterVersion,
+                Part::Blocklist,
+                Part::Offline,
+            ] {
+                let store = part.store().unwrap_or_default();
+                let b = bare.clone();
+                self.load_then(&host, &node, store, None, move |s, _now, r| {
+                    let (Ok(items), Some(u)) = (r, s.user_mut(&b)) else {
+                        return;
+                    };
+                    match part {
+                        Part::Roster => u.roster.clear(),
+                        Part::Blocklist => u.blocklist.clear(),
+                        Part::Offline => u.offline.clear(),
+                        Part::RosterVersion | Part::Account => {}
+                    }
+                    fill_part(u, part, items);
+                });
+            }
         }
     }
 
@@ -256,5 +300,42 @@ impl Server {
         self.users
             .get_mut(bare)
             .filter(|u| matches!(u.state, LoadState::Ready))
+    }
+}
+
+/// Adds loaded rows of one part to a user's state.
+fn fill_part(u: &mut User, part: Part, items: Vec<(String, String)>) {
+    match part {
+        Part::Account => {}
+        Part::Roster => {
+            for (_, v) in items {
+                if let Some(item) =
+                    stanza::parse_stored(&v).and_then(|e| roster::RosterItem::from_element(&e))
+                {
+                    u.roster.insert(item.jid.clone(), item);
+                }
+            }
+        }
+        Part::RosterVersion => {
+            u.roster_ver = items
+                .first()
+                .and_then(|(_, v)| stanza::parse_stored(v))
+                .and_then(|e| e.text().trim().parse().ok())
+                .unwrap_or(0);
+        }
+        Part::Blocklist => {
+            for (k, _) in items {
+                if let Ok(j) = Jid::parse(&k) {
+                    u.blocklist.insert(j);
+                }
+            }
+        }
+        Part::Offline => {
+            for (k, v) in items {
+                if let Some(st) = stanza::parse_stored(&v) {
+                    u.offline.insert(k, offline::OfflineEntry::new(st));
+                }
+            }
+        }
     }
 }
