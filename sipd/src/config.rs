@@ -4,13 +4,16 @@
 //! (unknown keys are errors, `SIPD_<KEY>` environment overrides), then checked key by key
 //! so every error names the file, the key and the problem.
 //!
-//! [`Resolved`] is what the daemon runs with: the protocol core's [`CoreConfig`], the pike
-//! settings, the listeners to bind and the database URL, all derived once here so that a
-//! SIGHUP reload goes through exactly the same checks as start-up.
+//! [`Resolved`] is what the daemon runs with, derived once here so that a SIGHUP reload
+//! goes through exactly the same checks as start-up, in two parts: [`Fixed`], what is bound
+//! or opened at start (sockets, database, certificate files, `/metrics`, log filter), and
+//! [`Live`], what a reload applies (the protocol core's [`CoreConfig`], pike, connection
+//! limits).
 
 use rtc_auth::sip::DigestAlgorithm;
 use rtc_config::{ConfigError, Problems};
-use serde::Deserialize;
+use rtc_daemon::settings::ShellSettings;
+use serde::{Deserialize, Serialize};
 use sip_proto::core::{Config as CoreConfig, Listener};
 use sip_proto::pike::PikeConfig;
 use sip_proto::txn::Transport;
@@ -143,23 +146,60 @@ pub struct StreamLimits {
     pub max_message_size: usize,
 }
 
-/// The checked configuration and everything derived from it.
-#[derive(Debug, Clone)]
-pub struct Resolved {
-    pub file: Config,
-    /// The file it was loaded from (reloads read it again).
-    pub path: PathBuf,
+/// Settings bound or opened at start, under their configuration keys: a reload that
+/// changes one is reported (`rtc_daemon::settings::restart_needed`), not applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Fixed {
+    pub listen: Vec<String>,
+    /// `listen` parsed.
+    #[serde(skip)]
     pub listeners: Vec<ListenSpec>,
+    /// `db-url` ready for `Store::connect`.
+    #[serde(rename = "db-url")]
+    pub store_url: String,
+    /// Certificate files (relative to the config file's directory); the files themselves
+    /// are re-read on SIGHUP.
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_private_key: Option<PathBuf>,
+    #[serde(flatten)]
+    pub shell: ShellSettings,
+}
+
+/// Settings a SIGHUP applies.
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// The core's settings; its `listeners` describe the sockets in [`Fixed`].
     pub core: CoreConfig,
     pub pike: PikeConfig,
     pub streams: StreamLimits,
-    /// `db-url` ready for `Store::connect`.
-    pub store_url: String,
+}
+
+impl StreamLimits {
+    /// The limits the connection limiter applies.
+    pub fn conns(&self) -> rtc_daemon::limiter::Limits {
+        rtc_daemon::limiter::Limits {
+            max_connections: self.max_connections,
+            max_per_ip: self.max_connections_per_ip,
+        }
+    }
+}
+
+/// The checked configuration and everything derived from it.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The file it was loaded from (reloads read it again).
+    pub path: PathBuf,
+    pub fixed: Fixed,
+    pub live: Live,
 }
 
 impl Resolved {
     pub fn has_tls(&self) -> bool {
-        self.listeners.iter().any(|l| l.transport == Transport::Tls)
+        self.fixed
+            .listeners
+            .iter()
+            .any(|l| l.transport == Transport::Tls)
     }
 }
 
@@ -350,14 +390,27 @@ pub fn resolve(mut cfg: Config, path: &Path) -> Result<Resolved, ConfigError> {
         idle_lifetime: Duration::from_secs(cfg.tcp_connection_lifetime),
         max_message_size: cfg.max_message_size,
     };
-    Ok(Resolved {
-        file: cfg,
-        path: path.to_owned(),
+    let fixed = Fixed {
+        listen: cfg.listen.clone(),
         listeners,
-        core,
-        pike,
-        streams,
         store_url,
+        tls_certificate: cfg.tls_certificate.clone(),
+        tls_private_key: cfg.tls_private_key.clone(),
+        shell: ShellSettings {
+            prometheus: cfg.prometheus,
+            prometheus_address: cfg.prometheus_address,
+            prometheus_port: cfg.prometheus_port,
+            log_level: cfg.log_level.clone(),
+        },
+    };
+    Ok(Resolved {
+        path: path.to_owned(),
+        fixed,
+        live: Live {
+            core,
+            pike,
+            streams,
+        },
     })
 }
 
@@ -527,19 +580,19 @@ mod tests {
     #[test]
     fn minimal_config_resolves_with_kamailio_defaults() {
         let r = parse("domain = [\"Sip.Example.org\", \"example.org\"]").unwrap();
-        assert_eq!(r.core.domains, vec!["sip.example.org", "example.org"]);
-        assert_eq!(r.listeners.len(), 2);
-        assert_eq!(r.listeners[0].transport, Transport::Udp);
-        assert_eq!(r.listeners[1].addr, "0.0.0.0:5060".parse().unwrap());
-        assert_eq!(r.core.algorithms, vec![DigestAlgorithm::Md5]);
-        assert_eq!(r.core.nonce_expire, Duration::from_secs(30));
-        assert_eq!(r.core.invite_timeout, Duration::from_secs(120));
-        assert_eq!(r.core.limits.max_message_size, 65535);
-        assert_eq!(r.core.drop_user_agents.len(), 7);
-        assert_eq!(r.pike.reqs_density_per_unit, 30);
-        assert_eq!(r.pike.remove_latency, Duration::from_secs(120));
-        assert_eq!(r.streams.idle_lifetime, Duration::from_secs(120));
-        assert_eq!(r.store_url, "sipd.sqlite");
+        assert_eq!(r.live.core.domains, vec!["sip.example.org", "example.org"]);
+        assert_eq!(r.fixed.listeners.len(), 2);
+        assert_eq!(r.fixed.listeners[0].transport, Transport::Udp);
+        assert_eq!(r.fixed.listeners[1].addr, "0.0.0.0:5060".parse().unwrap());
+        assert_eq!(r.live.core.algorithms, vec![DigestAlgorithm::Md5]);
+        assert_eq!(r.live.core.nonce_expire, Duration::from_secs(30));
+        assert_eq!(r.live.core.invite_timeout, Duration::from_secs(120));
+        assert_eq!(r.live.core.limits.max_message_size, 65535);
+        assert_eq!(r.live.core.drop_user_agents.len(), 7);
+        assert_eq!(r.live.pike.reqs_density_per_unit, 30);
+        assert_eq!(r.live.pike.remove_latency, Duration::from_secs(120));
+        assert_eq!(r.live.streams.idle_lifetime, Duration::from_secs(120));
+        assert_eq!(r.fixed.store_url, "sipd.sqlite");
         assert!(!r.has_tls());
     }
 
@@ -604,7 +657,7 @@ mod tests {
     fn udp_and_tcp_share_a_port() {
         let r = parse("domain=[\"a.org\"]\nlisten=[\"udp:127.0.0.1:5060\",\"tcp:127.0.0.1:5060\"]")
             .unwrap();
-        assert_eq!(r.listeners.len(), 2);
+        assert_eq!(r.fixed.listeners.len(), 2);
     }
 
     #[test]
@@ -615,19 +668,22 @@ mod tests {
             "/etc/rtc/sipd.toml",
         )
         .unwrap();
-        assert_eq!(r.store_url, "/etc/rtc/sipd.sqlite");
+        assert_eq!(r.fixed.store_url, "/etc/rtc/sipd.sqlite");
         assert_eq!(
-            r.file.tls_certificate.as_deref(),
+            r.fixed.tls_certificate.as_deref(),
             Some(Path::new("/etc/rtc/tls/c.pem"))
         );
-        assert_eq!(r.file.tls_private_key.as_deref(), Some(Path::new("/k.pem")));
+        assert_eq!(
+            r.fixed.tls_private_key.as_deref(),
+            Some(Path::new("/k.pem"))
+        );
         assert!(r.has_tls());
         let r = parse_at(
             "domain=[\"a.org\"]\ndb-url=\"postgres://u:p@h/db\"",
             "/etc/rtc/sipd.toml",
         )
         .unwrap();
-        assert_eq!(r.store_url, "postgres://u:p@h/db");
+        assert_eq!(r.fixed.store_url, "postgres://u:p@h/db");
     }
 
     #[test]
@@ -643,7 +699,7 @@ mod tests {
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("nonsense").is_err());
         let r = parse("domain=[\"a.org\"]\ntrusted=[\"192.0.2.0/24\"]").unwrap();
-        assert_eq!(r.core.trusted, r.pike.trusted);
+        assert_eq!(r.live.core.trusted, r.live.pike.trusted);
     }
 
     #[test]
