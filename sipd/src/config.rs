@@ -420,29 +420,66 @@ fn same_socket_kind(a: Transport, b: Transport) -> bool {
     a == b || (stream(a) && stream(b))
 }
 
+/// What is wrong with a `listen`, `advertise` or `trusted` value; the text goes to the
+/// operator after the file and key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("empty")]
+    Empty,
+    #[error("expected `proto:address[:port] [advertise host[:port]]`")]
+    ListenSyntax,
+    #[error("expected `proto:address[:port]` (proto is udp, tcp or tls)")]
+    NoProtocol,
+    #[error("{0} is not supported yet")]
+    UnsupportedProtocol(String),
+    #[error("unknown protocol `{0}` (udp, tcp or tls)")]
+    UnknownProtocol(String),
+    #[error("unclosed `[` in IPv6 address")]
+    UnclosedBracket,
+    #[error("`{0}` is not an IPv6 address")]
+    NotIpv6(String),
+    #[error("expected `:port` after `]`")]
+    NoPortAfterBracket,
+    #[error("`{0}` is not an IP address (sipd binds addresses, not names; IPv6 goes in brackets)")]
+    NotBindable(String),
+    #[error("IPv6 addresses go in brackets: `udp:[::]:5060`")]
+    Ipv6WithoutBrackets,
+    #[error("`{0}` is not a port number")]
+    NotPort(String),
+    #[error("`{0}` is not a host name or IPv4 address")]
+    NotHost(String),
+    /// In the `advertise` part of a `listen` value.
+    #[error("advertise: {0}")]
+    Advertise(Box<ValueError>),
+    #[error("`{0}` is not an IP address")]
+    NotIp(String),
+    #[error("prefix length `{0}` is not 0..={1}")]
+    PrefixLength(String, u8),
+    #[error("host bits are set; did you mean {0}/{1}?")]
+    HostBits(IpAddr, u8),
+}
+
 /// Parses Kamailio's `listen` value: `proto:addr[:port]` with `proto` one of `udp`, `tcp`,
 /// `tls`, `addr` an IPv4 address or a bracketed IPv6 one, the port defaulting to 5060
 /// (5061 for TLS, RFC 3261 section 26.2), then optionally ` advertise HOST[:PORT]`.
-pub fn parse_listen(s: &str) -> Result<ListenSpec, String> {
+pub fn parse_listen(s: &str) -> Result<ListenSpec, ValueError> {
     let mut words = s.split_whitespace();
-    let socket = words.next().ok_or("empty")?;
+    let socket = words.next().ok_or(ValueError::Empty)?;
     let advertise = match (words.next(), words.next(), words.next()) {
         (None, _, _) => None,
         (Some(kw), Some(host), None) if kw.eq_ignore_ascii_case("advertise") => {
-            check_advertise(host)?;
+            check_advertise(host).map_err(|e| ValueError::Advertise(Box::new(e)))?;
             Some(host.to_string())
         }
-        _ => return Err("expected `proto:address[:port] [advertise host[:port]]`".into()),
+        _ => return Err(ValueError::ListenSyntax),
     };
-    let (proto, rest) = socket
-        .split_once(':')
-        .ok_or("expected `proto:address[:port]` (proto is udp, tcp or tls)")?;
+    let (proto, rest) = socket.split_once(':').ok_or(ValueError::NoProtocol)?;
     let transport = match proto.to_ascii_lowercase().as_str() {
         "udp" => Transport::Udp,
         "tcp" => Transport::Tcp,
         "tls" => Transport::Tls,
-        "ws" | "wss" | "sctp" => return Err(format!("{proto} is not supported yet")),
-        _ => return Err(format!("unknown protocol `{proto}` (udp, tcp or tls)")),
+        "ws" | "wss" | "sctp" => return Err(ValueError::UnsupportedProtocol(proto.into())),
+        _ => return Err(ValueError::UnknownProtocol(proto.into())),
     };
     let default_port = if transport == Transport::Tls {
         5061
@@ -450,13 +487,11 @@ pub fn parse_listen(s: &str) -> Result<ListenSpec, String> {
         5060
     };
     let addr = if let Some(v6) = rest.strip_prefix('[') {
-        let (ip, after) = v6.split_once(']').ok_or("unclosed `[` in IPv6 address")?;
-        let ip: IpAddr = ip
-            .parse()
-            .map_err(|_| format!("`{ip}` is not an IPv6 address"))?;
+        let (ip, after) = v6.split_once(']').ok_or(ValueError::UnclosedBracket)?;
+        let ip: IpAddr = ip.parse().map_err(|_| ValueError::NotIpv6(ip.into()))?;
         let port = match after {
             "" => default_port,
-            p => parse_port(p.strip_prefix(':').ok_or("expected `:port` after `]`")?)?,
+            p => parse_port(p.strip_prefix(':').ok_or(ValueError::NoPortAfterBracket)?)?,
         };
         SocketAddr::new(ip, port)
     } else {
@@ -464,11 +499,9 @@ pub fn parse_listen(s: &str) -> Result<ListenSpec, String> {
             Some((ip, port)) => (ip, parse_port(port)?),
             None => (rest, default_port),
         };
-        let ip: IpAddr = ip.parse().map_err(|_| {
-            format!("`{ip}` is not an IP address (sipd binds addresses, not names; IPv6 goes in brackets)")
-        })?;
+        let ip: IpAddr = ip.parse().map_err(|_| ValueError::NotBindable(ip.into()))?;
         if ip.is_ipv6() {
-            return Err("IPv6 addresses go in brackets: `udp:[::]:5060`".into());
+            return Err(ValueError::Ipv6WithoutBrackets);
         }
         SocketAddr::new(ip, port)
     };
@@ -479,19 +512,19 @@ pub fn parse_listen(s: &str) -> Result<ListenSpec, String> {
     })
 }
 
-fn parse_port(s: &str) -> Result<u16, String> {
+fn parse_port(s: &str) -> Result<u16, ValueError> {
     match s.parse::<u16>() {
         Ok(p) if p > 0 => Ok(p),
-        _ => Err(format!("`{s}` is not a port number")),
+        _ => Err(ValueError::NotPort(s.into())),
     }
 }
 
 /// `HOST[:PORT]` as it will appear in Via and Record-Route.
-fn check_advertise(s: &str) -> Result<(), String> {
+fn check_advertise(s: &str) -> Result<(), ValueError> {
     let (host, port) = if let Some(v6) = s.strip_prefix('[') {
-        let (ip, after) = v6.split_once(']').ok_or("advertise: unclosed `[`")?;
+        let (ip, after) = v6.split_once(']').ok_or(ValueError::UnclosedBracket)?;
         ip.parse::<std::net::Ipv6Addr>()
-            .map_err(|_| format!("advertise: `{ip}` is not an IPv6 address"))?;
+            .map_err(|_| ValueError::NotIpv6(ip.into()))?;
         (None, after.strip_prefix(':'))
     } else {
         match s.split_once(':') {
@@ -504,40 +537,33 @@ fn check_advertise(s: &str) -> Result<(), String> {
             && h.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
         if !ok {
-            return Err(format!(
-                "advertise: `{h}` is not a host name or IPv4 address"
-            ));
+            return Err(ValueError::NotHost(h.into()));
         }
     }
     if let Some(p) = port {
-        parse_port(p).map_err(|e| format!("advertise: {e}"))?;
+        parse_port(p)?;
     }
     Ok(())
 }
 
 /// `203.0.113.0/24`, `2001:db8::/32`, or a single address (a /32 or /128). Host bits
 /// set under the mask are refused: `10.0.0.1/8` is more likely a typo than intended.
-pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), ValueError> {
     let (ip, len) = match s.trim().split_once('/') {
         Some((ip, len)) => (ip, Some(len)),
         None => (s.trim(), None),
     };
-    let ip: IpAddr = ip
-        .parse()
-        .map_err(|_| format!("`{ip}` is not an IP address"))?;
+    let ip: IpAddr = ip.parse().map_err(|_| ValueError::NotIp(ip.into()))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     let len = match len {
         None => max,
         Some(l) => match l.parse::<u8>() {
             Ok(n) if n <= max => n,
-            _ => return Err(format!("prefix length `{l}` is not 0..={max}")),
+            _ => return Err(ValueError::PrefixLength(l.into(), max)),
         },
     };
     if network(ip, len) != ip {
-        return Err(format!(
-            "host bits are set; did you mean {}/{len}?",
-            network(ip, len)
-        ));
+        return Err(ValueError::HostBits(network(ip, len), len));
     }
     Ok((ip, len))
 }

@@ -590,35 +590,51 @@ fn parse_admins(list: &[String], key: &str, p: &mut Problems) -> Vec<Jid> {
 }
 
 /// A domain as a JID domainpart (RFC 7622), normalised (lower case, no trailing dot).
-fn parse_domain(raw: &str) -> Result<String, String> {
+/// What is wrong with a domain, interface or rate value; the text goes to the operator
+/// after the file and key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("`{0}` is not a domain name")]
+    NotDomain(String),
+    #[error("`{0}`: {1}")]
+    BadDomain(String, String),
+    #[error("`{0}` is not an IP address (xmppd binds addresses, not names)")]
+    NotBindable(String),
+    #[error("`{0}` is not a rate such as \"10kb/s\" (or \"unlimited\")")]
+    NotRate(String),
+    #[error("`{0}`: a rate of 0 would stop every client; use \"unlimited\" for no limit")]
+    ZeroRate(String),
+    #[error("`{0}` is too large")]
+    TooLarge(String),
+}
+
+fn parse_domain(raw: &str) -> Result<String, ValueError> {
     let raw = raw.trim();
     if raw.contains(['@', '/']) {
-        return Err(format!("`{raw}` is not a domain name"));
+        return Err(ValueError::NotDomain(raw.into()));
     }
     Jid::from_parts(None, raw, None)
         .map(|j| j.domain().to_string())
-        .map_err(|e| format!("`{raw}`: {e}"))
+        .map_err(|e| ValueError::BadDomain(raw.into(), e.to_string()))
 }
 
 /// An `interfaces` entry: an IP address, or `*` for every IPv4 address (Prosody's
 /// meaning; `::` is every IPv6 address).
-fn parse_interface(s: &str) -> Result<IpAddr, String> {
+fn parse_interface(s: &str) -> Result<IpAddr, ValueError> {
     match s.trim() {
         "*" => Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-        t => t
-            .parse()
-            .map_err(|_| format!("`{s}` is not an IP address (xmppd binds addresses, not names)")),
+        t => t.parse().map_err(|_| ValueError::NotBindable(s.into())),
     }
 }
 
 /// `c2s-rate`: `<n> <unit>/s` with unit `b`, `kb` or `mb` (K = 1024, M = 1024², any case,
 /// `kib`/`mib` too), or `unlimited` (0). Bytes per second.
-pub fn parse_rate(s: &str) -> Result<u32, String> {
+pub fn parse_rate(s: &str) -> Result<u32, ValueError> {
     let t = s.trim().to_ascii_lowercase();
     if t == "unlimited" {
         return Ok(0);
     }
-    let bad = || format!("`{s}` is not a rate such as \"10kb/s\" (or \"unlimited\")");
+    let bad = || ValueError::NotRate(s.into());
     let per_second = t.strip_suffix("/s").ok_or_else(bad)?;
     let digits = per_second
         .find(|c: char| !c.is_ascii_digit())
@@ -632,11 +648,9 @@ pub fn parse_rate(s: &str) -> Result<u32, String> {
         _ => return Err(bad()),
     };
     match n.checked_mul(mult).map(u32::try_from) {
-        Some(Ok(0)) => Err(format!(
-            "`{s}`: a rate of 0 would stop every client; use \"unlimited\" for no limit"
-        )),
+        Some(Ok(0)) => Err(ValueError::ZeroRate(s.into())),
         Some(Ok(v)) => Ok(v),
-        _ => Err(format!("`{s}` is too large")),
+        _ => Err(ValueError::TooLarge(s.into())),
     }
 }
 
