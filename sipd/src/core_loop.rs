@@ -232,11 +232,11 @@ impl rtc_daemon::core::CoreLoop for SipLoop {
     }
 
     fn housekeeping(&mut self) {
-        self.housekeeping();
+        self.every_second();
     }
 
     fn drain(&mut self) {
-        self.drain();
+        self.drain_output();
     }
 
     fn outstanding(&self) -> usize {
@@ -446,7 +446,7 @@ impl SipLoop {
     }
 
     /// Carries out everything the core asked for, including what answering it asks next.
-    fn drain(&mut self) {
+    fn drain_output(&mut self) {
         while let Some(out) = self.core.poll_output() {
             match out {
                 Output::Transmit(t) => self.transmit(t),
@@ -623,7 +623,7 @@ impl SipLoop {
     }
 
     /// Once a second: pike expiry and metrics.
-    fn housekeeping(&mut self) {
+    fn every_second(&mut self) {
         self.pike.handle_timeout(self.now);
         // Expired credentials go, and the table gives its memory back once mostly empty:
         // after a registration burst it would otherwise hold every user for good.

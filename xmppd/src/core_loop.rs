@@ -192,7 +192,7 @@ impl rtc_daemon::core::CoreLoop for XmppLoop {
     }
 
     fn drain(&mut self) {
-        self.drain();
+        self.drain_output();
     }
 
     fn outstanding(&self) -> usize {
@@ -200,7 +200,7 @@ impl rtc_daemon::core::CoreLoop for XmppLoop {
     }
 
     fn finish(&mut self) {
-        self.drain();
+        self.drain_output();
         self.publish_metrics();
     }
 }
@@ -286,7 +286,7 @@ impl XmppLoop {
 
     /// Carries out everything the server asked for, including what answering it asks next,
     /// then gives the connections whose chunk was handled their verdict.
-    fn drain(&mut self) {
+    fn drain_output(&mut self) {
         while let Some(out) = self.server.poll_output() {
             match out {
                 Output::Send { conn, data } => {
