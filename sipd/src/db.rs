@@ -15,7 +15,6 @@ use crate::metrics::Metrics;
 use rtc_daemon::writer::{self, Backend};
 use rtc_store::{LocationOp, LocationRow, SipCredentials, Store, StoreError};
 use sip_proto::core::{Binding, BindingOp, Credentials};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::error;
@@ -45,32 +44,29 @@ pub struct ReloadBindings;
 /// durable and answered with [`Event::Stored`], or [`ReloadBindings`].
 pub type WriterCmd = writer::Cmd<BindingOp, ReloadBindings>;
 
-/// Serves credential lookups until the queue closes. A database failure is answered as
-/// one, never as "no such subscriber".
-pub async fn credentials_task(
-    store: Store,
-    rx: mpsc::Receiver<Lookup>,
-    events: mpsc::Sender<Event>,
-    metrics: Arc<Metrics>,
-) {
-    rtc_daemon::lookup::serve(rx, LOOKUP_CONCURRENCY, move |req: Lookup| {
-        let (store, events, metrics) = (store.clone(), events.clone(), metrics.clone());
-        async move {
-            metrics.db_lookups.inc();
-            let found = store.sip().credentials(&req.username, &req.domain).await;
-            if found.is_err() {
-                metrics.db_errors.inc();
-            }
-            let _ = events
-                .send(Event::Credentials {
-                    username: req.username,
-                    domain: req.domain,
-                    found: found.map(|c| c.map(core_credentials)),
-                })
-                .await;
-        }
-    })
-    .await
+/// What the database tasks share.
+pub type Db = rtc_daemon::lookup::Db<Store, Event, Metrics>;
+
+/// Serves credential lookups until the queue closes, [`LOOKUP_CONCURRENCY`] at a time.
+pub async fn credentials_task(db: Db, rx: mpsc::Receiver<Lookup>) {
+    rtc_daemon::lookup::serve(rx, LOOKUP_CONCURRENCY, db, credentials).await
+}
+
+/// One lookup. A database failure is answered as one, never as "no such subscriber".
+async fn credentials(db: Db, req: Lookup) {
+    db.metrics.db_lookups.inc();
+    let found = db.store.sip().credentials(&req.username, &req.domain).await;
+    if found.is_err() {
+        db.metrics.db_errors.inc();
+    }
+    let _ = db
+        .events
+        .send(Event::Credentials {
+            username: req.username,
+            domain: req.domain,
+            found: found.map(|c| c.map(core_credentials)),
+        })
+        .await;
 }
 
 /// What the core checks digests with. `ha1b` (for clients that put `user@domain` in the
@@ -87,34 +83,28 @@ fn core_credentials(c: SipCredentials) -> Credentials {
 /// re-read on [`ReloadBindings`]. It ends once every sender is gone and the queue is
 /// committed.
 pub fn spawn_location_writer(
-    store: Store,
+    db: Db,
     queue: usize,
-    events: mpsc::Sender<Event>,
-    metrics: Arc<Metrics>,
 ) -> (mpsc::Sender<WriterCmd>, writer::WriterTask) {
     let config = writer::Config {
         name: "location writer",
         max_batch: MAX_BATCH_OPS,
         period: Some(PURGE_EVERY),
         metrics: writer::Metrics {
-            batches: metrics.db_batches.clone(),
-            rows: Some(metrics.db_batch_ops.clone()),
-            errors: metrics.db_errors.clone(),
+            batches: db.metrics.db_batches.clone(),
+            rows: Some(db.metrics.db_batch_ops.clone()),
+            errors: db.metrics.db_errors.clone(),
         },
     };
-    let backend = Locations {
-        store,
-        events,
-        metrics,
+    let report = writer::Report {
+        events: db.events.clone(),
+        stored: |ids, ok| Event::Stored { ids, ok },
     };
-    writer::spawn(backend, queue, config)
+    writer::spawn(Locations(db), queue, config, report)
 }
 
-struct Locations {
-    store: Store,
-    events: mpsc::Sender<Event>,
-    metrics: Arc<Metrics>,
-}
+/// The location writer's side of `rtc_daemon::writer`.
+struct Locations(Db);
 
 impl Backend for Locations {
     type Op = BindingOp;
@@ -127,15 +117,11 @@ impl Backend for Locations {
     }
 
     async fn apply(&mut self, rows: &[LocationOp]) -> Result<(), StoreError> {
-        self.store.sip().apply_location_batch(rows).await
-    }
-
-    async fn report(&mut self, ids: Vec<u64>, ok: bool) {
-        let _ = self.events.send(Event::Stored { ids, ok }).await;
+        self.0.store.sip().apply_location_batch(rows).await
     }
 
     async fn barrier(&mut self, _: ReloadBindings) {
-        match self.store.sip().load_locations().await {
+        match self.0.store.sip().load_locations().await {
             Ok(rows) => {
                 let now = unix_now();
                 let bindings = rows
@@ -143,11 +129,11 @@ impl Backend for Locations {
                     .filter(|r| r.is_live(now))
                     .map(binding_from_row)
                     .collect();
-                let _ = self.events.send(Event::Bindings(bindings)).await;
+                let _ = self.0.events.send(Event::Bindings(bindings)).await;
             }
             Err(e) => {
                 error!("reloading bindings: {e}; keeping the ones in memory");
-                self.metrics.db_errors.inc();
+                self.0.metrics.db_errors.inc();
             }
         }
     }

@@ -116,14 +116,13 @@ fn run(r: config::Resolved) -> anyhow::Result<()> {
         metrics.clone(),
         r.live.streams,
     );
-    io.spawn(db::credentials_task(
-        store.clone(),
-        lookup_rx,
-        events_tx.clone(),
-        metrics.clone(),
-    ));
-    let (writer_tx, writer) =
-        db::spawn_location_writer(store.clone(), WRITER_QUEUE, events_tx, metrics.clone());
+    let database = db::Db {
+        store: store.clone(),
+        events: events_tx,
+        metrics: metrics.clone(),
+    };
+    io.spawn(db::credentials_task(database.clone(), lookup_rx));
+    let (writer_tx, writer) = db::spawn_location_writer(database, WRITER_QUEUE);
 
     let setup = core_loop::Setup {
         core: r.live.core.clone(),

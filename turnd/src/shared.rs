@@ -345,36 +345,40 @@ impl Shared {
 pub async fn db_task(store: Store, shared: Arc<Shared>, rx: mpsc::Receiver<DbRequest>) {
     // Lookups in flight at once; beyond that requests wait in the bounded queue, and the
     // shards refuse new ones when it is full.
-    rtc_daemon::lookup::serve(rx, 32, move |req: DbRequest| {
-        let (store, shared) = (store.clone(), shared.clone());
-        async move {
-            let key = match store.turn().get_user_key(&req.realm, &req.user).await {
-                Ok(Some(hex)) => {
-                    let k = StoredKey::from_hex(&hex);
-                    if k.is_none() {
-                        warn!(
-                            "user {}@{}: hmackey is not a 32/64-digit hex key",
-                            req.user, req.realm
-                        );
+    rtc_daemon::lookup::serve(
+        rx,
+        32,
+        (store, shared),
+        |(store, shared), req: DbRequest| {
+            async move {
+                let key = match store.turn().get_user_key(&req.realm, &req.user).await {
+                    Ok(Some(hex)) => {
+                        let k = StoredKey::from_hex(&hex);
+                        if k.is_none() {
+                            warn!(
+                                "user {}@{}: hmackey is not a 32/64-digit hex key",
+                                req.user, req.realm
+                            );
+                        }
+                        k
                     }
-                    k
-                }
-                Ok(None) => None,
-                Err(e) => {
-                    // Said as what it is: the client's 401 that follows is the database's
-                    // fault, not a wrong password.
-                    warn!(
-                        "key of {}@{}: database error, answered as unknown for {}s: {e}",
-                        req.user,
-                        req.realm,
-                        UNKNOWN_TTL.as_secs()
-                    );
-                    None
-                }
-            };
-            shared.creds.put(req.realm.clone(), req.user.clone(), key);
-            let _ = req.reply.send((req.realm, req.user));
-        }
-    })
+                    Ok(None) => None,
+                    Err(e) => {
+                        // Said as what it is: the client's 401 that follows is the database's
+                        // fault, not a wrong password.
+                        warn!(
+                            "key of {}@{}: database error, answered as unknown for {}s: {e}",
+                            req.user,
+                            req.realm,
+                            UNKNOWN_TTL.as_secs()
+                        );
+                        None
+                    }
+                };
+                shared.creds.put(req.realm.clone(), req.user.clone(), key);
+                let _ = req.reply.send((req.realm, req.user));
+            }
+        },
+    )
     .await
 }

@@ -17,7 +17,6 @@ use crate::metrics::Metrics;
 use rtc_daemon::writer::{self, Backend};
 use rtc_store::{ScramRow, Store, StoreError, XmppOp, XmppSecrets};
 use std::convert::Infallible;
-use std::sync::Arc;
 use tokio::sync::mpsc;
 use xmpp_proto::server::{AccountSecrets, ScramSecrets, StoreOp};
 
@@ -50,78 +49,77 @@ pub type StoreOrder = writer::Order<StoreOp>;
 /// What the writer's queue carries (xmppd has no barrier).
 pub type WriterCmd = writer::Cmd<StoreOp, Infallible>;
 
-/// Serves lookups until the queue closes. A database failure reaches the core loop as
-/// one, never as "no such account" or "nothing stored".
-pub async fn lookup_task(
-    store: Store,
-    rx: mpsc::Receiver<Lookup>,
-    events: mpsc::Sender<Event>,
-    metrics: Arc<Metrics>,
-) {
-    rtc_daemon::lookup::serve(rx, LOOKUP_CONCURRENCY, move |req: Lookup| {
-        let (store, events, metrics) = (store.clone(), events.clone(), metrics.clone());
-        async move {
-            metrics.db_lookups.inc();
-            let answer = match req {
-                Lookup::Account { id, host, user } => {
-                    let found = store.xmpp().account(&host, &user).await;
-                    if found.is_err() {
-                        metrics.db_errors.inc();
-                    }
-                    let found = found.map(|a| a.map(|a| account_secrets(a.secrets)));
-                    Event::Account {
-                        id,
-                        host,
-                        user,
-                        found,
-                    }
-                }
-                Lookup::Load {
-                    id,
-                    host,
-                    user,
-                    store: name,
-                    key,
-                } => {
-                    let items = store.xmpp().load(&host, &user, &name, key.as_deref()).await;
-                    if let Err(e) = &items {
-                        tracing::warn!("loading {name} of {user}@{host}: {e}");
-                        metrics.db_errors.inc();
-                    }
-                    Event::Loaded { id, items }
-                }
-            };
-            let _ = events.send(answer).await;
+/// What the database tasks share.
+pub type Db = rtc_daemon::lookup::Db<Store, Event, Metrics>;
+
+/// Serves lookups until the queue closes, [`LOOKUP_CONCURRENCY`] at a time.
+pub async fn lookup_task(db: Db, rx: mpsc::Receiver<Lookup>) {
+    rtc_daemon::lookup::serve(rx, LOOKUP_CONCURRENCY, db, answer).await
+}
+
+/// One lookup. A database failure reaches the core loop as one, never as "no such
+/// account" or "nothing stored".
+async fn answer(db: Db, req: Lookup) {
+    db.metrics.db_lookups.inc();
+    let answer = match req {
+        Lookup::Account { id, host, user } => {
+            let found = db.store.xmpp().account(&host, &user).await;
+            if found.is_err() {
+                db.metrics.db_errors.inc();
+            }
+            let found = found.map(|a| a.map(|a| account_secrets(a.secrets)));
+            Event::Account {
+                id,
+                host,
+                user,
+                found,
+            }
         }
-    })
-    .await
+        Lookup::Load {
+            id,
+            host,
+            user,
+            store,
+            key,
+        } => {
+            let items = db
+                .store
+                .xmpp()
+                .load(&host, &user, &store, key.as_deref())
+                .await;
+            if let Err(e) = &items {
+                tracing::warn!("loading {store} of {user}@{host}: {e}");
+                db.metrics.db_errors.inc();
+            }
+            Event::Loaded { id, items }
+        }
+    };
+    let _ = db.events.send(answer).await;
 }
 
 /// Starts the storage writer: changes group-committed (see `rtc_daemon::writer`), so the
 /// server acknowledges a stored offline message, roster push or vCard only once it is on
 /// disk. It ends once every sender is gone and the queue is committed.
-pub fn spawn_writer(
-    store: Store,
-    queue: usize,
-    events: mpsc::Sender<Event>,
-    metrics: &Metrics,
-) -> (mpsc::Sender<WriterCmd>, writer::WriterTask) {
+pub fn spawn_writer(db: Db, queue: usize) -> (mpsc::Sender<WriterCmd>, writer::WriterTask) {
     let config = writer::Config {
         name: "storage writer",
         max_batch: MAX_BATCH_OPS,
         period: None,
         metrics: writer::Metrics {
-            batches: metrics.db_batches.clone(),
+            batches: db.metrics.db_batches.clone(),
             rows: None,
-            errors: metrics.db_errors.clone(),
+            errors: db.metrics.db_errors.clone(),
         },
     };
-    writer::spawn(Writer { store, events }, queue, config)
+    let report = writer::Report {
+        events: db.events,
+        stored: |ids, ok| Event::Stored { ids, ok },
+    };
+    writer::spawn(Writer { store: db.store }, queue, config, report)
 }
 
 struct Writer {
     store: Store,
-    events: mpsc::Sender<Event>,
 }
 
 impl Backend for Writer {
@@ -136,14 +134,6 @@ impl Backend for Writer {
 
     async fn apply(&mut self, rows: &[XmppOp]) -> Result<(), StoreError> {
         self.store.xmpp().apply(rows).await
-    }
-
-    async fn report(&mut self, ids: Vec<u64>, ok: bool) {
-        let _ = self.events.send(Event::Stored { ids, ok }).await;
-    }
-
-    async fn barrier(&mut self, never: Infallible) {
-        match never {}
     }
 }
 

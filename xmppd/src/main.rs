@@ -112,14 +112,13 @@ fn run(r: config::Resolved, certs: CertTable) -> anyhow::Result<()> {
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (lookup_tx, lookup_rx) = mpsc::channel::<Lookup>(LOOKUP_QUEUE);
     let _io = io.enter();
-    io.spawn(db::lookup_task(
-        store.clone(),
-        lookup_rx,
-        events_tx.clone(),
-        metrics.clone(),
-    ));
-    let (writer_tx, writer) =
-        db::spawn_writer(store.clone(), WRITER_QUEUE, events_tx.clone(), &metrics);
+    let database = db::Db {
+        store: store.clone(),
+        events: events_tx.clone(),
+        metrics: metrics.clone(),
+    };
+    io.spawn(db::lookup_task(database.clone(), lookup_rx));
+    let (writer_tx, writer) = db::spawn_writer(database, WRITER_QUEUE);
     let conns = Conns::new(events_tx, metrics.clone(), certs.clone(), r.live.conns);
 
     let setup = core_loop::Setup {

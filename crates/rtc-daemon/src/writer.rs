@@ -41,8 +41,8 @@ pub enum Cmd<O, B> {
     Barrier(B),
 }
 
-/// The daemon's side of the writer: how its orders become rows, how a transaction is
-/// applied and how results are reported back to the core.
+/// The daemon's side of the writer: how its orders become rows and how a transaction is
+/// applied.
 pub trait Backend: Send + 'static {
     /// A change as the core emits it.
     type Op: Send + 'static;
@@ -57,11 +57,11 @@ pub trait Backend: Send + 'static {
     fn apply(&mut self, rows: &[Self::Row])
         -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    /// Tells the core how orders `ids` ended.
-    fn report(&mut self, ids: Vec<u64>, ok: bool) -> impl Future<Output = ()> + Send;
-
-    /// See [`Cmd::Barrier`].
-    fn barrier(&mut self, b: Self::Barrier) -> impl Future<Output = ()> + Send;
+    /// See [`Cmd::Barrier`]; nothing by default.
+    fn barrier(&mut self, b: Self::Barrier) -> impl Future<Output = ()> + Send {
+        let _ = b;
+        async {}
+    }
 
     /// Rows to apply every [`Config::period`] (sipd purges expired bindings).
     fn periodic(&mut self) -> Vec<Self::Row> {
@@ -78,6 +78,19 @@ pub struct Metrics {
     pub rows: Option<Arc<Counter>>,
     /// Transactions that failed.
     pub errors: Arc<Counter>,
+}
+
+/// Where the writer tells the core how orders ended: `stored(ids, ok)` sent on `events`.
+#[derive(Debug, Clone)]
+pub struct Report<E> {
+    pub events: mpsc::Sender<E>,
+    pub stored: fn(Vec<u64>, bool) -> E,
+}
+
+impl<E> Report<E> {
+    async fn send(&self, ids: Vec<u64>, ok: bool) {
+        let _ = self.events.send((self.stored)(ids, ok)).await;
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -102,10 +115,15 @@ pub struct WriterTask {
 }
 
 /// Starts the writer on the current runtime with a queue of `queue` commands.
-pub fn spawn<B: Backend>(backend: B, queue: usize, config: Config) -> (Queue<B>, WriterTask) {
+pub fn spawn<B: Backend, E: Send + 'static>(
+    backend: B,
+    queue: usize,
+    config: Config,
+    report: Report<E>,
+) -> (Queue<B>, WriterTask) {
     let (tx, rx) = mpsc::channel(queue);
     let name = config.name;
-    let join = tokio::spawn(run(backend, rx, config));
+    let join = tokio::spawn(run(backend, rx, config, report));
     (tx, WriterTask { name, join })
 }
 
@@ -124,10 +142,11 @@ impl WriterTask {
 
 /// Commits orders in batches until every sender is gone and the queue is empty: on
 /// shutdown, everything queued is committed before this returns.
-pub async fn run<B: Backend>(
+pub async fn run<B: Backend, E>(
     mut backend: B,
     mut rx: mpsc::Receiver<Cmd<B::Op, B::Barrier>>,
     config: Config,
+    report: Report<E>,
 ) {
     let mut period = config.period.map(|p| {
         let mut i = tokio::time::interval_at(tokio::time::Instant::now() + p, p);
@@ -164,7 +183,7 @@ pub async fn run<B: Backend>(
             }
             next = rx.try_recv().ok();
         }
-        batch.commit(&mut backend, &config).await;
+        batch.commit(&mut backend, &config, &report).await;
         if let Some(b) = barrier {
             backend.barrier(b).await;
         }
@@ -194,14 +213,19 @@ impl<R: Send + Sync> Batch<R> {
         self.rows.extend(order.ops.into_iter().map(B::row));
     }
 
-    async fn commit<B: Backend<Row = R>>(self, backend: &mut B, config: &Config) {
+    async fn commit<B: Backend<Row = R>, E>(
+        self,
+        backend: &mut B,
+        config: &Config,
+        report: &Report<E>,
+    ) {
         if self.orders.is_empty() {
             return;
         }
         let ok = apply(backend, &self.rows, &config.metrics).await;
         if ok || self.orders.len() == 1 {
             let ids = self.orders.iter().map(|(id, _)| *id).collect();
-            backend.report(ids, ok).await;
+            report.send(ids, ok).await;
             return;
         }
         warn!(
@@ -213,7 +237,7 @@ impl<R: Send + Sync> Batch<R> {
         for (id, len) in self.orders {
             let ok = apply(backend, &self.rows[start..start + len], &config.metrics).await;
             start += len;
-            backend.report(vec![id], ok).await;
+            report.send(vec![id], ok).await;
         }
     }
 }
@@ -268,13 +292,6 @@ mod tests {
             }
         }
 
-        async fn report(&mut self, ids: Vec<u64>, ok: bool) {
-            self.log
-                .lock()
-                .unwrap()
-                .push(format!("report {ids:?} {ok}"));
-        }
-
         async fn barrier(&mut self, b: &'static str) {
             self.log.lock().unwrap().push(format!("barrier {b}"));
         }
@@ -293,17 +310,30 @@ mod tests {
         }
     }
 
-    async fn run_with(cmds: Vec<Cmd<u32, &'static str>>, max_batch: usize) -> Vec<String> {
+    /// Runs the writer over `cmds`, all queued before it starts (so one batch takes what
+    /// fits); the transactions and barriers in order, and the reports in order.
+    async fn run_with(
+        cmds: Vec<Cmd<u32, &'static str>>,
+        max_batch: usize,
+    ) -> (Vec<String>, Vec<String>) {
         let fake = Fake::default();
         let (tx, rx) = mpsc::channel(100);
-        // Everything is queued before the writer starts: one batch takes what fits.
         for c in cmds {
             tx.send(c).await.unwrap();
         }
         drop(tx);
-        run(fake.clone(), rx, config(max_batch)).await;
+        let (events, mut reports) = mpsc::channel(100);
+        let report = Report {
+            events,
+            stored: |ids, ok| format!("{ids:?} {ok}"),
+        };
+        run(fake.clone(), rx, config(max_batch), report).await;
+        let mut sent = Vec::new();
+        while let Ok(r) = reports.try_recv() {
+            sent.push(r);
+        }
         let log = fake.log.lock().unwrap().clone();
-        log
+        (log, sent)
     }
 
     fn store(id: u64, ops: &[u32]) -> Cmd<u32, &'static str> {
@@ -315,51 +345,36 @@ mod tests {
 
     #[tokio::test]
     async fn queued_orders_share_one_transaction_up_to_the_limit() {
-        let log = run_with(vec![store(1, &[1, 2]), store(2, &[3]), store(3, &[4])], 3).await;
-        assert_eq!(
-            log,
-            [
-                "tx [1, 2, 3] true",
-                "report [1, 2] true",
-                "tx [4] true",
-                "report [3] true"
-            ]
-        );
+        let (log, reports) =
+            run_with(vec![store(1, &[1, 2]), store(2, &[3]), store(3, &[4])], 3).await;
+        assert_eq!(log, ["tx [1, 2, 3] true", "tx [4] true"]);
+        assert_eq!(reports, ["[1, 2] true", "[3] true"]);
     }
 
     #[tokio::test]
     async fn a_failed_batch_is_retried_order_by_order() {
-        let log = run_with(vec![store(1, &[1]), store(2, &[13]), store(3, &[3])], 10).await;
+        let (log, reports) =
+            run_with(vec![store(1, &[1]), store(2, &[13]), store(3, &[3])], 10).await;
         assert_eq!(
             log,
             [
                 "tx [1, 13, 3] false",
                 "tx [1] true",
-                "report [1] true",
                 "tx [13] false",
-                "report [2] false",
-                "tx [3] true",
-                "report [3] true",
+                "tx [3] true"
             ]
         );
+        assert_eq!(reports, ["[1] true", "[2] false", "[3] true"]);
     }
 
     #[tokio::test]
     async fn a_barrier_runs_after_what_was_queued_before_it() {
-        let log = run_with(
+        let (log, reports) = run_with(
             vec![store(1, &[1]), Cmd::Barrier("reload"), store(2, &[2])],
             10,
         )
         .await;
-        assert_eq!(
-            log,
-            [
-                "tx [1] true",
-                "report [1] true",
-                "barrier reload",
-                "tx [2] true",
-                "report [2] true",
-            ]
-        );
+        assert_eq!(log, ["tx [1] true", "barrier reload", "tx [2] true"]);
+        assert_eq!(reports, ["[1] true", "[2] true"]);
     }
 }
