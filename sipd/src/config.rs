@@ -4,13 +4,16 @@
 //! (unknown keys are errors, `SIPD_<KEY>` environment overrides), then checked key by key
 //! so every error names the file, the key and the problem.
 //!
-//! [`Resolved`] is what the daemon runs with: the protocol core's [`CoreConfig`], the pike
-//! settings, the listeners to bind and the database URL, all derived once here so that a
-//! SIGHUP reload goes through exactly the same checks as start-up.
+//! [`Resolved`] is what the daemon runs with, derived once here so that a SIGHUP reload
+//! goes through exactly the same checks as start-up, in two parts: [`Fixed`], what is bound
+//! or opened at start (sockets, database, certificate files, `/metrics`, log filter), and
+//! [`Live`], what a reload applies (the protocol core's [`CoreConfig`], pike, connection
+//! limits).
 
 use rtc_auth::sip::DigestAlgorithm;
 use rtc_config::{ConfigError, Problems};
-use serde::Deserialize;
+use rtc_daemon::settings::ShellSettings;
+use serde::{Deserialize, Serialize};
 use sip_proto::core::{Config as CoreConfig, Listener};
 use sip_proto::pike::PikeConfig;
 use sip_proto::txn::Transport;
@@ -143,23 +146,60 @@ pub struct StreamLimits {
     pub max_message_size: usize,
 }
 
-/// The checked configuration and everything derived from it.
-#[derive(Debug, Clone)]
-pub struct Resolved {
-    pub file: Config,
-    /// The file it was loaded from (reloads read it again).
-    pub path: PathBuf,
+/// Settings bound or opened at start, under their configuration keys: a reload that
+/// changes one is reported (`rtc_daemon::settings::restart_needed`), not applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Fixed {
+    pub listen: Vec<String>,
+    /// `listen` parsed.
+    #[serde(skip)]
     pub listeners: Vec<ListenSpec>,
+    /// `db-url` ready for `Store::connect`.
+    #[serde(rename = "db-url")]
+    pub store_url: String,
+    /// Certificate files (relative to the config file's directory); the files themselves
+    /// are re-read on SIGHUP.
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_private_key: Option<PathBuf>,
+    #[serde(flatten)]
+    pub shell: ShellSettings,
+}
+
+/// Settings a SIGHUP applies.
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// The core's settings; its `listeners` describe the sockets in [`Fixed`].
     pub core: CoreConfig,
     pub pike: PikeConfig,
     pub streams: StreamLimits,
-    /// `db-url` ready for `Store::connect`.
-    pub store_url: String,
+}
+
+impl StreamLimits {
+    /// The limits the connection limiter applies.
+    pub fn conns(&self) -> rtc_daemon::limiter::Limits {
+        rtc_daemon::limiter::Limits {
+            max_connections: self.max_connections,
+            max_per_ip: self.max_connections_per_ip,
+        }
+    }
+}
+
+/// The checked configuration and everything derived from it.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The file it was loaded from (reloads read it again).
+    pub path: PathBuf,
+    pub fixed: Fixed,
+    pub live: Live,
 }
 
 impl Resolved {
     pub fn has_tls(&self) -> bool {
-        self.listeners.iter().any(|l| l.transport == Transport::Tls)
+        self.fixed
+            .listeners
+            .iter()
+            .any(|l| l.transport == Transport::Tls)
     }
 }
 
@@ -350,14 +390,27 @@ pub fn resolve(mut cfg: Config, path: &Path) -> Result<Resolved, ConfigError> {
         idle_lifetime: Duration::from_secs(cfg.tcp_connection_lifetime),
         max_message_size: cfg.max_message_size,
     };
-    Ok(Resolved {
-        file: cfg,
-        path: path.to_owned(),
+    let fixed = Fixed {
+        listen: cfg.listen.clone(),
         listeners,
-        core,
-        pike,
-        streams,
         store_url,
+        tls_certificate: cfg.tls_certificate.clone(),
+        tls_private_key: cfg.tls_private_key.clone(),
+        shell: ShellSettings {
+            prometheus: cfg.prometheus,
+            prometheus_address: cfg.prometheus_address,
+            prometheus_port: cfg.prometheus_port,
+            log_level: cfg.log_level.clone(),
+        },
+    };
+    Ok(Resolved {
+        path: path.to_owned(),
+        fixed,
+        live: Live {
+            core,
+            pike,
+            streams,
+        },
     })
 }
 
@@ -367,29 +420,66 @@ fn same_socket_kind(a: Transport, b: Transport) -> bool {
     a == b || (stream(a) && stream(b))
 }
 
+/// What is wrong with a `listen`, `advertise` or `trusted` value; the text goes to the
+/// operator after the file and key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("empty")]
+    Empty,
+    #[error("expected `proto:address[:port] [advertise host[:port]]`")]
+    ListenSyntax,
+    #[error("expected `proto:address[:port]` (proto is udp, tcp or tls)")]
+    NoProtocol,
+    #[error("{0} is not supported yet")]
+    UnsupportedProtocol(String),
+    #[error("unknown protocol `{0}` (udp, tcp or tls)")]
+    UnknownProtocol(String),
+    #[error("unclosed `[` in IPv6 address")]
+    UnclosedBracket,
+    #[error("`{0}` is not an IPv6 address")]
+    NotIpv6(String),
+    #[error("expected `:port` after `]`")]
+    NoPortAfterBracket,
+    #[error("`{0}` is not an IP address (sipd binds addresses, not names; IPv6 goes in brackets)")]
+    NotBindable(String),
+    #[error("IPv6 addresses go in brackets: `udp:[::]:5060`")]
+    Ipv6WithoutBrackets,
+    #[error("`{0}` is not a port number")]
+    NotPort(String),
+    #[error("`{0}` is not a host name or IPv4 address")]
+    NotHost(String),
+    /// In the `advertise` part of a `listen` value.
+    #[error("advertise: {0}")]
+    Advertise(Box<ValueError>),
+    #[error("`{0}` is not an IP address")]
+    NotIp(String),
+    #[error("prefix length `{0}` is not 0..={1}")]
+    PrefixLength(String, u8),
+    #[error("host bits are set; did you mean {0}/{1}?")]
+    HostBits(IpAddr, u8),
+}
+
 /// Parses Kamailio's `listen` value: `proto:addr[:port]` with `proto` one of `udp`, `tcp`,
 /// `tls`, `addr` an IPv4 address or a bracketed IPv6 one, the port defaulting to 5060
 /// (5061 for TLS, RFC 3261 section 26.2), then optionally ` advertise HOST[:PORT]`.
-pub fn parse_listen(s: &str) -> Result<ListenSpec, String> {
+pub fn parse_listen(s: &str) -> Result<ListenSpec, ValueError> {
     let mut words = s.split_whitespace();
-    let socket = words.next().ok_or("empty")?;
+    let socket = words.next().ok_or(ValueError::Empty)?;
     let advertise = match (words.next(), words.next(), words.next()) {
         (None, _, _) => None,
         (Some(kw), Some(host), None) if kw.eq_ignore_ascii_case("advertise") => {
-            check_advertise(host)?;
+            check_advertise(host).map_err(|e| ValueError::Advertise(Box::new(e)))?;
             Some(host.to_string())
         }
-        _ => return Err("expected `proto:address[:port] [advertise host[:port]]`".into()),
+        _ => return Err(ValueError::ListenSyntax),
     };
-    let (proto, rest) = socket
-        .split_once(':')
-        .ok_or("expected `proto:address[:port]` (proto is udp, tcp or tls)")?;
+    let (proto, rest) = socket.split_once(':').ok_or(ValueError::NoProtocol)?;
     let transport = match proto.to_ascii_lowercase().as_str() {
         "udp" => Transport::Udp,
         "tcp" => Transport::Tcp,
         "tls" => Transport::Tls,
-        "ws" | "wss" | "sctp" => return Err(format!("{proto} is not supported yet")),
-        _ => return Err(format!("unknown protocol `{proto}` (udp, tcp or tls)")),
+        "ws" | "wss" | "sctp" => return Err(ValueError::UnsupportedProtocol(proto.into())),
+        _ => return Err(ValueError::UnknownProtocol(proto.into())),
     };
     let default_port = if transport == Transport::Tls {
         5061
@@ -397,13 +487,11 @@ pub fn parse_listen(s: &str) -> Result<ListenSpec, String> {
         5060
     };
     let addr = if let Some(v6) = rest.strip_prefix('[') {
-        let (ip, after) = v6.split_once(']').ok_or("unclosed `[` in IPv6 address")?;
-        let ip: IpAddr = ip
-            .parse()
-            .map_err(|_| format!("`{ip}` is not an IPv6 address"))?;
+        let (ip, after) = v6.split_once(']').ok_or(ValueError::UnclosedBracket)?;
+        let ip: IpAddr = ip.parse().map_err(|_| ValueError::NotIpv6(ip.into()))?;
         let port = match after {
             "" => default_port,
-            p => parse_port(p.strip_prefix(':').ok_or("expected `:port` after `]`")?)?,
+            p => parse_port(p.strip_prefix(':').ok_or(ValueError::NoPortAfterBracket)?)?,
         };
         SocketAddr::new(ip, port)
     } else {
@@ -411,11 +499,9 @@ pub fn parse_listen(s: &str) -> Result<ListenSpec, String> {
             Some((ip, port)) => (ip, parse_port(port)?),
             None => (rest, default_port),
         };
-        let ip: IpAddr = ip.parse().map_err(|_| {
-            format!("`{ip}` is not an IP address (sipd binds addresses, not names; IPv6 goes in brackets)")
-        })?;
+        let ip: IpAddr = ip.parse().map_err(|_| ValueError::NotBindable(ip.into()))?;
         if ip.is_ipv6() {
-            return Err("IPv6 addresses go in brackets: `udp:[::]:5060`".into());
+            return Err(ValueError::Ipv6WithoutBrackets);
         }
         SocketAddr::new(ip, port)
     };
@@ -426,19 +512,19 @@ pub fn parse_listen(s: &str) -> Result<ListenSpec, String> {
     })
 }
 
-fn parse_port(s: &str) -> Result<u16, String> {
+fn parse_port(s: &str) -> Result<u16, ValueError> {
     match s.parse::<u16>() {
         Ok(p) if p > 0 => Ok(p),
-        _ => Err(format!("`{s}` is not a port number")),
+        _ => Err(ValueError::NotPort(s.into())),
     }
 }
 
 /// `HOST[:PORT]` as it will appear in Via and Record-Route.
-fn check_advertise(s: &str) -> Result<(), String> {
+fn check_advertise(s: &str) -> Result<(), ValueError> {
     let (host, port) = if let Some(v6) = s.strip_prefix('[') {
-        let (ip, after) = v6.split_once(']').ok_or("advertise: unclosed `[`")?;
+        let (ip, after) = v6.split_once(']').ok_or(ValueError::UnclosedBracket)?;
         ip.parse::<std::net::Ipv6Addr>()
-            .map_err(|_| format!("advertise: `{ip}` is not an IPv6 address"))?;
+            .map_err(|_| ValueError::NotIpv6(ip.into()))?;
         (None, after.strip_prefix(':'))
     } else {
         match s.split_once(':') {
@@ -451,40 +537,33 @@ fn check_advertise(s: &str) -> Result<(), String> {
             && h.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
         if !ok {
-            return Err(format!(
-                "advertise: `{h}` is not a host name or IPv4 address"
-            ));
+            return Err(ValueError::NotHost(h.into()));
         }
     }
     if let Some(p) = port {
-        parse_port(p).map_err(|e| format!("advertise: {e}"))?;
+        parse_port(p)?;
     }
     Ok(())
 }
 
 /// `203.0.113.0/24`, `2001:db8::/32`, or a single address (a /32 or /128). Host bits
 /// set under the mask are refused: `10.0.0.1/8` is more likely a typo than intended.
-pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), ValueError> {
     let (ip, len) = match s.trim().split_once('/') {
         Some((ip, len)) => (ip, Some(len)),
         None => (s.trim(), None),
     };
-    let ip: IpAddr = ip
-        .parse()
-        .map_err(|_| format!("`{ip}` is not an IP address"))?;
+    let ip: IpAddr = ip.parse().map_err(|_| ValueError::NotIp(ip.into()))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     let len = match len {
         None => max,
         Some(l) => match l.parse::<u8>() {
             Ok(n) if n <= max => n,
-            _ => return Err(format!("prefix length `{l}` is not 0..={max}")),
+            _ => return Err(ValueError::PrefixLength(l.into(), max)),
         },
     };
     if network(ip, len) != ip {
-        return Err(format!(
-            "host bits are set; did you mean {}/{len}?",
-            network(ip, len)
-        ));
+        return Err(ValueError::HostBits(network(ip, len), len));
     }
     Ok((ip, len))
 }
@@ -527,19 +606,19 @@ mod tests {
     #[test]
     fn minimal_config_resolves_with_kamailio_defaults() {
         let r = parse("domain = [\"Sip.Example.org\", \"example.org\"]").unwrap();
-        assert_eq!(r.core.domains, vec!["sip.example.org", "example.org"]);
-        assert_eq!(r.listeners.len(), 2);
-        assert_eq!(r.listeners[0].transport, Transport::Udp);
-        assert_eq!(r.listeners[1].addr, "0.0.0.0:5060".parse().unwrap());
-        assert_eq!(r.core.algorithms, vec![DigestAlgorithm::Md5]);
-        assert_eq!(r.core.nonce_expire, Duration::from_secs(30));
-        assert_eq!(r.core.invite_timeout, Duration::from_secs(120));
-        assert_eq!(r.core.limits.max_message_size, 65535);
-        assert_eq!(r.core.drop_user_agents.len(), 7);
-        assert_eq!(r.pike.reqs_density_per_unit, 30);
-        assert_eq!(r.pike.remove_latency, Duration::from_secs(120));
-        assert_eq!(r.streams.idle_lifetime, Duration::from_secs(120));
-        assert_eq!(r.store_url, "sipd.sqlite");
+        assert_eq!(r.live.core.domains, vec!["sip.example.org", "example.org"]);
+        assert_eq!(r.fixed.listeners.len(), 2);
+        assert_eq!(r.fixed.listeners[0].transport, Transport::Udp);
+        assert_eq!(r.fixed.listeners[1].addr, "0.0.0.0:5060".parse().unwrap());
+        assert_eq!(r.live.core.algorithms, vec![DigestAlgorithm::Md5]);
+        assert_eq!(r.live.core.nonce_expire, Duration::from_secs(30));
+        assert_eq!(r.live.core.invite_timeout, Duration::from_secs(120));
+        assert_eq!(r.live.core.limits.max_message_size, 65535);
+        assert_eq!(r.live.core.drop_user_agents.len(), 7);
+        assert_eq!(r.live.pike.reqs_density_per_unit, 30);
+        assert_eq!(r.live.pike.remove_latency, Duration::from_secs(120));
+        assert_eq!(r.live.streams.idle_lifetime, Duration::from_secs(120));
+        assert_eq!(r.fixed.store_url, "sipd.sqlite");
         assert!(!r.has_tls());
     }
 
@@ -604,7 +683,7 @@ mod tests {
     fn udp_and_tcp_share_a_port() {
         let r = parse("domain=[\"a.org\"]\nlisten=[\"udp:127.0.0.1:5060\",\"tcp:127.0.0.1:5060\"]")
             .unwrap();
-        assert_eq!(r.listeners.len(), 2);
+        assert_eq!(r.fixed.listeners.len(), 2);
     }
 
     #[test]
@@ -615,19 +694,22 @@ mod tests {
             "/etc/rtc/sipd.toml",
         )
         .unwrap();
-        assert_eq!(r.store_url, "/etc/rtc/sipd.sqlite");
+        assert_eq!(r.fixed.store_url, "/etc/rtc/sipd.sqlite");
         assert_eq!(
-            r.file.tls_certificate.as_deref(),
+            r.fixed.tls_certificate.as_deref(),
             Some(Path::new("/etc/rtc/tls/c.pem"))
         );
-        assert_eq!(r.file.tls_private_key.as_deref(), Some(Path::new("/k.pem")));
+        assert_eq!(
+            r.fixed.tls_private_key.as_deref(),
+            Some(Path::new("/k.pem"))
+        );
         assert!(r.has_tls());
         let r = parse_at(
             "domain=[\"a.org\"]\ndb-url=\"postgres://u:p@h/db\"",
             "/etc/rtc/sipd.toml",
         )
         .unwrap();
-        assert_eq!(r.store_url, "postgres://u:p@h/db");
+        assert_eq!(r.fixed.store_url, "postgres://u:p@h/db");
     }
 
     #[test]
@@ -643,7 +725,7 @@ mod tests {
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("nonsense").is_err());
         let r = parse("domain=[\"a.org\"]\ntrusted=[\"192.0.2.0/24\"]").unwrap();
-        assert_eq!(r.core.trusted, r.pike.trusted);
+        assert_eq!(r.live.core.trusted, r.live.pike.trusted);
     }
 
     #[test]

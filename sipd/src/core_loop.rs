@@ -1,6 +1,7 @@
-//! The core loop: one task on its own current-thread runtime (its own OS thread) that owns
-//! the protocol [`Core`], pike, every UDP socket and the sending side of every TCP/TLS
-//! connection. Nothing else touches the core, so it needs no lock.
+//! The core loop: the one place sipd calls into the protocol [`Core`]. It runs on the core
+//! thread (`rtc_daemon::core`, which drives it turn by turn) and owns the core, pike,
+//! every UDP socket and the sending side of every TCP/TLS connection. Nothing else touches
+//! the core, so it needs no lock.
 //!
 //! Each turn waits for the first of:
 //! - a UDP socket turning readable: datagrams are read with `try_recv_from` until the
@@ -8,7 +9,7 @@
 //!   each through pike, the STUN keep-alive check and then [`Core::handle`];
 //! - an [`Event`] from elsewhere: a framed message or a connection opening or closing
 //!   (connection tasks, `stream.rs`), credentials (database task), a committed location
-//!   batch (location writer), a reload or shutdown (main thread);
+//!   batch (location writer); a reload or shutdown comes from the main thread;
 //! - the core's next timer ([`Core::poll_timeout`]) or the one-second housekeeping tick
 //!   (pike expiry, metrics);
 //!
@@ -21,16 +22,17 @@ use crate::db::{Lookup, WriterCmd};
 use crate::keepalive::{self, Datagram};
 use crate::metrics::Metrics;
 use crate::stream::{ConnCmd, Streams, CONN_QUEUE};
+use anyhow::Context as _;
+use rtc_daemon::writer::Order;
 use sip_proto::core::{
     Binding, CloseReason, Config as CoreConfig, Core, Credentials, Output, ProtocolCore, Stats,
 };
 use sip_proto::pike::{Pike, PikeConfig, PikeStats, Verdict};
 use sip_proto::txn::{ConnId, Peer, Transmit, Transport};
 use std::collections::{HashMap, HashSet};
-use std::future::poll_fn;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -38,18 +40,12 @@ use tracing::{debug, error, info, warn};
 
 /// Datagrams read from one socket before looking at anything else.
 const UDP_BURST: usize = 256;
-/// Events handled per turn before outputs are drained.
-const EVENT_BURST: usize = 256;
-/// Housekeeping period: pike expiry, metrics.
-const TICK: Duration = Duration::from_secs(1);
 /// Credentials are trusted this long before the database is asked again, so a password
 /// changed with `rtc-admin` takes effect without a reload (SIGHUP clears the cache).
 const CREDS_TTL: Duration = Duration::from_secs(30);
 /// Unknown users are remembered briefly, so guessing names cannot hammer the database.
 const UNKNOWN_TTL: Duration = Duration::from_secs(5);
 const CREDS_CACHE_MAX: usize = 100_000;
-/// On shutdown, how long to wait for the location writer to confirm what is queued.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Everything that reaches the core loop from other tasks.
 #[derive(Debug)]
@@ -76,22 +72,17 @@ pub enum Event {
         id: ConnId,
         reason: CloseReason,
     },
-    /// A credential lookup finished; `cache` is false when the database failed (an error
-    /// is not an answer worth remembering).
+    /// A credential lookup finished.
     Credentials {
         username: String,
         domain: String,
-        creds: Option<Credentials>,
-        cache: bool,
+        found: Result<Option<Credentials>, rtc_store::StoreError>,
     },
     /// Location batches committed (or not).
     Stored {
         ids: Vec<u64>,
         ok: bool,
     },
-    /// SIGHUP: new settings if the file still checks, and in any case forget cached
-    /// credentials.
-    Reload(Option<Box<(CoreConfig, PikeConfig)>>),
     /// Bindings re-read from the database (SIGHUP, after `rtc-admin sip ul ...`).
     Bindings(Vec<Binding>),
     /// An RFC 3263 lookup finished (`dns.rs`).
@@ -99,9 +90,11 @@ pub enum Event {
         id: u64,
         peers: Vec<Peer>,
     },
-    /// SIGTERM: finish what is being stored, then stop.
-    Shutdown,
 }
+
+/// SIGHUP: new settings if the file still checks; in any case cached credentials are
+/// forgotten.
+pub type Reload = Option<Box<(CoreConfig, PikeConfig)>>;
 
 /// What the core loop is started with.
 pub struct Setup {
@@ -114,40 +107,17 @@ pub struct Setup {
     pub lookups: mpsc::Sender<Lookup>,
     pub writer: mpsc::Sender<WriterCmd>,
     pub dns: mpsc::Sender<crate::dns::Query>,
-    pub events: mpsc::Receiver<Event>,
 }
 
-/// Runs the core loop on the calling thread until shutdown. `ready` is told once the core
-/// holds its bindings and the sockets are registered (or why that failed).
-pub fn run(setup: Setup, ready: std::sync::mpsc::Sender<Result<(), String>>) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            let _ = ready.send(Err(format!("core runtime: {e}")));
-            return;
-        }
-    };
-    rt.block_on(async move {
-        let mut events = setup.events;
+impl SipLoop {
+    /// Makes the loop on the core thread (the UDP sockets register with its runtime):
+    /// the core, holding the bindings read at start.
+    pub fn new(setup: Setup) -> anyhow::Result<SipLoop> {
         let mut udp = Vec::new();
         for s in setup.udp {
-            let local = match s.local_addr() {
-                Ok(a) => a,
-                Err(e) => {
-                    let _ = ready.send(Err(format!("UDP socket: {e}")));
-                    return;
-                }
-            };
-            match UdpSocket::from_std(s) {
-                Ok(sock) => udp.push(UdpListener { sock, local }),
-                Err(e) => {
-                    let _ = ready.send(Err(format!("UDP {local}: {e}")));
-                    return;
-                }
-            }
+            let local = s.local_addr().context("UDP socket")?;
+            let sock = UdpSocket::from_std(s).with_context(|| format!("UDP {local}"))?;
+            udp.push(UdpListener { sock, local });
         }
         let mut core = Core::new(setup.core, rand::random(), rand::random());
         core.set_wall_clock(Instant::now(), since_epoch());
@@ -156,10 +126,11 @@ pub fn run(setup: Setup, ready: std::sync::mpsc::Sender<Result<(), String>>) {
             core.load_binding(b);
         }
         info!("{count} contact bindings loaded");
-        let mut cl = CoreLoop {
+        Ok(SipLoop {
             core,
             pike: Pike::new(setup.pike),
             udp,
+            udp_start: 0,
             conns: HashMap::new(),
             by_addr: HashMap::new(),
             streams: setup.streams,
@@ -174,10 +145,8 @@ pub fn run(setup: Setup, ready: std::sync::mpsc::Sender<Result<(), String>>) {
             pike_published: PikeStats::default(),
             buf: vec![0u8; 65536],
             now: Instant::now(),
-        };
-        let _ = ready.send(Ok(()));
-        cl.run(&mut events).await;
-    });
+        })
+    }
 }
 
 struct UdpListener {
@@ -194,10 +163,12 @@ struct Conn {
     tx: mpsc::Sender<ConnCmd>,
 }
 
-struct CoreLoop {
+pub struct SipLoop {
     core: Core,
     pike: Pike,
     udp: Vec<UdpListener>,
+    /// The UDP socket looked at first next time, so a busy one does not hide the others.
+    udp_start: usize,
     conns: HashMap<ConnId, Conn>,
     /// Connections by transport and peer address, so a message for a destination without
     /// a connection id reuses an open connection (RFC 3261 section 18.1.1) instead of
@@ -220,76 +191,76 @@ struct CoreLoop {
     now: Instant,
 }
 
-impl CoreLoop {
-    async fn run(&mut self, events: &mut mpsc::Receiver<Event>) {
-        let mut next_tick = Instant::now() + TICK;
-        let mut udp_start = 0usize;
-        let mut shutdown_by: Option<Instant> = None;
-        loop {
-            let wake = self
-                .core
-                .poll_timeout()
-                .map_or(next_tick, |t| t.min(next_tick));
-            let reading = shutdown_by.is_none();
-            tokio::select! {
-                ev = events.recv() => {
-                    self.clock();
-                    let Some(ev) = ev else { break };
-                    let mut next = Some(ev);
-                    let mut handled = 0;
-                    while let Some(ev) = next.take() {
-                        if matches!(ev, Event::Shutdown) {
-                            if shutdown_by.is_none() {
-                                info!("shutting down: {} location changes to commit", self.outstanding);
-                                shutdown_by = Some(self.now + SHUTDOWN_GRACE);
-                            }
-                        } else {
-                            self.event(ev, shutdown_by.is_some());
-                        }
-                        handled += 1;
-                        if handled < EVENT_BURST {
-                            next = events.try_recv().ok();
-                        }
-                    }
-                }
-                i = udp_readable(&self.udp, udp_start), if reading => {
-                    udp_start = (i + 1) % self.udp.len().max(1);
-                    self.clock();
-                    self.udp_burst(i);
-                }
-                () = tokio::time::sleep_until(wake.into()) => {
-                    self.clock();
-                }
-            }
-            if self.core.poll_timeout().is_some_and(|t| t <= self.now) {
-                self.core.handle_timeout(self.now);
-            }
-            if self.now >= next_tick {
-                next_tick = self.now + TICK;
-                self.housekeeping();
-            }
-            self.drain();
-            if let Some(by) = shutdown_by {
-                if self.outstanding == 0 {
-                    break;
-                }
-                if self.now >= by {
-                    warn!(
-                        "shutting down with {} location changes unconfirmed",
-                        self.outstanding
-                    );
-                    break;
-                }
+impl rtc_daemon::core::CoreLoop for SipLoop {
+    type Event = Event;
+    type Reload = Reload;
+
+    fn clock(&mut self) -> Instant {
+        self.now = Instant::now();
+        self.now
+    }
+
+    fn handle_event(&mut self, ev: Event, shutting_down: bool) {
+        self.event(ev, shutting_down);
+    }
+
+    fn reload(&mut self, settings: Reload) {
+        self.creds.clear();
+        if let Some(settings) = settings {
+            let (core, pike) = *settings;
+            self.core.update_config(core);
+            self.pike.update_config(pike);
+            info!("configuration reloaded");
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        info!(
+            "shutting down: {} location changes to commit",
+            self.outstanding
+        );
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.core.poll_timeout()
+    }
+
+    fn handle_timeout(&mut self) {
+        self.core.handle_timeout(self.now);
+    }
+
+    fn housekeeping(&mut self) {
+        self.every_second();
+    }
+
+    fn drain(&mut self) {
+        self.drain_output();
+    }
+
+    fn outstanding(&self) -> usize {
+        self.outstanding
+    }
+
+    /// A readable UDP socket, looking at them in turn from `udp_start`. An error is ready
+    /// too: `try_recv_from` reports it.
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<usize> {
+        let n = self.udp.len();
+        for k in 0..n {
+            let i = (self.udp_start + k) % n;
+            if self.udp[i].sock.poll_recv_ready(cx).is_ready() {
+                return Poll::Ready(i);
             }
         }
-        self.drain();
-        self.housekeeping();
+        Poll::Pending
     }
 
-    fn clock(&mut self) {
-        self.now = Instant::now();
+    fn read_ready(&mut self, i: usize) {
+        self.udp_start = (i + 1) % self.udp.len().max(1);
+        self.udp_burst(i);
     }
+}
 
+impl SipLoop {
     /// Reads up to [`UDP_BURST`] datagrams from socket `i`.
     fn udp_burst(&mut self, i: usize) {
         let mut buf = std::mem::take(&mut self.buf);
@@ -430,11 +401,21 @@ impl CoreLoop {
             Event::Credentials {
                 username,
                 domain,
-                creds,
-                cache,
+                found,
             } => {
                 let key = (username, domain);
                 self.pending_lookups.remove(&key);
+                // A database failure is logged as one and not cached (an error is not an
+                // answer worth remembering); the core hears "no credentials" and answers
+                // as for an unknown user.
+                let cache = found.is_ok();
+                let creds = match found {
+                    Ok(c) => c,
+                    Err(e) => {
+                        warn!("credentials of {}@{}: database error: {e}", key.0, key.1);
+                        None
+                    }
+                };
                 if cache {
                     if self.creds.len() >= CREDS_CACHE_MAX {
                         // Bounded without bookkeeping: start over (entries are refetched).
@@ -451,15 +432,6 @@ impl CoreLoop {
                     self.core.handle_stored(self.now, id, ok);
                 }
             }
-            Event::Reload(settings) => {
-                self.creds.clear();
-                if let Some(settings) = settings {
-                    let (core, pike) = *settings;
-                    self.core.update_config(core);
-                    self.pike.update_config(pike);
-                    info!("configuration reloaded");
-                }
-            }
             Event::Bindings(bindings) => {
                 info!(
                     "{} contact bindings reloaded from the database",
@@ -468,12 +440,11 @@ impl CoreLoop {
                 self.core.reload_bindings(bindings);
             }
             Event::Resolved { id, peers } => self.core.handle_resolved(self.now, id, peers),
-            Event::Shutdown => {}
         }
     }
 
     /// Carries out everything the core asked for, including what answering it asks next.
-    fn drain(&mut self) {
+    fn drain_output(&mut self) {
         while let Some(out) = self.core.poll_output() {
             match out {
                 Output::Transmit(t) => self.transmit(t),
@@ -500,7 +471,7 @@ impl CoreLoop {
                     }
                 }
                 Output::Store { id, ops } => {
-                    match self.writer.try_send(WriterCmd::Store { id, ops }) {
+                    match self.writer.try_send(WriterCmd::Store(Order { id, ops })) {
                         Ok(()) => self.outstanding += 1,
                         Err(e) => {
                             // The writer is far behind (or gone): fail this change now
@@ -628,7 +599,7 @@ impl CoreLoop {
 
     /// Opens an outgoing TCP connection and queues `data` on it.
     fn connect(&mut self, addr: SocketAddr, data: Vec<u8>) {
-        let Some(guard) = self.streams.acquire(None) else {
+        let Some(slot) = self.streams.acquire_outgoing() else {
             warn!("tcp-max-connections reached: cannot connect to {addr}");
             self.metrics.outgoing_failures.inc();
             return;
@@ -646,11 +617,11 @@ impl CoreLoop {
             },
         );
         self.by_addr.insert((Transport::Tcp, addr), id);
-        self.streams.connect(id, addr, guard, rx);
+        self.streams.connect(id, addr, slot, rx);
     }
 
     /// Once a second: the core's wall clock, pike expiry and metrics.
-    fn housekeeping(&mut self) {
+    fn every_second(&mut self) {
         // The core's calendar time (binding expiries, nonces) follows a clock step within
         // a second.
         self.core.set_wall_clock(self.now, since_epoch());
@@ -672,23 +643,6 @@ impl CoreLoop {
         self.metrics.publish_pike(&self.pike_published, &pike);
         self.pike_published = pike;
     }
-}
-
-/// Resolves with the index of a UDP socket that is readable, looking at them in turn from
-/// `start` so that a busy one does not hide the others. Pending forever with no sockets.
-async fn udp_readable(socks: &[UdpListener], start: usize) -> usize {
-    poll_fn(|cx| {
-        let n = socks.len();
-        for k in 0..n {
-            let i = (start + k) % n;
-            // An error is ready too: `try_recv_from` reports it.
-            if socks[i].sock.poll_recv_ready(cx).is_ready() {
-                return Poll::Ready(i);
-            }
-        }
-        Poll::Pending
-    })
-    .await
 }
 
 /// The system clock as time since the Unix epoch (zero if it reads earlier).

@@ -4,21 +4,20 @@
 //! - [`credentials_task`] answers [`Output::FetchCredentials`](sip_proto::core::Output)
 //!   lookups from Kamailio's `subscriber` table, a bounded number at a time; the core loop
 //!   caches the answers.
-//! - [`location_writer`] makes binding changes durable with group commit: it takes every
-//!   order waiting in its queue (up to [`MAX_BATCH_OPS`] changes), applies them in ONE
-//!   transaction (one commit, one sync) and reports each order back, so the core releases
-//!   the REGISTERs' 200 OKs only for what is on disk. Under load, batches grow by
-//!   themselves: while one commits, the next one queues. The same task re-reads the table
-//!   on SIGHUP (after committing what was queued before) and purges expired rows.
+//! - the location writer ([`spawn_location_writer`], `rtc_daemon::writer`) makes binding
+//!   changes durable with group commit (up to [`MAX_BATCH_OPS`] changes in ONE
+//!   transaction), so the core releases the REGISTERs' 200 OKs only for what is on disk.
+//!   The same task re-reads the table on SIGHUP (after committing what was queued before)
+//!   and purges expired rows.
 
 use crate::core_loop::{unix_now, Event};
 use crate::metrics::Metrics;
-use rtc_store::{LocationOp, LocationRow, SipCredentials, Store};
+use rtc_daemon::writer::{self, Backend};
+use rtc_store::{LocationOp, LocationRow, SipCredentials, Store, StoreError};
 use sip_proto::core::{Binding, BindingOp, Credentials};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Semaphore};
-use tracing::{error, info, warn};
+use tokio::sync::mpsc;
+use tracing::error;
 
 /// Changes committed in one transaction at most.
 pub const MAX_BATCH_OPS: usize = 1000;
@@ -37,51 +36,37 @@ pub struct Lookup {
     pub domain: String,
 }
 
-/// Work for the location writer.
+/// Commit what is queued before this, then re-read every binding ([`Event::Bindings`]).
 #[derive(Debug)]
-pub enum WriterCmd {
-    /// Make `ops` durable and answer [`Event::Stored`] with `id`.
-    Store { id: u64, ops: Vec<BindingOp> },
-    /// Commit what is queued before this, then re-read every binding ([`Event::Bindings`]).
-    ReloadBindings,
+pub struct ReloadBindings;
+
+/// Work for the location writer: a [`Store`](sip_proto::core::Output::Store) order, made
+/// durable and answered with [`Event::Stored`], or [`ReloadBindings`].
+pub type WriterCmd = writer::Cmd<BindingOp, ReloadBindings>;
+
+/// What the database tasks share.
+pub type Db = rtc_daemon::lookup::Db<Store, Event, Metrics>;
+
+/// Serves credential lookups until the queue closes, [`LOOKUP_CONCURRENCY`] at a time.
+pub async fn credentials_task(db: Db, rx: mpsc::Receiver<Lookup>) {
+    rtc_daemon::lookup::serve(rx, LOOKUP_CONCURRENCY, db, credentials).await
 }
 
-/// Serves credential lookups until the queue closes.
-pub async fn credentials_task(
-    store: Store,
-    mut rx: mpsc::Receiver<Lookup>,
-    events: mpsc::Sender<Event>,
-    metrics: Arc<Metrics>,
-) {
-    let permits = Arc::new(Semaphore::new(LOOKUP_CONCURRENCY));
-    while let Some(req) = rx.recv().await {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let store = store.clone();
-        let events = events.clone();
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            metrics.db_lookups.inc();
-            let (creds, cache) = match store.sip().credentials(&req.username, &req.domain).await {
-                Ok(c) => (c.map(core_credentials), true),
-                Err(e) => {
-                    warn!("credentials of {}@{}: {e}", req.username, req.domain);
-                    metrics.db_errors.inc();
-                    (None, false)
-                }
-            };
-            let _ = events
-                .send(Event::Credentials {
-                    username: req.username,
-                    domain: req.domain,
-                    creds,
-                    cache,
-                })
-                .await;
-        });
+/// One lookup. A database failure is answered as one, never as "no such subscriber".
+async fn credentials(db: Db, req: Lookup) {
+    db.metrics.db_lookups.inc();
+    let found = db.store.sip().credentials(&req.username, &req.domain).await;
+    if found.is_err() {
+        db.metrics.db_errors.inc();
     }
+    let _ = db
+        .events
+        .send(Event::Credentials {
+            username: req.username,
+            domain: req.domain,
+            found: found.map(|c| c.map(core_credentials)),
+        })
+        .await;
 }
 
 /// What the core checks digests with. `ha1b` (for clients that put `user@domain` in the
@@ -93,120 +78,70 @@ fn core_credentials(c: SipCredentials) -> Credentials {
     }
 }
 
-/// Commits location changes in batches until every sender is gone and the queue is empty:
-/// on shutdown, everything queued is committed before this returns.
-pub async fn location_writer(
-    store: Store,
-    mut rx: mpsc::Receiver<WriterCmd>,
-    events: mpsc::Sender<Event>,
-    metrics: Arc<Metrics>,
-) {
-    let mut purge = tokio::time::interval(PURGE_EVERY);
-    purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick is immediate; start-up has just purged.
-    purge.tick().await;
-    loop {
-        let first = tokio::select! {
-            cmd = rx.recv() => match cmd {
-                Some(cmd) => cmd,
-                None => break,
-            },
-            _ = purge.tick() => {
-                let ops = [LocationOp::PurgeExpired { now_unix: unix_now() }];
-                apply(&store, &ops, &metrics).await;
-                continue;
+/// Starts the location writer: binding changes group-committed to Kamailio's `location`
+/// table (see `rtc_daemon::writer`), expired rows purged every [`PURGE_EVERY`], bindings
+/// re-read on [`ReloadBindings`]. It ends once every sender is gone and the queue is
+/// committed.
+pub fn spawn_location_writer(
+    db: Db,
+    queue: usize,
+) -> (mpsc::Sender<WriterCmd>, writer::WriterTask) {
+    let config = writer::Config {
+        name: "location writer",
+        max_batch: MAX_BATCH_OPS,
+        period: Some(PURGE_EVERY),
+        metrics: writer::Metrics {
+            batches: db.metrics.db_batches.clone(),
+            rows: Some(db.metrics.db_batch_ops.clone()),
+            errors: db.metrics.db_errors.clone(),
+        },
+    };
+    let report = writer::Report {
+        events: db.events.clone(),
+        stored: |ids, ok| Event::Stored { ids, ok },
+    };
+    writer::spawn(Locations(db), queue, config, report)
+}
+
+/// The location writer's side of `rtc_daemon::writer`.
+struct Locations(Db);
+
+impl Backend for Locations {
+    type Op = BindingOp;
+    type Row = LocationOp;
+    type Barrier = ReloadBindings;
+    type Error = StoreError;
+
+    fn row(op: BindingOp) -> LocationOp {
+        location_op(op)
+    }
+
+    async fn apply(&mut self, rows: &[LocationOp]) -> Result<(), StoreError> {
+        self.0.store.sip().apply_location_batch(rows).await
+    }
+
+    async fn barrier(&mut self, _: ReloadBindings) {
+        match self.0.store.sip().load_locations().await {
+            Ok(rows) => {
+                let now = unix_now();
+                let bindings = rows
+                    .into_iter()
+                    .filter(|r| r.is_live(now))
+                    .map(binding_from_row)
+                    .collect();
+                let _ = self.0.events.send(Event::Bindings(bindings)).await;
             }
-        };
-        let mut batch = Batch::default();
-        let mut reload = false;
-        let mut next = Some(first);
-        while let Some(cmd) = next.take() {
-            match cmd {
-                WriterCmd::Store { id, ops } => batch.push(id, ops),
-                WriterCmd::ReloadBindings => {
-                    reload = true;
-                    break;
-                }
-            }
-            if batch.ops.len() >= MAX_BATCH_OPS {
-                break;
-            }
-            next = rx.try_recv().ok();
-        }
-        batch.commit(&store, &events, &metrics).await;
-        if reload {
-            match store.sip().load_locations().await {
-                Ok(rows) => {
-                    let now = unix_now();
-                    let bindings = rows
-                        .into_iter()
-                        .filter(|r| r.is_live(now))
-                        .map(binding_from_row)
-                        .collect();
-                    let _ = events.send(Event::Bindings(bindings)).await;
-                }
-                Err(e) => {
-                    error!("reloading bindings: {e}; keeping the ones in memory");
-                    metrics.db_errors.inc();
-                }
+            Err(e) => {
+                error!("reloading bindings: {e}; keeping the ones in memory");
+                self.0.metrics.db_errors.inc();
             }
         }
     }
-    info!("location writer: every queued change is committed");
-}
 
-/// Orders gathered for one transaction.
-#[derive(Default)]
-struct Batch {
-    /// Each order's id and how many of `ops` are its.
-    orders: Vec<(u64, usize)>,
-    ops: Vec<LocationOp>,
-}
-
-impl Batch {
-    fn push(&mut self, id: u64, ops: Vec<BindingOp>) {
-        self.orders.push((id, ops.len()));
-        self.ops.extend(ops.into_iter().map(location_op));
-    }
-
-    async fn commit(self, store: &Store, events: &mpsc::Sender<Event>, metrics: &Metrics) {
-        if self.orders.is_empty() {
-            return;
-        }
-        let ok = apply(store, &self.ops, metrics).await;
-        if ok || self.orders.len() == 1 {
-            let ids = self.orders.iter().map(|(id, _)| *id).collect();
-            let _ = events.send(Event::Stored { ids, ok }).await;
-            return;
-        }
-        // One bad order (a value the database refuses) must not fail the REGISTERs that
-        // happened to share its transaction: retry each order alone.
-        warn!(
-            "retrying {} location changes one REGISTER at a time",
-            self.orders.len()
-        );
-        let mut start = 0;
-        for (id, len) in self.orders {
-            let ok = apply(store, &self.ops[start..start + len], metrics).await;
-            start += len;
-            let _ = events.send(Event::Stored { ids: vec![id], ok }).await;
-        }
-    }
-}
-
-/// One transaction; errors are logged and counted.
-async fn apply(store: &Store, ops: &[LocationOp], metrics: &Metrics) -> bool {
-    match store.sip().apply_location_batch(ops).await {
-        Ok(()) => {
-            metrics.db_batches.inc();
-            metrics.db_batch_ops.add(ops.len() as u64);
-            true
-        }
-        Err(e) => {
-            error!("{e}");
-            metrics.db_errors.inc();
-            false
-        }
+    fn periodic(&mut self) -> Vec<LocationOp> {
+        vec![LocationOp::PurgeExpired {
+            now_unix: unix_now(),
+        }]
     }
 }
 

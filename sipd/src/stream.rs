@@ -20,19 +20,19 @@
 use crate::config::StreamLimits;
 use crate::core_loop::Event;
 use crate::metrics::Metrics;
+use rtc_daemon::limiter::{tls_handshake, ConnLimiter, ConnSlot};
 use sip_proto::core::CloseReason;
 use sip_proto::message::{error_response, frame, Frame, Limits, ParseError};
 use sip_proto::txn::{ConnId, Transport};
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
-use tracing::{debug, warn};
+use tracing::debug;
 
 /// Messages queued for one connection before further ones are dropped (as a full UDP
 /// socket buffer would); the transaction layer retransmits what matters.
@@ -58,34 +58,7 @@ pub struct Streams {
     pub metrics: Arc<Metrics>,
     next_id: AtomicU64,
     limits: RwLock<StreamLimits>,
-    total: AtomicUsize,
-    per_ip: Mutex<HashMap<IpAddr, u32>>,
-}
-
-/// One connection slot; released on drop.
-pub struct ConnGuard {
-    streams: Arc<Streams>,
-    ip: Option<IpAddr>,
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.streams.total.fetch_sub(1, Ordering::Relaxed);
-        self.streams.metrics.tcp_connections.dec();
-        if let Some(ip) = self.ip {
-            let mut map = self
-                .streams
-                .per_ip
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if let Some(n) = map.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&ip);
-                }
-            }
-        }
-    }
+    limiter: Arc<ConnLimiter>,
 }
 
 impl Streams {
@@ -95,14 +68,14 @@ impl Streams {
         metrics: Arc<Metrics>,
         limits: StreamLimits,
     ) -> Arc<Streams> {
+        let limiter = ConnLimiter::new(limits.conns(), Some(metrics.tcp_connections.clone()));
         Arc::new(Streams {
             io,
             events,
             metrics,
             next_id: AtomicU64::new(1),
             limits: RwLock::new(limits),
-            total: AtomicUsize::new(0),
-            per_ip: Mutex::new(HashMap::new()),
+            limiter,
         })
     }
 
@@ -112,6 +85,7 @@ impl Streams {
 
     /// New limits (SIGHUP); connections already open keep the idle lifetime they had.
     pub fn set_limits(&self, limits: StreamLimits) {
+        self.limiter.set_limits(limits.conns());
         *self.limits.write().unwrap_or_else(PoisonError::into_inner) = limits;
     }
 
@@ -119,33 +93,9 @@ impl Streams {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// A slot for one more connection (`inbound_from`: the peer's address, counted against
-    /// the per-address limit), or `None` at a limit.
-    pub fn acquire(self: &Arc<Self>, inbound_from: Option<IpAddr>) -> Option<ConnGuard> {
-        let limits = self.limits();
-        if let Some(ip) = inbound_from {
-            let mut map = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
-            let n = map.entry(ip).or_insert(0);
-            if limits.max_connections_per_ip > 0 && *n >= limits.max_connections_per_ip {
-                return None;
-            }
-            if self.total.fetch_add(1, Ordering::Relaxed) >= limits.max_connections {
-                self.total.fetch_sub(1, Ordering::Relaxed);
-                if *n == 0 {
-                    map.remove(&ip);
-                }
-                return None;
-            }
-            *n += 1;
-        } else if self.total.fetch_add(1, Ordering::Relaxed) >= limits.max_connections {
-            self.total.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        self.metrics.tcp_connections.inc();
-        Some(ConnGuard {
-            streams: self.clone(),
-            ip: inbound_from,
-        })
+    /// A slot for one more outgoing connection, or `None` at `tcp-max-connections`.
+    pub fn acquire_outgoing(&self) -> Option<ConnSlot> {
+        self.limiter.acquire(None)
     }
 
     /// Opens an outgoing TCP connection for the core loop, which has already registered
@@ -154,12 +104,12 @@ impl Streams {
         self: &Arc<Self>,
         id: ConnId,
         addr: SocketAddr,
-        guard: ConnGuard,
+        slot: ConnSlot,
         rx: mpsc::Receiver<ConnCmd>,
     ) {
         let streams = self.clone();
         self.io.spawn(async move {
-            let _guard = guard;
+            let _slot = slot;
             let reason = match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
                 Ok(Ok(tcp)) => {
                     let _ = tcp.set_nodelay(true);
@@ -197,55 +147,28 @@ pub async fn accept_loop(
     tls: Option<tokio_rustls::TlsAcceptor>,
     streams: Arc<Streams>,
 ) {
-    let local = listener.local_addr().ok();
-    let listener = match TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            warn!("listener {local:?}: {e}");
-            return;
-        }
-    };
-    loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of descriptors, mostly: wait for connections to close.
-                warn!("accept on {local:?}: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Some(guard) = streams.acquire(Some(remote.ip())) else {
-            debug!("{remote}: connection refused (tcp-max-connections or per-address limit)");
-            streams.metrics.tcp_refused.inc();
-            continue;
-        };
+    let (limiter, refused) = (streams.limiter.clone(), streams.metrics.tcp_refused.clone());
+    rtc_daemon::limiter::accept_loop(listener, limiter, refused, move |tcp, remote, slot| {
         let streams = streams.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _guard = guard;
-            let _ = tcp.set_nodelay(true);
+            let _slot = slot;
             let Ok(local) = tcp.local_addr() else { return };
             match tls {
                 None => serve_inbound(tcp, Transport::Tcp, local, remote, &streams).await,
                 Some(acceptor) => {
-                    match timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => {
-                            serve_inbound(s, Transport::Tls, local, remote, &streams).await
-                        }
-                        Ok(Err(e)) => {
-                            streams.metrics.tls_failures.inc();
-                            debug!("{remote}: TLS handshake failed: {e}");
-                        }
-                        Err(_) => {
-                            streams.metrics.tls_failures.inc();
-                            debug!("{remote}: TLS handshake timed out");
-                        }
+                    let failures = &streams.metrics.tls_failures;
+                    let handshake = acceptor.accept(tcp);
+                    if let Some(s) =
+                        tls_handshake(handshake, TLS_HANDSHAKE_TIMEOUT, remote, failures).await
+                    {
+                        serve_inbound(s, Transport::Tls, local, remote, &streams).await
                     }
                 }
             }
         });
-    }
+    })
+    .await
 }
 
 /// Registers an accepted connection with the core loop, serves it, reports its end.

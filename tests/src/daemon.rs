@@ -1,11 +1,18 @@
 //! A daemon under test: config written to a directory, the real binary started with its
 //! output captured to a log file there, readiness awaited, killed on drop.
+//!
+//! [`Setup`] is what every daemon's builder (`turnd`, `sipd`, `xmppd` modules) holds, and
+//! [`builder_methods!`](crate::builder_methods) / [`running_methods!`](crate::running_methods)
+//! give the builders and the running daemons the methods they share, so each module keeps
+//! only what is its daemon's own.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tempfile::TempDir;
 
 /// How long a daemon may take to answer after being started.
 pub const READY_DEADLINE: Duration = Duration::from_secs(10);
@@ -31,10 +38,116 @@ pub enum Signal {
 pub const SIGHUP: Signal = Signal::Hup;
 pub const SIGTERM: Signal = Signal::Term;
 
+/// What a daemon's builder holds: the binary, a scratch directory (config, log, database,
+/// certificates), the settings as raw TOML values by key, and the `/metrics` port if any.
+#[derive(Debug)]
+pub struct Setup {
+    pub binary: PathBuf,
+    pub dir: TempDir,
+    pub settings: BTreeMap<String, String>,
+    pub prometheus: Option<u16>,
+}
+
+impl Setup {
+    /// A fresh directory named `{prefix}...` under the system's temporary directory.
+    pub fn new(binary: &Path, prefix: &str) -> Setup {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .expect("temporary directory");
+        Setup {
+            binary: binary.to_owned(),
+            dir,
+            settings: BTreeMap::new(),
+            prometheus: None,
+        }
+    }
+
+    /// The settings as TOML lines, `key = value`.
+    pub fn config_text(&self) -> String {
+        self.settings
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}\n"))
+            .collect()
+    }
+
+    /// Starts the binary on `config_text` with `--config`, waiting for `ready`.
+    pub fn start(&self, config_text: &str, ready: Ready) -> Daemon {
+        Daemon::start(
+            &self.binary,
+            &["--config", "{config}"],
+            config_text,
+            self.dir.path(),
+            ready,
+        )
+    }
+}
+
+/// The builder methods every daemon's builder shares (`set`, `unset`, `prometheus`,
+/// `dir`); the builder keeps its [`Setup`] in a field named `setup`. `$name` is the
+/// daemon's name, for the documentation.
+#[macro_export]
+macro_rules! builder_methods {
+    ($name:literal) => {
+        /// Sets `key` to `toml_value` (written as is: strings need their quotes).
+        pub fn set(mut self, key: &str, toml_value: &str) -> Self {
+            self.setup
+                .settings
+                .insert(key.to_string(), toml_value.to_string());
+            self
+        }
+
+        #[doc = concat!("Leaves `key` at ", $name, "'s default.")]
+        pub fn unset(mut self, key: &str) -> Self {
+            self.setup.settings.remove(key);
+            self
+        }
+
+        /// Serves `/metrics` on a free port.
+        pub fn prometheus(mut self) -> Self {
+            let port = $crate::ports::free_udp_tcp_port();
+            self.setup.prometheus = Some(port);
+            self.set("prometheus", "true")
+                .set("prometheus-port", &port.to_string())
+        }
+
+        /// The directory the config, log, database and certificates live in.
+        pub fn dir(&self) -> &std::path::Path {
+            self.setup.dir.path()
+        }
+    };
+}
+
+/// The methods every running daemon shares (`metrics`, `wait_metric`, `log`), for a struct
+/// with the fields `daemon: Daemon` and `prometheus: Option<u16>`.
+#[macro_export]
+macro_rules! running_methods {
+    () => {
+        /// The `/metrics` text.
+        pub fn metrics(&self) -> String {
+            $crate::metrics::scrape_local(self.prometheus)
+        }
+
+        /// Waits (the daemon publishes once a second) until `series` is at least `min`;
+        /// its value.
+        pub fn wait_metric(&self, series: &str, min: f64) -> f64 {
+            $crate::metrics::wait_at_least(self.prometheus, series, min)
+        }
+
+        pub fn log(&self) -> String {
+            self.daemon.log_contents()
+        }
+    };
+}
+
 /// A running daemon. Dropping it kills the process.
 #[derive(Debug)]
 pub struct Daemon {
     child: Child,
+    binary: PathBuf,
+    /// As given to [`Daemon::start`], `{config}` not yet replaced.
+    args: Vec<String>,
+    dir: PathBuf,
     config: PathBuf,
     log: PathBuf,
 }
@@ -59,7 +172,7 @@ impl Daemon {
         let out = File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
         let err = out.try_clone().expect("cloning the log file handle");
         let config_arg = config.to_string_lossy().into_owned();
-        let args: Vec<&str> = args
+        let argv: Vec<&str> = args
             .iter()
             .map(|a| {
                 if *a == "{config}" {
@@ -70,13 +183,20 @@ impl Daemon {
             })
             .collect();
         let child = Command::new(binary)
-            .args(&args)
+            .args(&argv)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        let mut daemon = Daemon { child, config, log };
+        let mut daemon = Daemon {
+            child,
+            binary: binary.to_owned(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            dir: dir.to_owned(),
+            config,
+            log,
+        };
         daemon.wait_ready(ready);
         daemon
     }
@@ -107,6 +227,17 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// `kill -9` (nothing flushed, nothing cleaned up), then the same binary again with the
+    /// same arguments, config file and directory; returns once `ready` holds. The log
+    /// starts over.
+    pub fn kill_and_restart(&mut self, ready: Ready) {
+        self.signal(Signal::Kill);
+        self.wait_exit(Duration::from_secs(5));
+        let config = std::fs::read_to_string(&self.config).expect("config");
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        *self = Daemon::start(&self.binary, &args, &config, &self.dir, ready);
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,8 +1,32 @@
 //! Reading a daemon's Prometheus text endpoint.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// [`scrape`] of a daemon on 127.0.0.1 at `port`, which must be set (the builder's
+/// `.prometheus()`).
+pub fn scrape_local(port: Option<u16>) -> String {
+    let port = port.expect("started without .prometheus()");
+    scrape(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+}
+
+/// Waits up to 5 s, scraping 127.0.0.1 at `port`, until `series` is at least `min`; its
+/// value. Panics with the last scrape otherwise.
+pub fn wait_at_least(port: Option<u16>, series: &str, min: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = scrape_local(port);
+        let v = value(&text, series);
+        if v.is_some_and(|v| v >= min) {
+            return v.unwrap_or_default();
+        }
+        if Instant::now() > deadline {
+            panic!("{series} never reached {min} (last {v:?}); metrics:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
 
 /// `GET /metrics` over plain HTTP/1.0; the body.
 pub fn scrape(addr: SocketAddr) -> String {

@@ -10,14 +10,13 @@
 //! assert!(answer.unwrap().starts_with("SIP/2.0 200"));
 //! ```
 
-use crate::daemon::{Daemon, Ready};
+use crate::daemon::{Daemon, Ready, Setup};
 use crate::ports::free_udp_tcp_port;
 use crate::tls::{self_signed_files, CertFiles};
 use crate::turnd::toml_string;
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tempfile::TempDir;
 
 /// The SIP domain (and digest realm) of the test server.
@@ -26,34 +25,19 @@ pub const DOMAIN: &str = "falcot.com";
 /// Settings for one sipd, as raw TOML values by key; see [`Sipd::builder`].
 #[derive(Debug)]
 pub struct SipdBuilder {
-    binary: PathBuf,
-    dir: TempDir,
-    settings: BTreeMap<String, String>,
+    setup: Setup,
     port: u16,
     tls_port: Option<u16>,
     tls: Option<CertFiles>,
-    prometheus: Option<u16>,
 }
 
 impl SipdBuilder {
-    /// Sets `key` to `toml_value` (written as is: strings need their quotes). Setting
-    /// `listen` replaces the sockets the builder would list.
-    pub fn set(mut self, key: &str, toml_value: &str) -> Self {
-        self.settings
-            .insert(key.to_string(), toml_value.to_string());
-        self
-    }
-
-    /// Leaves `key` at sipd's default.
-    pub fn unset(mut self, key: &str) -> Self {
-        self.settings.remove(key);
-        self
-    }
+    crate::builder_methods!("sipd");
 
     /// Adds a TLS listener on a free port with a fresh self-signed certificate for
     /// `localhost` and 127.0.0.1.
     pub fn tls(mut self) -> Self {
-        let files = self_signed_files(self.dir.path(), &["localhost", "127.0.0.1"]);
+        let files = self_signed_files(self.dir(), &["localhost", "127.0.0.1"]);
         self = self
             .set(
                 "tls-certificate",
@@ -68,49 +52,30 @@ impl SipdBuilder {
         self
     }
 
-    /// Serves `/metrics` on a free port.
-    pub fn prometheus(mut self) -> Self {
-        let port = free_udp_tcp_port();
-        self.prometheus = Some(port);
-        self.set("prometheus", "true")
-            .set("prometheus-port", &port.to_string())
-    }
-
-    /// The directory the config, log, database and certificates live in.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The config file text.
+    /// The config file text. Setting `listen` replaces the sockets the builder would list.
     pub fn config_text(&self) -> String {
-        let mut settings = self.settings.clone();
-        settings
-            .entry("listen".into())
-            .or_insert_with(|| listen_value(self.port, self.tls_port));
-        settings
-            .iter()
-            .map(|(k, v)| format!("{k} = {v}\n"))
-            .collect()
+        let mut text = self.setup.config_text();
+        if !self.setup.settings.contains_key("listen") {
+            text.push_str(&format!(
+                "listen = {}\n",
+                listen_value(self.port, self.tls_port)
+            ));
+        }
+        text
     }
 
     /// Starts the daemon and waits until its TCP socket accepts connections, which it does
     /// only once the core holds its bindings.
     pub fn start(self) -> Sipd {
-        let daemon = Daemon::start(
-            &self.binary,
-            &["--config", "{config}"],
-            &self.config_text(),
-            self.dir.path(),
-            Ready::TcpConnect(SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))),
-        );
+        let ready = Ready::TcpConnect(SocketAddr::from((Ipv4Addr::LOCALHOST, self.port)));
+        let daemon = self.setup.start(&self.config_text(), ready);
         Sipd {
-            binary: self.binary,
             daemon,
             port: self.port,
             tls_port: self.tls_port,
-            prometheus: self.prometheus,
+            prometheus: self.setup.prometheus,
             tls: self.tls,
-            dir: self.dir,
+            dir: self.setup.dir,
         }
     }
 }
@@ -130,7 +95,6 @@ fn listen_value(port: u16, tls_port: Option<u16>) -> String {
 /// A running sipd. Dropping it kills the daemon and removes its directory.
 #[derive(Debug)]
 pub struct Sipd {
-    binary: PathBuf,
     pub daemon: Daemon,
     /// UDP and TCP port.
     pub port: u16,
@@ -145,37 +109,23 @@ impl Sipd {
     /// Domain `falcot.com`, UDP and TCP on 127.0.0.1 on a free port, SQLite in the test's
     /// directory, pike at its default.
     pub fn builder(binary: &Path) -> SipdBuilder {
-        let dir = tempfile::Builder::new()
-            .prefix("sipd-test-")
-            .tempdir()
-            .expect("temporary directory");
         let b = SipdBuilder {
-            binary: binary.to_owned(),
-            dir,
-            settings: BTreeMap::new(),
+            setup: Setup::new(binary, "sipd-test-"),
             port: free_udp_tcp_port(),
             tls_port: None,
             tls: None,
-            prometheus: None,
         };
         b.set("domain", &format!("[{}]", toml_string(DOMAIN)))
             .set("db-url", &toml_string("sipd.sqlite"))
             .set("log-level", &toml_string("info"))
     }
 
+    crate::running_methods!();
+
     /// `kill -9` (nothing flushed, nothing cleaned up), then the same binary again on the
     /// same config, database and ports; returns once it is ready.
     pub fn kill_and_restart(&mut self) {
-        self.daemon.signal(crate::daemon::Signal::Kill);
-        self.daemon.wait_exit(Duration::from_secs(5));
-        let config = std::fs::read_to_string(self.daemon.config_path()).expect("config");
-        self.daemon = Daemon::start(
-            &self.binary,
-            &["--config", "{config}"],
-            &config,
-            self.dir.path(),
-            Ready::TcpConnect(self.addr()),
-        );
+        self.daemon.kill_and_restart(Ready::TcpConnect(self.addr()));
     }
 
     /// The UDP and TCP address.
@@ -191,33 +141,6 @@ impl Sipd {
     /// The SQLite database file.
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("sipd.sqlite")
-    }
-
-    /// The `/metrics` text.
-    pub fn metrics(&self) -> String {
-        let port = self.prometheus.expect("started without .prometheus()");
-        crate::metrics::scrape(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
-    }
-
-    /// Waits (the core publishes once a second) until `series` is at least `min`; its
-    /// value.
-    pub fn wait_metric(&self, series: &str, min: f64) -> f64 {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let text = self.metrics();
-            let v = crate::metrics::value(&text, series);
-            if v.is_some_and(|v| v >= min) {
-                return v.unwrap_or_default();
-            }
-            if Instant::now() > deadline {
-                panic!("{series} never reached {min} (last {v:?}); metrics:\n{text}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    pub fn log(&self) -> String {
-        self.daemon.log_contents()
     }
 }
 

@@ -7,13 +7,12 @@
 //! client.allocate("roland", "secret").unwrap();
 //! ```
 
-use crate::daemon::{Daemon, Ready};
+use crate::daemon::{Daemon, Ready, Setup};
 use crate::ports::{free_port_range, free_udp_tcp_port};
 use crate::tls::{self_signed_files, CertFiles};
 use crate::tool::Background;
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -27,30 +26,16 @@ const RELAY_PORTS: u16 = 200;
 /// Settings for one turnd, as raw TOML values by key; see [`Turnd::builder`].
 #[derive(Debug)]
 pub struct TurndBuilder {
-    binary: PathBuf,
-    dir: TempDir,
-    settings: BTreeMap<String, String>,
+    setup: Setup,
     tls: Option<CertFiles>,
-    prometheus: Option<u16>,
 }
 
 impl TurndBuilder {
-    /// Sets `key` to `toml_value` (written as is: strings need their quotes).
-    pub fn set(mut self, key: &str, toml_value: &str) -> Self {
-        self.settings
-            .insert(key.to_string(), toml_value.to_string());
-        self
-    }
-
-    /// Leaves `key` at turnd's default.
-    pub fn unset(mut self, key: &str) -> Self {
-        self.settings.remove(key);
-        self
-    }
+    crate::builder_methods!("turnd");
 
     /// Serves TLS on a free port with a fresh self-signed certificate for `localhost`.
     pub fn tls(mut self) -> Self {
-        let files = self_signed_files(self.dir.path(), &["localhost", "127.0.0.1"]);
+        let files = self_signed_files(self.dir(), &["localhost", "127.0.0.1"]);
         self = self
             .set("cert", &toml_string(&files.cert.to_string_lossy()))
             .set("pkey", &toml_string(&files.key.to_string_lossy()));
@@ -58,49 +43,27 @@ impl TurndBuilder {
         self
     }
 
-    /// Serves `/metrics` on a free port.
-    pub fn prometheus(mut self) -> Self {
-        let port = free_udp_tcp_port();
-        self.prometheus = Some(port);
-        self.set("prometheus", "true")
-            .set("prometheus-port", &port.to_string())
-    }
-
-    /// The directory the config, log and certificates live in.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// The config file text.
     pub fn config_text(&self) -> String {
-        self.settings
-            .iter()
-            .map(|(k, v)| format!("{k} = {v}\n"))
-            .collect()
+        self.setup.config_text()
     }
 
     pub fn start(self) -> Turnd {
-        let port: u16 = self.settings["listening-port"]
+        let port: u16 = self.setup.settings["listening-port"]
             .parse()
             .expect("listening-port is a number");
-        let tls_port: u16 = self.settings["tls-listening-port"]
+        let tls_port: u16 = self.setup.settings["tls-listening-port"]
             .parse()
             .expect("tls-listening-port is a number");
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let daemon = Daemon::start(
-            &self.binary,
-            &["--config", "{config}"],
-            &self.config_text(),
-            self.dir.path(),
-            Ready::StunUdp(addr),
-        );
+        let daemon = self.setup.start(&self.config_text(), Ready::StunUdp(addr));
         Turnd {
             daemon,
             port,
             tls_port,
-            prometheus: self.prometheus,
+            prometheus: self.setup.prometheus,
             tls: self.tls,
-            dir: self.dir,
+            dir: self.setup.dir,
         }
     }
 }
@@ -131,17 +94,10 @@ impl Turnd {
     /// loopback, which turnd refuses as a peer by default (RFC 8656 §21: a relay must not
     /// give access to the server's own host). Refusal tests `unset` it.
     pub fn builder(binary: &Path) -> TurndBuilder {
-        let dir = tempfile::Builder::new()
-            .prefix("turnd-test-")
-            .tempdir()
-            .expect("temporary directory");
         let (min, max) = free_port_range(RELAY_PORTS);
         let b = TurndBuilder {
-            binary: binary.to_owned(),
-            dir,
-            settings: BTreeMap::new(),
+            setup: Setup::new(binary, "turnd-test-"),
             tls: None,
-            prometheus: None,
         };
         b.set("listening-port", &free_udp_tcp_port().to_string())
             .set("tls-listening-port", &free_udp_tcp_port().to_string())
@@ -160,38 +116,14 @@ impl Turnd {
             .set("log-level", &toml_string("info"))
     }
 
+    crate::running_methods!();
+
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
     }
 
     pub fn tls_addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.tls_port))
-    }
-
-    /// The `/metrics` text.
-    pub fn metrics(&self) -> String {
-        let port = self.prometheus.expect("started without .prometheus()");
-        crate::metrics::scrape(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
-    }
-
-    /// Waits (shards publish once a second) until `series` is at least `min`; its value.
-    pub fn wait_metric(&self, series: &str, min: f64) -> f64 {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let text = self.metrics();
-            let v = crate::metrics::value(&text, series);
-            if v.is_some_and(|v| v >= min) {
-                return v.unwrap_or_default();
-            }
-            if Instant::now() > deadline {
-                panic!("{series} never reached {min} (last {v:?}); metrics:\n{text}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    pub fn log(&self) -> String {
-        self.daemon.log_contents()
     }
 }
 

@@ -12,7 +12,7 @@
 //! assert!(features.contains(rtc_tests::xmppd::NS_TLS));
 //! ```
 
-use crate::daemon::{Daemon, Ready};
+use crate::daemon::{Daemon, Ready, Setup};
 use crate::ports::free_udp_tcp_port;
 use crate::tls::{self_signed_files, CertFiles};
 use crate::tool::{run_tool, ToolOutput};
@@ -40,67 +40,36 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Settings for one xmppd, as raw TOML values by key; see [`Xmppd::builder`].
 #[derive(Debug)]
 pub struct XmppdBuilder {
-    binary: PathBuf,
-    dir: TempDir,
-    settings: BTreeMap<String, String>,
+    setup: Setup,
     port: u16,
     tls_port: u16,
-    prometheus: Option<u16>,
     /// Certificates of the host files written, by domain.
     certs: BTreeMap<String, CertFiles>,
 }
 
 impl XmppdBuilder {
-    /// Sets `key` of the main file to `toml_value` (written as is: strings need their
-    /// quotes).
-    pub fn set(mut self, key: &str, toml_value: &str) -> Self {
-        self.settings
-            .insert(key.to_string(), toml_value.to_string());
-        self
-    }
-
-    /// Leaves `key` at xmppd's default.
-    pub fn unset(mut self, key: &str) -> Self {
-        self.settings.remove(key);
-        self
-    }
+    crate::builder_methods!("xmppd");
 
     /// Another virtual host `domain` (with component `conference.<domain>`): its file
     /// and certificate written now, the file linked from vhosts-enabled if `enabled`.
     pub fn vhost(mut self, domain: &str, enabled: bool) -> Self {
-        let files = write_vhost(self.dir.path(), domain);
+        let files = write_vhost(self.dir(), domain);
         if enabled {
-            enable_vhost(self.dir.path(), domain);
+            enable_vhost(self.dir(), domain);
         }
         self.certs.insert(domain.to_string(), files);
         self
     }
 
-    /// Serves `/metrics` on a free port.
-    pub fn prometheus(mut self) -> Self {
-        let port = free_udp_tcp_port();
-        self.prometheus = Some(port);
-        self.set("prometheus", "true")
-            .set("prometheus-port", &port.to_string())
-    }
-
-    /// The directory the config, log, database, host files and certificates live in.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// The main file's text.
     pub fn config_text(&self) -> String {
-        self.settings
-            .iter()
-            .map(|(k, v)| format!("{k} = {v}\n"))
-            .collect()
+        self.setup.config_text()
     }
 
     /// Writes the main file as `daemon.toml` (where [`Daemon::start`] writes it too); its
     /// path. The host files are on disk already.
     fn write_main(&self) -> PathBuf {
-        let main = self.dir.path().join("daemon.toml");
+        let main = self.dir().join("daemon.toml");
         std::fs::write(&main, self.config_text()).expect("writing the main file");
         main
     }
@@ -111,7 +80,7 @@ impl XmppdBuilder {
         let main = self.write_main();
         let main = main.to_string_lossy().into_owned();
         run_tool(
-            &self.binary.to_string_lossy(),
+            &self.setup.binary.to_string_lossy(),
             &["--check-config", "--config", &main],
             CHECK_TIMEOUT,
         )
@@ -120,21 +89,15 @@ impl XmppdBuilder {
     /// Starts the daemon and waits until its STARTTLS port accepts connections, which it
     /// does only once the core runs.
     pub fn start(self) -> Xmppd {
-        let daemon = Daemon::start(
-            &self.binary,
-            &["--config", "{config}"],
-            &self.config_text(),
-            self.dir.path(),
-            Ready::TcpConnect(SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))),
-        );
+        let ready = Ready::TcpConnect(SocketAddr::from((Ipv4Addr::LOCALHOST, self.port)));
+        let daemon = self.setup.start(&self.config_text(), ready);
         Xmppd {
-            binary: self.binary,
             daemon,
             port: self.port,
             tls_port: self.tls_port,
-            prometheus: self.prometheus,
+            prometheus: self.setup.prometheus,
             certs: self.certs,
-            dir: self.dir,
+            dir: self.setup.dir,
         }
     }
 }
@@ -174,7 +137,6 @@ pub fn enable_vhost(dir: &Path, domain: &str) {
 /// A running xmppd. Dropping it kills the daemon and removes its directory.
 #[derive(Debug)]
 pub struct Xmppd {
-    binary: PathBuf,
     pub daemon: Daemon,
     /// STARTTLS port.
     pub port: u16,
@@ -191,19 +153,12 @@ impl Xmppd {
     /// Domain `falcot.com` (component `conference.falcot.com`) enabled, STARTTLS and
     /// direct TLS on 127.0.0.1 on free ports, SQLite in the test's directory.
     pub fn builder(binary: &Path) -> XmppdBuilder {
-        let dir = tempfile::Builder::new()
-            .prefix("xmppd-test-")
-            .tempdir()
-            .expect("temporary directory");
         let port = free_udp_tcp_port();
         let tls_port = free_udp_tcp_port();
         let b = XmppdBuilder {
-            binary: binary.to_owned(),
-            dir,
-            settings: BTreeMap::new(),
+            setup: Setup::new(binary, "xmppd-test-"),
             port,
             tls_port,
-            prometheus: None,
             certs: BTreeMap::new(),
         };
         b.vhost(DOMAIN, true)
@@ -214,19 +169,12 @@ impl Xmppd {
             .set("log-level", &toml_string("info"))
     }
 
+    crate::running_methods!();
+
     /// `kill -9` (nothing flushed, nothing cleaned up), then the same binary again on the
     /// same configuration, database and ports; returns once it is ready.
     pub fn kill_and_restart(&mut self) {
-        self.daemon.signal(crate::daemon::Signal::Kill);
-        self.daemon.wait_exit(Duration::from_secs(5));
-        let config = std::fs::read_to_string(self.daemon.config_path()).expect("config");
-        self.daemon = Daemon::start(
-            &self.binary,
-            &["--config", "{config}"],
-            &config,
-            self.dir.path(),
-            Ready::TcpConnect(self.addr()),
-        );
+        self.daemon.kill_and_restart(Ready::TcpConnect(self.addr()));
     }
 
     /// The STARTTLS address.
@@ -260,33 +208,6 @@ impl Xmppd {
     /// The SQLite database file.
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("xmppd.sqlite")
-    }
-
-    /// The `/metrics` text.
-    pub fn metrics(&self) -> String {
-        let port = self.prometheus.expect("started without .prometheus()");
-        crate::metrics::scrape(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
-    }
-
-    /// Waits (the core publishes once a second) until `series` is at least `min`; its
-    /// value.
-    pub fn wait_metric(&self, series: &str, min: f64) -> f64 {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let text = self.metrics();
-            let v = crate::metrics::value(&text, series);
-            if v.is_some_and(|v| v >= min) {
-                return v.unwrap_or_default();
-            }
-            if Instant::now() > deadline {
-                panic!("{series} never reached {min} (last {v:?}); metrics:\n{text}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    pub fn log(&self) -> String {
-        self.daemon.log_contents()
     }
 }
 

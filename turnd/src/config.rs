@@ -4,6 +4,7 @@
 //! key by key so every error names the file, the key and the problem.
 
 use rtc_config::{ConfigError, Problems};
+use rtc_daemon::settings::ShellSettings;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -143,6 +144,19 @@ pub struct Resolved {
     pub nonce_secret: Option<[u8; 32]>,
     pub config_allowed: Vec<IpRange>,
     pub config_denied: Vec<IpRange>,
+}
+
+impl Resolved {
+    /// The `/metrics` endpoint and log filter. turnd re-reads no file on SIGHUP (only
+    /// certificates and database settings), so all of its file's settings are static.
+    pub fn shell(&self) -> ShellSettings {
+        ShellSettings {
+            prometheus: self.file.prometheus,
+            prometheus_address: self.file.prometheus_address,
+            prometheus_port: self.file.prometheus_port,
+            log_level: self.file.log_level.clone(),
+        }
+    }
 }
 
 /// Loads and checks a config file with `TURND_*` overrides.

@@ -11,13 +11,14 @@ mod dtls;
 mod shard;
 mod shared;
 
-use clap::Parser;
+use anyhow::{anyhow, Context};
+use rtc_daemon::shell::{Request, Signals};
+use rtc_daemon::systemd::notify_or_warn;
 use shared::{db_task, Shared};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
 /// How often database-backed settings (REST secrets, realm quotas, peer lists) are re-read
@@ -26,60 +27,30 @@ const DB_REFRESH: Duration = Duration::from_secs(30);
 /// Key lookups waiting for the database before new ones are refused.
 const DB_QUEUE: usize = 1024;
 
-#[derive(Parser, Debug)]
-#[command(version, about = "TURN/STUN relay server (RFC 8489, RFC 8656)")]
-struct Cli {
-    /// Configuration file (TOML, coturn key names).
-    #[arg(short, long, default_value = config::DEFAULT_CONFIG, env = "TURND_CONFIG")]
-    config: PathBuf,
-    /// Check the configuration and exit: 0 if valid, 1 with file, key and reason if not.
-    #[arg(long)]
-    check_config: bool,
+const IDENTITY: rtc_daemon::cli::Identity = rtc_daemon::cli::Identity {
+    name: "turnd",
+    version: env!("CARGO_PKG_VERSION"),
+    about: "TURN/STUN relay server (RFC 8489, RFC 8656)",
+    config_help: "Configuration file (TOML, coturn key names)",
+    default_config: config::DEFAULT_CONFIG,
+    config_env: "TURND_CONFIG",
+};
+
+fn main() -> ExitCode {
+    rtc_daemon::cli::main(&IDENTITY, config::load, |r| r.file.log_level.clone(), run)
 }
 
-fn main() {
-    let cli = Cli::parse();
-    let resolved = match config::load(&cli.config) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("turnd: {e}");
-            std::process::exit(1);
-        }
-    };
-    if cli.check_config {
-        println!("{}: configuration is valid", cli.config.display());
-        return;
-    }
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| resolved.file.log_level.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_target(false)
-        // Colour only on a terminal: under systemd the journal would keep escape codes.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
-    if let Err(e) = run(resolved) {
-        error!("{e}");
-        std::process::exit(1);
-    }
-}
-
-fn run(r: config::Resolved) -> Result<(), String> {
-    let control = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
+fn run(r: config::Resolved) -> anyhow::Result<()> {
+    let control = rtc_daemon::shell::io_runtime("turnd")?;
     let cfg = r.file.clone();
 
     let store = match &r.store_url {
         Some(url) => Some(control.block_on(async {
             let s = rtc_store::Store::connect(url)
                 .await
-                .map_err(|e| format!("user database: {e}"))?;
-            s.migrate_turn()
-                .await
-                .map_err(|e| format!("user database: {e}"))?;
-            Ok::<_, String>(s)
+                .context("user database")?;
+            s.migrate_turn().await.context("user database")?;
+            anyhow::Ok(s)
         })?),
         None => None,
     };
@@ -87,7 +58,7 @@ fn run(r: config::Resolved) -> Result<(), String> {
     // One certificate serves TLS and DTLS; `no-tls` and `no-dtls` switch each off.
     let cert_store = match (&cfg.cert, &cfg.pkey) {
         (Some(c), Some(k)) if !(cfg.no_tls && cfg.no_dtls) => {
-            Some(rtc_tls::CertStore::load(c, k).map_err(|e| format!("TLS: {e}"))?)
+            Some(rtc_tls::CertStore::load(c, k).context("TLS")?)
         }
         _ => None,
     };
@@ -146,22 +117,22 @@ fn run(r: config::Resolved) -> Result<(), String> {
                 let addr = SocketAddr::new(*ip, *port);
                 if !cfg.no_udp {
                     l.udp
-                        .push(shard::listen_udp(addr).map_err(|e| format!("UDP {addr}: {e}"))?);
+                        .push(shard::listen_udp(addr).with_context(|| format!("UDP {addr}"))?);
                 }
                 if shard == 0 && !cfg.no_tcp && *port == cfg.listening_port {
                     l.tcp
-                        .push(shard::listen_tcp(addr).map_err(|e| format!("TCP {addr}: {e}"))?);
+                        .push(shard::listen_tcp(addr).with_context(|| format!("TCP {addr}"))?);
                 }
             }
             if dtls_on {
                 let addr = SocketAddr::new(*ip, cfg.tls_listening_port);
                 l.dtls
-                    .push(shard::listen_udp(addr).map_err(|e| format!("DTLS {addr}: {e}"))?);
+                    .push(shard::listen_udp(addr).with_context(|| format!("DTLS {addr}"))?);
             }
             if shard == 0 && shared.tls_acceptor().is_some() {
                 let addr = SocketAddr::new(*ip, cfg.tls_listening_port);
                 l.tls
-                    .push(shard::listen_tcp(addr).map_err(|e| format!("TLS {addr}: {e}"))?);
+                    .push(shard::listen_tcp(addr).with_context(|| format!("TLS {addr}"))?);
             }
         }
         per_shard.push(l);
@@ -171,19 +142,7 @@ fn run(r: config::Resolved) -> Result<(), String> {
         control.block_on(shared.refresh_from_db(store));
         control.spawn(db_task(store.clone(), shared.clone(), db_rx));
     }
-    if cfg.prometheus {
-        let addr = SocketAddr::new(cfg.prometheus_address, cfg.prometheus_port);
-        let listener = control
-            .block_on(tokio::net::TcpListener::bind(addr))
-            .map_err(|e| format!("prometheus {addr}: {e}"))?;
-        let registry = shared.metrics.registry.clone();
-        control.spawn(async move {
-            if let Err(e) = rtc_metrics::serve(listener, registry).await {
-                error!("metrics endpoint stopped: {e}");
-            }
-        });
-        info!("metrics on http://{addr}/metrics");
-    }
+    rtc_daemon::metrics::serve(&control, &r.shell(), shared.metrics.registry.clone())?;
 
     for (i, l) in per_shard.into_iter().enumerate() {
         let shared = shared.clone();
@@ -195,7 +154,7 @@ fn run(r: config::Resolved) -> Result<(), String> {
                     std::process::exit(1);
                 }
             })
-            .map_err(|e| format!("thread: {e}"))?;
+            .context("shard thread")?;
     }
     info!(
         "turnd listening on {:?} port {} (TLS {}), relays {:?}/{:?} ports {}-{}, realm `{}`, {} shards",
@@ -213,31 +172,19 @@ fn run(r: config::Resolved) -> Result<(), String> {
         cfg.realm,
         threads
     );
-    notify_ready();
+    notify_or_warn("READY=1");
 
     control.block_on(async move {
-        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let mut signals = Signals::new()?;
         let mut refresh = tokio::time::interval(DB_REFRESH);
         refresh.tick().await;
         loop {
             tokio::select! {
-                _ = hup.recv() => {
-                    info!("SIGHUP: reloading certificates and database settings");
-                    if let Some(c) = &cert_store {
-                        match c.reload() {
-                            Ok(()) => info!("certificate reloaded"),
-                            Err(e) => warn!("certificate reload failed, keeping the old one: {e}"),
-                        }
-                        if dtls_on {
-                            match dtls_identity(c) {
-                                Ok(id) => shared.set_dtls_identity(Some(id)),
-                                Err(e) => warn!("DTLS certificate reload failed: {e}"),
-                            }
-                        }
+                request = signals.next() => {
+                    if request == Request::Stop {
+                        break;
                     }
-                    shared.creds.clear();
+                    reload(&shared, cert_store.as_deref(), dtls_on);
                     if let Some(store) = &store {
                         shared.refresh_from_db(store).await;
                     }
@@ -247,27 +194,35 @@ fn run(r: config::Resolved) -> Result<(), String> {
                         shared.refresh_from_db(store).await;
                     }
                 }
-                _ = term.recv() => { info!("SIGTERM: exiting"); break; }
-                _ = int.recv() => { info!("SIGINT: exiting"); break; }
             }
         }
-        Ok::<(), String>(())
-    })?;
-    Ok(())
+        anyhow::Ok(())
+    })
+}
+
+/// SIGHUP: the certificate for new TLS and DTLS handshakes (sessions stay), and keys are
+/// looked up again. Database settings are re-read by the caller.
+fn reload(shared: &Shared, cert_store: Option<&rtc_tls::CertStore>, dtls_on: bool) {
+    if let Some(c) = cert_store {
+        match c.reload() {
+            Ok(()) => info!("certificate reloaded"),
+            Err(e) => warn!("certificate reload failed, keeping the old one: {e}"),
+        }
+        if dtls_on {
+            match dtls_identity(c) {
+                Ok(id) => shared.set_dtls_identity(Some(id)),
+                Err(e) => warn!("DTLS certificate reload failed: {e:#}"),
+            }
+        }
+    }
+    shared.creds.clear();
 }
 
 /// The DTLS certificate from the TLS one. `dimpl` signs with ECDSA only.
-fn dtls_identity(c: &rtc_tls::CertStore) -> Result<dtls::DtlsIdentity, String> {
+fn dtls_identity(c: &rtc_tls::CertStore) -> anyhow::Result<dtls::DtlsIdentity> {
     if c.current().key.algorithm() != rustls::SignatureAlgorithm::ECDSA {
-        return Err("the certificate's key is not ECDSA (DTLS needs P-256 or P-384)".into());
+        anyhow::bail!("the certificate's key is not ECDSA (DTLS needs P-256 or P-384)");
     }
-    let (cert, key) = c.leaf_and_key_der().map_err(|e| e.to_string())?;
-    dtls::DtlsIdentity::new(cert, key)
-}
-
-/// Tells systemd (`Type=notify`) that the daemon is ready, if it is watching.
-fn notify_ready() {
-    if let Err(e) = rtc_systemd::notify("READY=1") {
-        warn!("sd_notify: {e}");
-    }
+    let (cert, key) = c.leaf_and_key_der()?;
+    dtls::DtlsIdentity::new(cert, key).map_err(|e| anyhow!(e))
 }

@@ -4,6 +4,7 @@
 use crate::config::Resolved;
 use crate::shard::PortPool;
 use rtc_auth::turn::StoredKey;
+use rtc_daemon::limiter::ConnLimiter;
 use rtc_metrics::{Counter, Gauge, Registry};
 use rtc_store::Store;
 use std::collections::HashMap;
@@ -69,56 +70,6 @@ impl CredCache {
 
     pub fn clear(&self) {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-}
-
-/// Concurrent stream connections per source address.
-#[derive(Debug)]
-pub struct ConnLimit {
-    max: u32,
-    map: Mutex<HashMap<IpAddr, u32>>,
-}
-
-/// Holds one connection slot; released on drop.
-pub struct ConnGuard {
-    limit: Arc<ConnLimit>,
-    ip: IpAddr,
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        let mut map = self.limit.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
-
-impl ConnLimit {
-    pub fn new(max: u32) -> Arc<ConnLimit> {
-        Arc::new(ConnLimit {
-            max,
-            map: Mutex::new(HashMap::new()),
-        })
-    }
-}
-
-impl ConnLimit {
-    /// A slot for one more connection from `ip`, or `None` at the limit.
-    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnGuard> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(ip).or_insert(0);
-        if self.max > 0 && *n >= self.max {
-            return None;
-        }
-        *n += 1;
-        Some(ConnGuard {
-            limit: self.clone(),
-            ip,
-        })
     }
 }
 
@@ -252,7 +203,8 @@ pub struct Shared {
     pub ports: PortPool,
     pub creds: CredCache,
     pub db: Option<mpsc::Sender<DbRequest>>,
-    pub conn_limit: Arc<ConnLimit>,
+    /// Concurrent stream connections per source address.
+    pub conn_limit: Arc<ConnLimiter>,
     pub metrics: Metrics,
     tls: RwLock<Option<tokio_rustls::TlsAcceptor>>,
     dtls: RwLock<Option<crate::dtls::DtlsIdentity>>,
@@ -284,7 +236,7 @@ impl Shared {
             ports: PortPool::new(r.file.min_port, r.file.max_port, port_start),
             creds: CredCache::default(),
             db,
-            conn_limit: ConnLimit::new(r.file.max_connections_per_ip),
+            conn_limit: ConnLimiter::per_ip(r.file.max_connections_per_ip),
             metrics: Metrics::new(),
             tls: RwLock::new(tls.map(tokio_rustls::TlsAcceptor::from)),
             dtls: RwLock::new(None),
@@ -390,37 +342,43 @@ impl Shared {
 
 /// The database task: answers key lookups for all shards on the main runtime (the pool's
 /// connections belong to it).
-pub async fn db_task(store: Store, shared: Arc<Shared>, mut rx: mpsc::Receiver<DbRequest>) {
+pub async fn db_task(store: Store, shared: Arc<Shared>, rx: mpsc::Receiver<DbRequest>) {
     // Lookups in flight at once; beyond that requests wait in the bounded queue, and the
     // shards refuse new ones when it is full.
-    let permits = Arc::new(tokio::sync::Semaphore::new(32));
-    while let Some(req) = rx.recv().await {
-        let store = store.clone();
-        let shared = shared.clone();
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        tokio::spawn(async move {
-            let _permit = permit;
-            let key = match store.turn().get_user_key(&req.realm, &req.user).await {
-                Ok(Some(hex)) => {
-                    let k = StoredKey::from_hex(&hex);
-                    if k.is_none() {
-                        warn!(
-                            "user {}@{}: hmackey is not a 32/64-digit hex key",
-                            req.user, req.realm
-                        );
+    rtc_daemon::lookup::serve(
+        rx,
+        32,
+        (store, shared),
+        |(store, shared), req: DbRequest| {
+            async move {
+                let key = match store.turn().get_user_key(&req.realm, &req.user).await {
+                    Ok(Some(hex)) => {
+                        let k = StoredKey::from_hex(&hex);
+                        if k.is_none() {
+                            warn!(
+                                "user {}@{}: hmackey is not a 32/64-digit hex key",
+                                req.user, req.realm
+                            );
+                        }
+                        k
                     }
-                    k
-                }
-                Ok(None) => None,
-                Err(e) => {
-                    warn!("looking up {}@{}: {e}", req.user, req.realm);
-                    None
-                }
-            };
-            shared.creds.put(req.realm.clone(), req.user.clone(), key);
-            let _ = req.reply.send((req.realm, req.user));
-        });
-    }
+                    Ok(None) => None,
+                    Err(e) => {
+                        // Said as what it is: the client's 401 that follows is the database's
+                        // fault, not a wrong password.
+                        warn!(
+                            "key of {}@{}: database error, answered as unknown for {}s: {e}",
+                            req.user,
+                            req.realm,
+                            UNKNOWN_TTL.as_secs()
+                        );
+                        None
+                    }
+                };
+                shared.creds.put(req.realm.clone(), req.user.clone(), key);
+                let _ = req.reply.send((req.realm, req.user));
+            }
+        },
+    )
+    .await
 }

@@ -11,12 +11,14 @@
 //! Both are loaded strictly through `rtc-config` (unknown keys are errors; `XMPPD_<KEY>`
 //! environment overrides apply to the main file only, as a variable cannot say which
 //! domain it means), then checked key by key so every error names the file, the key and
-//! the problem. [`Resolved`] is what the daemon runs with (the core's
-//! [`ServerConfig`], the listeners, the certificates per domain, the connection limits),
-//! derived here once so a SIGHUP reload goes through exactly the checks start-up does.
+//! the problem. [`Resolved`] is what the daemon runs with, derived here once so a SIGHUP
+//! reload goes through exactly the checks start-up does: [`Fixed`] (client ports,
+//! database, `/metrics`, log filter: bound at start) and [`Live`] (the core's
+//! [`ServerConfig`], the hosts and their certificates, the connection limits: reloaded).
 
 use rtc_config::{ConfigError, Problems};
-use serde::Deserialize;
+use rtc_daemon::settings::ShellSettings;
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -192,19 +194,51 @@ pub struct ConnLimits {
     pub write_queue: usize,
 }
 
+impl ConnLimits {
+    /// The limits the connection limiter applies.
+    pub fn conns(&self) -> rtc_daemon::limiter::Limits {
+        rtc_daemon::limiter::Limits {
+            max_connections: self.max_connections,
+            max_per_ip: self.max_connections_per_ip,
+        }
+    }
+}
+
+/// Settings bound or opened at start, under their configuration keys: a reload that
+/// changes one is reported (`rtc_daemon::settings::restart_needed`), not applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Fixed {
+    pub interfaces: Vec<String>,
+    pub c2s_ports: Vec<u16>,
+    pub c2s_direct_tls_ports: Vec<u16>,
+    /// The client ports, from the three keys above.
+    #[serde(skip)]
+    pub listeners: Vec<Listener>,
+    /// `db-url` ready for `Store::connect`.
+    #[serde(rename = "db-url")]
+    pub store_url: String,
+    #[serde(flatten)]
+    pub shell: ShellSettings,
+}
+
+/// Settings a SIGHUP applies: hosts added or removed, their certificates, the server's
+/// settings and the connection limits.
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// Enabled hosts in file-name order; the first one's certificate is the default.
+    pub vhosts: Vec<Vhost>,
+    pub server: ServerConfig,
+    pub conns: ConnLimits,
+}
+
 /// The checked configuration and everything derived from it.
 #[derive(Debug, Clone)]
 pub struct Resolved {
-    pub file: Config,
     /// The main file (reloads read it again).
     pub path: PathBuf,
-    /// Enabled hosts in file-name order; the first one's certificate is the default.
-    pub vhosts: Vec<Vhost>,
-    pub listeners: Vec<Listener>,
-    pub server: ServerConfig,
-    pub conns: ConnLimits,
-    /// `db-url` ready for `Store::connect`.
-    pub store_url: String,
+    pub fixed: Fixed,
+    pub live: Live,
 }
 
 /// Loads and checks the main file (with `XMPPD_*` overrides) and every enabled host file.
@@ -406,14 +440,27 @@ pub fn resolve(
         max_connections_per_ip: cfg.tcp_max_connections_per_ip,
         write_queue: (4 * cfg.c2s_stanza_size_limit).max(MIN_WRITE_QUEUE),
     };
-    Ok(Resolved {
-        file: cfg,
-        path: path.to_owned(),
-        vhosts,
+    let fixed = Fixed {
+        interfaces: cfg.interfaces,
+        c2s_ports: cfg.c2s_ports,
+        c2s_direct_tls_ports: cfg.c2s_direct_tls_ports,
         listeners,
-        server,
-        conns,
         store_url,
+        shell: ShellSettings {
+            prometheus: cfg.prometheus,
+            prometheus_address: cfg.prometheus_address,
+            prometheus_port: cfg.prometheus_port,
+            log_level: cfg.log_level,
+        },
+    };
+    Ok(Resolved {
+        path: path.to_owned(),
+        fixed,
+        live: Live {
+            vhosts,
+            server,
+            conns,
+        },
     })
 }
 
@@ -543,35 +590,51 @@ fn parse_admins(list: &[String], key: &str, p: &mut Problems) -> Vec<Jid> {
 }
 
 /// A domain as a JID domainpart (RFC 7622), normalised (lower case, no trailing dot).
-fn parse_domain(raw: &str) -> Result<String, String> {
+/// What is wrong with a domain, interface or rate value; the text goes to the operator
+/// after the file and key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("`{0}` is not a domain name")]
+    NotDomain(String),
+    #[error("`{0}`: {1}")]
+    BadDomain(String, String),
+    #[error("`{0}` is not an IP address (xmppd binds addresses, not names)")]
+    NotBindable(String),
+    #[error("`{0}` is not a rate such as \"10kb/s\" (or \"unlimited\")")]
+    NotRate(String),
+    #[error("`{0}`: a rate of 0 would stop every client; use \"unlimited\" for no limit")]
+    ZeroRate(String),
+    #[error("`{0}` is too large")]
+    TooLarge(String),
+}
+
+fn parse_domain(raw: &str) -> Result<String, ValueError> {
     let raw = raw.trim();
     if raw.contains(['@', '/']) {
-        return Err(format!("`{raw}` is not a domain name"));
+        return Err(ValueError::NotDomain(raw.into()));
     }
     Jid::from_parts(None, raw, None)
         .map(|j| j.domain().to_string())
-        .map_err(|e| format!("`{raw}`: {e}"))
+        .map_err(|e| ValueError::BadDomain(raw.into(), e.to_string()))
 }
 
 /// An `interfaces` entry: an IP address, or `*` for every IPv4 address (Prosody's
 /// meaning; `::` is every IPv6 address).
-fn parse_interface(s: &str) -> Result<IpAddr, String> {
+fn parse_interface(s: &str) -> Result<IpAddr, ValueError> {
     match s.trim() {
         "*" => Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-        t => t
-            .parse()
-            .map_err(|_| format!("`{s}` is not an IP address (xmppd binds addresses, not names)")),
+        t => t.parse().map_err(|_| ValueError::NotBindable(s.into())),
     }
 }
 
 /// `c2s-rate`: `<n> <unit>/s` with unit `b`, `kb` or `mb` (K = 1024, M = 1024², any case,
 /// `kib`/`mib` too), or `unlimited` (0). Bytes per second.
-pub fn parse_rate(s: &str) -> Result<u32, String> {
+pub fn parse_rate(s: &str) -> Result<u32, ValueError> {
     let t = s.trim().to_ascii_lowercase();
     if t == "unlimited" {
         return Ok(0);
     }
-    let bad = || format!("`{s}` is not a rate such as \"10kb/s\" (or \"unlimited\")");
+    let bad = || ValueError::NotRate(s.into());
     let per_second = t.strip_suffix("/s").ok_or_else(bad)?;
     let digits = per_second
         .find(|c: char| !c.is_ascii_digit())
@@ -585,11 +648,9 @@ pub fn parse_rate(s: &str) -> Result<u32, String> {
         _ => return Err(bad()),
     };
     match n.checked_mul(mult).map(u32::try_from) {
-        Some(Ok(0)) => Err(format!(
-            "`{s}`: a rate of 0 would stop every client; use \"unlimited\" for no limit"
-        )),
+        Some(Ok(0)) => Err(ValueError::ZeroRate(s.into())),
         Some(Ok(v)) => Ok(v),
-        _ => Err(format!("`{s}` is too large")),
+        _ => Err(ValueError::TooLarge(s.into())),
     }
 }
 
@@ -709,14 +770,14 @@ mod tests {
             )],
         )
         .unwrap();
-        assert_eq!(r.store_url, "/etc/rtc/xmppd.sqlite");
-        assert_eq!(r.listeners.len(), 4);
-        assert_eq!(r.listeners[1].kind, ConnKind::C2sDirectTls);
-        assert_eq!(r.listeners[1].addr, "127.0.0.1:5223".parse().unwrap());
-        assert_eq!(r.server.c2s_rate, 20 * 1024);
-        assert_eq!(r.server.limits.max_stanza_bytes, 262_144);
-        assert_eq!(r.server.sm_resume_timeout, Duration::from_secs(600));
-        let v = &r.vhosts[0];
+        assert_eq!(r.fixed.store_url, "/etc/rtc/xmppd.sqlite");
+        assert_eq!(r.fixed.listeners.len(), 4);
+        assert_eq!(r.fixed.listeners[1].kind, ConnKind::C2sDirectTls);
+        assert_eq!(r.fixed.listeners[1].addr, "127.0.0.1:5223".parse().unwrap());
+        assert_eq!(r.live.server.c2s_rate, 20 * 1024);
+        assert_eq!(r.live.server.limits.max_stanza_bytes, 262_144);
+        assert_eq!(r.live.server.sm_resume_timeout, Duration::from_secs(600));
+        let v = &r.live.vhosts[0];
         assert_eq!(v.domain, "falcot.com");
         assert_eq!(v.components, vec!["conference.falcot.com"]);
         assert_eq!(
@@ -724,8 +785,8 @@ mod tests {
             Path::new("/nonexistent/enabled/certs/falcot.crt")
         );
         assert_eq!(v.key, Path::new("/k.pem"));
-        assert_eq!(r.server.muc[0].max_history, 20);
-        assert!(!r.server.vhosts[0].allow_registration);
+        assert_eq!(r.live.server.muc[0].max_history, 20);
+        assert!(!r.live.server.vhosts[0].allow_registration);
     }
 
     #[test]

@@ -25,17 +25,18 @@ use crate::config::ConnLimits;
 use crate::core_loop::Event;
 use crate::metrics::Metrics;
 use crate::tls::{self, Certs};
-use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use rtc_daemon::limiter::{tls_handshake, ConnLimiter};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::{timeout, Instant};
 use tokio_rustls::server::TlsStream;
-use tracing::{debug, warn};
+use tracing::debug;
 use xmpp_proto::server::{CloseReason, ConnId, ConnKind};
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -146,32 +147,7 @@ pub struct Conns {
     metrics: Arc<Metrics>,
     certs: Arc<Certs>,
     next_id: AtomicU64,
-    limits: RwLock<ConnLimits>,
-    total: AtomicUsize,
-    per_ip: Mutex<HashMap<IpAddr, u32>>,
-}
-
-/// One connection slot; released on drop.
-struct ConnGuard {
-    conns: Arc<Conns>,
-    ip: IpAddr,
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.conns.total.fetch_sub(1, Ordering::Relaxed);
-        let mut map = self
-            .conns
-            .per_ip
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
+    limiter: Arc<ConnLimiter>,
 }
 
 impl Conns {
@@ -186,81 +162,32 @@ impl Conns {
             metrics,
             certs,
             next_id: AtomicU64::new(1),
-            limits: RwLock::new(limits),
-            total: AtomicUsize::new(0),
-            per_ip: Mutex::new(HashMap::new()),
+            limiter: ConnLimiter::new(limits.conns(), None),
         })
-    }
-
-    fn limits(&self) -> ConnLimits {
-        *self.limits.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// New limits (SIGHUP), for the next connections accepted.
     pub fn set_limits(&self, limits: ConnLimits) {
-        *self.limits.write().unwrap_or_else(PoisonError::into_inner) = limits;
-    }
-
-    /// A slot for one more connection from `ip`, or `None` at a limit.
-    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnGuard> {
-        let limits = self.limits();
-        let mut map = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = map.entry(ip).or_insert(0);
-        let full = limits.max_connections_per_ip > 0 && *n >= limits.max_connections_per_ip;
-        if full || self.total.fetch_add(1, Ordering::Relaxed) >= limits.max_connections {
-            if !full {
-                self.total.fetch_sub(1, Ordering::Relaxed);
-            }
-            if *n == 0 {
-                map.remove(&ip);
-            }
-            return None;
-        }
-        *n += 1;
-        Some(ConnGuard {
-            conns: self.clone(),
-            ip,
-        })
+        self.limiter.set_limits(limits.conns());
     }
 }
 
 /// Accepts connections on one listener until the process exits.
 pub async fn accept_loop(listener: std::net::TcpListener, kind: ConnKind, conns: Arc<Conns>) {
-    let local = listener.local_addr().ok();
-    let listener = match TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            warn!("listener {local:?}: {e}");
-            return;
-        }
-    };
-    loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of descriptors, mostly: wait for connections to close.
-                warn!("accept on {local:?}: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Some(guard) = conns.acquire(remote.ip()) else {
-            debug!("{remote}: connection refused (tcp-max-connections or per-address limit)");
-            conns.metrics.tcp_refused.inc();
-            continue;
-        };
+    let (limiter, refused) = (conns.limiter.clone(), conns.metrics.tcp_refused.clone());
+    rtc_daemon::limiter::accept_loop(listener, limiter, refused, move |tcp, remote, slot| {
         let conns = conns.clone();
         tokio::spawn(async move {
-            let _guard = guard;
+            let _slot = slot;
             connection(tcp, remote, kind, &conns).await;
         });
-    }
+    })
+    .await
 }
 
 /// Sets the connection up (TLS first on a direct-TLS port), registers it with the core
 /// loop, serves it, reports its end.
 async fn connection(tcp: TcpStream, remote: SocketAddr, kind: ConnKind, conns: &Conns) {
-    let _ = tcp.set_nodelay(true);
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(KEEPALIVE_IDLE)
         .with_interval(KEEPALIVE_INTERVAL);
@@ -311,19 +238,14 @@ async fn handshake(
     kind: ConnKind,
     remote: SocketAddr,
 ) -> Option<(TlsStream<TcpStream>, xmpp_proto::server::TlsInfo)> {
-    match timeout(TLS_HANDSHAKE_TIMEOUT, tls::accept(&conns.certs, tcp, kind)).await {
-        Ok(Ok(x)) => Some(x),
-        Ok(Err(e)) => {
-            conns.metrics.tls_failures.inc();
-            debug!("{remote}: TLS handshake failed: {e}");
-            None
-        }
-        Err(_) => {
-            conns.metrics.tls_failures.inc();
-            debug!("{remote}: TLS handshake timed out");
-            None
-        }
-    }
+    let accept = tls::accept(&conns.certs, tcp, kind);
+    tls_handshake(
+        accept,
+        TLS_HANDSHAKE_TIMEOUT,
+        remote,
+        &conns.metrics.tls_failures,
+    )
+    .await
 }
 
 /// The socket, before and after TLS.

@@ -1,11 +1,13 @@
-//! The core loop: one task on its own current-thread runtime (its own OS thread) that owns
-//! the protocol [`Server`] and the sending side of every connection. Nothing else touches
-//! the server, so it needs no lock.
+//! The core loop: the one place xmppd calls into the protocol [`Server`]. It runs on the
+//! core thread (`rtc_daemon::core`, which drives it turn by turn) and owns the server and
+//! the sending side of every connection. Nothing else touches the server, so it needs no
+//! lock.
 //!
 //! Each turn waits for the first of:
 //! - an [`Event`]: bytes or a TLS upgrade or a close from a connection task (`conn.rs`),
-//!   an account or a store loaded (lookup task), a batch committed (writer task), a reload
-//!   or shutdown (main thread); up to [`EVENT_BURST`] of them are handled in a row;
+//!   an account or a store loaded (lookup task), a batch committed (writer task); up to
+//!   `EVENT_BURST` of them are handled in a row; a reload or shutdown comes from the main
+//!   thread;
 //! - the server's next timer ([`Server::poll_timeout`]) or the one-second metrics tick;
 //!
 //! and then drains [`Server::poll_output`]: bytes go to the connection's queue, TLS
@@ -18,9 +20,10 @@
 //! with the pause the server's `c2s-rate` accounting asks for.
 
 use crate::conn::{ConnCmd, ConnHandle};
-use crate::db::{Lookup, StoreOrder};
+use crate::db::{Lookup, StoreOrder, WriterCmd};
 use crate::metrics::Metrics;
 use crate::sequencer::{Sequencer, Work};
+use rtc_store::StoreError;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,13 +34,6 @@ use xmpp_proto::server::{
     AccountSecrets, CloseReason, Config as ServerConfig, ConnId, ConnKind, Framing, Output, Role,
     Server, Stats, StoreFailed, TlsInfo,
 };
-
-/// Events handled per turn before outputs are drained.
-const EVENT_BURST: usize = 256;
-/// Metrics and wall-clock period.
-const TICK: Duration = Duration::from_secs(1);
-/// On shutdown, how long to wait for the writer to confirm what is queued.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Everything that reaches the core loop from other tasks.
 #[derive(Debug)]
@@ -64,25 +60,23 @@ pub enum Event {
         id: ConnId,
         reason: CloseReason,
     },
-    /// An account lookup finished (`None`: no such account, or the database failed).
+    /// An account lookup finished (`Ok(None)`: no such account).
     Account {
         id: u64,
-        secrets: Option<AccountSecrets>,
+        host: String,
+        user: String,
+        found: Result<Option<AccountSecrets>, StoreError>,
     },
     /// A store load finished.
     Loaded {
         id: u64,
-        items: Result<Vec<(String, String)>, ()>,
+        items: Result<Vec<(String, String)>, StoreError>,
     },
     /// Store orders committed (or not).
     Stored {
         ids: Vec<u64>,
         ok: bool,
     },
-    /// SIGHUP: new settings that checked.
-    Reload(Box<Reload>),
-    /// SIGTERM: finish what is being stored, then stop.
-    Shutdown,
 }
 
 /// Settings a reload hands the core loop.
@@ -99,29 +93,16 @@ pub struct Setup {
     pub write_queue: usize,
     pub metrics: Arc<Metrics>,
     pub lookups: mpsc::Sender<Lookup>,
-    pub writer: mpsc::Sender<StoreOrder>,
-    pub events: mpsc::Receiver<Event>,
+    pub writer: mpsc::Sender<WriterCmd>,
 }
 
-/// Runs the core loop on the calling thread until shutdown. `ready` is told once the
-/// server exists (or why it could not start).
-pub fn run(setup: Setup, ready: std::sync::mpsc::Sender<Result<(), String>>) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            let _ = ready.send(Err(format!("core runtime: {e}")));
-            return;
-        }
-    };
-    rt.block_on(async move {
-        let mut events = setup.events;
+impl XmppLoop {
+    /// Makes the loop on the core thread: the server, with the calendar time set.
+    pub fn new(setup: Setup) -> XmppLoop {
         let now = Instant::now();
         let mut server = Server::new(setup.server, rand::random());
         server.set_wall_clock(now, since_epoch());
-        let mut cl = CoreLoop {
+        XmppLoop {
             server,
             conns: HashMap::new(),
             resume: Vec::new(),
@@ -133,10 +114,8 @@ pub fn run(setup: Setup, ready: std::sync::mpsc::Sender<Result<(), String>>) {
             outstanding: 0,
             published: Stats::default(),
             now,
-        };
-        let _ = ready.send(Ok(()));
-        cl.run(&mut events).await;
-    });
+        }
+    }
 }
 
 /// A connection as the core loop knows it.
@@ -147,7 +126,7 @@ struct Conn {
     no_resume: bool,
 }
 
-struct CoreLoop {
+pub struct XmppLoop {
     server: Server,
     conns: HashMap<ConnId, Conn>,
     /// Connections that delivered a chunk this turn and wait for the verdict.
@@ -156,7 +135,7 @@ struct CoreLoop {
     write_queue: usize,
     metrics: Arc<Metrics>,
     lookups: mpsc::Sender<Lookup>,
-    writer: mpsc::Sender<StoreOrder>,
+    writer: mpsc::Sender<WriterCmd>,
     /// Store orders polled from the server and not yet confirmed.
     outstanding: usize,
     published: Stats,
@@ -164,69 +143,69 @@ struct CoreLoop {
     now: Instant,
 }
 
-impl CoreLoop {
-    async fn run(&mut self, events: &mut mpsc::Receiver<Event>) {
-        let mut next_tick = Instant::now() + TICK;
-        let mut shutdown_by: Option<Instant> = None;
-        loop {
-            let wake = self
-                .server
-                .poll_timeout()
-                .map_or(next_tick, |t| t.min(next_tick));
-            tokio::select! {
-                ev = events.recv() => {
-                    self.now = Instant::now();
-                    let Some(ev) = ev else { break };
-                    let mut next = Some(ev);
-                    let mut handled = 0;
-                    while let Some(ev) = next.take() {
-                        if matches!(ev, Event::Shutdown) {
-                            if shutdown_by.is_none() {
-                                // Every stream gets `system-shutdown` (RFC 6120 4.9.3.19) and
-                                // every session ends, so unacknowledged messages are
-                                // stored offline before the writer is drained.
-                                self.server.shutdown(self.now);
-                                info!("shutting down: {} storage batches to commit", self.outstanding);
-                                shutdown_by = Some(self.now + SHUTDOWN_GRACE);
-                            }
-                        } else {
-                            self.event(ev, shutdown_by.is_some());
-                        }
-                        handled += 1;
-                        if handled < EVENT_BURST {
-                            next = events.try_recv().ok();
-                        }
-                    }
-                }
-                () = tokio::time::sleep_until(wake.into()) => {
-                    self.now = Instant::now();
-                }
-            }
-            if self.server.poll_timeout().is_some_and(|t| t <= self.now) {
-                self.server.handle_timeout(self.now);
-            }
-            if self.now >= next_tick {
-                next_tick = self.now + TICK;
-                self.housekeeping();
-            }
-            self.drain();
-            if let Some(by) = shutdown_by {
-                if self.outstanding == 0 {
-                    break;
-                }
-                if self.now >= by {
-                    warn!(
-                        "shutting down with {} storage batches unconfirmed",
-                        self.outstanding
-                    );
-                    break;
-                }
-            }
-        }
-        self.drain();
+impl rtc_daemon::core::CoreLoop for XmppLoop {
+    type Event = Event;
+    type Reload = Box<Reload>;
+
+    fn clock(&mut self) -> Instant {
+        self.now = Instant::now();
+        self.now
+    }
+
+    fn handle_event(&mut self, ev: Event, shutting_down: bool) {
+        self.event(ev, shutting_down);
+    }
+
+    fn reload(&mut self, r: Box<Reload>) {
+        let Reload {
+            server,
+            write_queue,
+        } = *r;
+        let domains: Vec<String> = server.vhosts.iter().map(|v| v.domain.clone()).collect();
+        self.write_queue = write_queue;
+        self.server.update_config(self.now, server);
+        info!("configuration reloaded: serving {}", domains.join(", "));
+    }
+
+    fn begin_shutdown(&mut self) {
+        // Every stream gets `system-shutdown` (RFC 6120 4.9.3.19) and every session ends,
+        // so unacknowledged messages are stored offline before the writer is drained.
+        self.server.shutdown(self.now);
+        info!(
+            "shutting down: {} storage batches to commit",
+            self.outstanding
+        );
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.server.poll_timeout()
+    }
+
+    fn handle_timeout(&mut self) {
+        self.server.handle_timeout(self.now);
+    }
+
+    /// Once a second: metrics, and the calendar time for the server's delay stamps.
+    fn housekeeping(&mut self) {
+        self.server.set_wall_clock(self.now, since_epoch());
         self.publish_metrics();
     }
 
+    fn drain(&mut self) {
+        self.drain_output();
+    }
+
+    fn outstanding(&self) -> usize {
+        self.outstanding
+    }
+
+    fn finish(&mut self) {
+        self.drain_output();
+        self.publish_metrics();
+    }
+}
+
+impl XmppLoop {
     fn event(&mut self, ev: Event, shutting_down: bool) {
         let now = self.now;
         match ev {
@@ -283,14 +262,25 @@ impl CoreLoop {
                     self.server.handle_connection_closed(now, id, reason);
                 }
             }
-            Event::Account { id, secrets } => {
+            Event::Account {
+                id,
+                host,
+                user,
+                found,
+            } => {
                 self.finished(id);
+                // A database failure fails the login like an unknown account (the client
+                // may try again; nothing changes), but is logged as what it is.
+                let secrets = found.unwrap_or_else(|e| {
+                    warn!("account {user}@{host}: database error: {e}");
+                    None
+                });
                 self.server.handle_account_loaded(now, id, secrets);
             }
             Event::Loaded { id, items } => {
                 self.finished(id);
                 self.server
-                    .handle_loaded(now, id, items.map_err(|()| StoreFailed));
+                    .handle_loaded(now, id, items.map_err(|_| StoreFailed));
             }
             Event::Stored { ids, ok } => {
                 for id in ids {
@@ -300,23 +290,12 @@ impl CoreLoop {
                     self.server.handle_stored(now, id, result);
                 }
             }
-            Event::Reload(r) => {
-                let Reload {
-                    server,
-                    write_queue,
-                } = *r;
-                let domains: Vec<String> = server.vhosts.iter().map(|v| v.domain.clone()).collect();
-                self.write_queue = write_queue;
-                self.server.update_config(now, server);
-                info!("configuration reloaded: serving {}", domains.join(", "));
-            }
-            Event::Shutdown => {}
         }
     }
 
     /// Carries out everything the server asked for, including what answering it asks next,
     /// then gives the connections whose chunk was handled their verdict.
-    fn drain(&mut self) {
+    fn drain_output(&mut self) {
         while let Some(out) = self.server.poll_output() {
             match out {
                 Output::Send { conn, data } => {
@@ -412,12 +391,12 @@ impl CoreLoop {
                         }
                     }
                 },
-                Work::Write(order) => match self.writer.try_send(order) {
+                Work::Write(order) => match self.writer.try_send(WriterCmd::Store(order)) {
                     Ok(()) => continue,
                     Err(e) => {
                         error!("storage writer queue full: failing a change");
                         self.metrics.db_errors.inc();
-                        let id = e.into_inner().id;
+                        let WriterCmd::Store(StoreOrder { id, .. }) = e.into_inner();
                         self.outstanding = self.outstanding.saturating_sub(1);
                         self.server.handle_stored(now, id, Err(StoreFailed));
                         id
@@ -430,12 +409,6 @@ impl CoreLoop {
             released.reverse();
             pending.extend(released);
         }
-    }
-
-    /// Once a second: metrics, and the calendar time for the server's delay stamps.
-    fn housekeeping(&mut self) {
-        self.server.set_wall_clock(self.now, since_epoch());
-        self.publish_metrics();
     }
 
     fn publish_metrics(&mut self) {

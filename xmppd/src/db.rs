@@ -4,21 +4,20 @@
 //! - [`lookup_task`] answers the server's [`Output::FetchAccount`] (SCRAM secrets at
 //!   login) and [`Output::Load`] (a user's roster, offline messages, vCard...), a bounded
 //!   number at a time.
-//! - [`writer_task`] makes changes durable with group commit: it takes every order waiting
-//!   in its queue (up to [`MAX_BATCH_OPS`] changes), applies them in ONE transaction (one
-//!   commit, one sync) and reports each order back, so the server acknowledges a stored
-//!   offline message, roster push or vCard only once it is on disk. Under load, batches
-//!   grow by themselves: while one commits, the next one queues.
+//! - the storage writer ([`spawn_writer`], `rtc_daemon::writer`) makes changes durable
+//!   with group commit (up to [`MAX_BATCH_OPS`] changes in ONE transaction), so the server
+//!   acknowledges a stored offline message, roster push or vCard only once it is on
+//!   disk.
 //!
 //! [`Output::FetchAccount`]: xmpp_proto::server::Output::FetchAccount
 //! [`Output::Load`]: xmpp_proto::server::Output::Load
 
 use crate::core_loop::Event;
 use crate::metrics::Metrics;
-use rtc_store::{ScramRow, Store, XmppOp, XmppSecrets};
-use std::sync::Arc;
-use tokio::sync::{mpsc, Semaphore};
-use tracing::{error, info, warn};
+use rtc_daemon::writer::{self, Backend};
+use rtc_store::{ScramRow, Store, StoreError, XmppOp, XmppSecrets};
+use std::convert::Infallible;
+use tokio::sync::mpsc;
 use xmpp_proto::server::{AccountSecrets, ScramSecrets, StoreOp};
 
 /// Changes committed in one transaction at most.
@@ -45,137 +44,96 @@ pub enum Lookup {
 }
 
 /// Changes for the writer, answered with [`Event::Stored`] under `id`.
-#[derive(Debug)]
-pub struct StoreOrder {
-    pub id: u64,
-    pub ops: Vec<StoreOp>,
+pub type StoreOrder = writer::Order<StoreOp>;
+
+/// What the writer's queue carries (xmppd has no barrier).
+pub type WriterCmd = writer::Cmd<StoreOp, Infallible>;
+
+/// What the database tasks share.
+pub type Db = rtc_daemon::lookup::Db<Store, Event, Metrics>;
+
+/// Serves lookups until the queue closes, [`LOOKUP_CONCURRENCY`] at a time.
+pub async fn lookup_task(db: Db, rx: mpsc::Receiver<Lookup>) {
+    rtc_daemon::lookup::serve(rx, LOOKUP_CONCURRENCY, db, answer).await
 }
 
-/// Serves lookups until the queue closes.
-pub async fn lookup_task(
-    store: Store,
-    mut rx: mpsc::Receiver<Lookup>,
-    events: mpsc::Sender<Event>,
-    metrics: Arc<Metrics>,
-) {
-    let permits = Arc::new(Semaphore::new(LOOKUP_CONCURRENCY));
-    while let Some(req) = rx.recv().await {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let store = store.clone();
-        let events = events.clone();
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            metrics.db_lookups.inc();
-            let answer = match req {
-                Lookup::Account { id, host, user } => {
-                    let secrets = match store.xmpp().account(&host, &user).await {
-                        Ok(a) => a.map(|a| account_secrets(a.secrets)),
-                        Err(e) => {
-                            // Answered like an unknown account: the login fails and the
-                            // client may try again; nothing is changed.
-                            warn!("account {user}@{host}: {e}");
-                            metrics.db_errors.inc();
-                            None
-                        }
-                    };
-                    Event::Account { id, secrets }
-                }
-                Lookup::Load {
-                    id,
-                    host,
-                    user,
-                    store: name,
-                    key,
-                } => {
-                    let items = store
-                        .xmpp()
-                        .load(&host, &user, &name, key.as_deref())
-                        .await
-                        .map_err(|e| {
-                            warn!("loading {name} of {user}@{host}: {e}");
-                            metrics.db_errors.inc();
-                        });
-                    Event::Loaded { id, items }
-                }
-            };
-            let _ = events.send(answer).await;
-        });
-    }
-}
-
-/// Commits changes in batches until every sender is gone and the queue is empty: on
-/// shutdown, everything queued is committed before this returns.
-pub async fn writer_task(
-    store: Store,
-    mut rx: mpsc::Receiver<StoreOrder>,
-    events: mpsc::Sender<Event>,
-    metrics: Arc<Metrics>,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = Batch::default();
-        batch.push(first);
-        while batch.ops.len() < MAX_BATCH_OPS {
-            match rx.try_recv() {
-                Ok(order) => batch.push(order),
-                Err(_) => break,
+/// One lookup. A database failure reaches the core loop as one, never as "no such
+/// account" or "nothing stored".
+async fn answer(db: Db, req: Lookup) {
+    db.metrics.db_lookups.inc();
+    let answer = match req {
+        Lookup::Account { id, host, user } => {
+            let found = db.store.xmpp().account(&host, &user).await;
+            if found.is_err() {
+                db.metrics.db_errors.inc();
+            }
+            let found = found.map(|a| a.map(|a| account_secrets(a.secrets)));
+            Event::Account {
+                id,
+                host,
+                user,
+                found,
             }
         }
-        batch.commit(&store, &events, &metrics).await;
-    }
-    info!("storage writer: every queued change is committed");
+        Lookup::Load {
+            id,
+            host,
+            user,
+            store,
+            key,
+        } => {
+            let items = db
+                .store
+                .xmpp()
+                .load(&host, &user, &store, key.as_deref())
+                .await;
+            if let Err(e) = &items {
+                tracing::warn!("loading {store} of {user}@{host}: {e}");
+                db.metrics.db_errors.inc();
+            }
+            Event::Loaded { id, items }
+        }
+    };
+    let _ = db.events.send(answer).await;
 }
 
-/// Orders gathered for one transaction.
-#[derive(Default)]
-struct Batch {
-    /// Each order's id and how many of `ops` are its.
-    orders: Vec<(u64, usize)>,
-    ops: Vec<XmppOp>,
+/// Starts the storage writer: changes group-committed (see `rtc_daemon::writer`), so the
+/// server acknowledges a stored offline message, roster push or vCard only once it is on
+/// disk. It ends once every sender is gone and the queue is committed.
+pub fn spawn_writer(db: Db, queue: usize) -> (mpsc::Sender<WriterCmd>, writer::WriterTask) {
+    let config = writer::Config {
+        name: "storage writer",
+        max_batch: MAX_BATCH_OPS,
+        period: None,
+        metrics: writer::Metrics {
+            batches: db.metrics.db_batches.clone(),
+            rows: None,
+            errors: db.metrics.db_errors.clone(),
+        },
+    };
+    let report = writer::Report {
+        events: db.events,
+        stored: |ids, ok| Event::Stored { ids, ok },
+    };
+    writer::spawn(Writer { store: db.store }, queue, config, report)
 }
 
-impl Batch {
-    fn push(&mut self, order: StoreOrder) {
-        self.orders.push((order.id, order.ops.len()));
-        self.ops.extend(order.ops.into_iter().map(store_op));
-    }
-
-    async fn commit(self, store: &Store, events: &mpsc::Sender<Event>, metrics: &Metrics) {
-        let ok = apply(store, &self.ops, metrics).await;
-        if ok || self.orders.len() == 1 {
-            let ids = self.orders.iter().map(|(id, _)| *id).collect();
-            let _ = events.send(Event::Stored { ids, ok }).await;
-            return;
-        }
-        // One bad order (a value the database refuses) must not fail the others that
-        // happened to share its transaction: retry each order alone.
-        warn!(
-            "retrying {} storage orders one at a time",
-            self.orders.len()
-        );
-        let mut start = 0;
-        for (id, len) in self.orders {
-            let ok = apply(store, &self.ops[start..start + len], metrics).await;
-            start += len;
-            let _ = events.send(Event::Stored { ids: vec![id], ok }).await;
-        }
-    }
+struct Writer {
+    store: Store,
 }
 
-/// One transaction; errors are logged and counted.
-async fn apply(store: &Store, ops: &[XmppOp], metrics: &Metrics) -> bool {
-    match store.xmpp().apply(ops).await {
-        Ok(()) => {
-            metrics.db_batches.inc();
-            true
-        }
-        Err(e) => {
-            error!("{e}");
-            metrics.db_errors.inc();
-            false
-        }
+impl Backend for Writer {
+    type Op = StoreOp;
+    type Row = XmppOp;
+    type Barrier = Infallible;
+    type Error = StoreError;
+
+    fn row(op: StoreOp) -> XmppOp {
+        store_op(op)
+    }
+
+    async fn apply(&mut self, rows: &[XmppOp]) -> Result<(), StoreError> {
+        self.store.xmpp().apply(rows).await
     }
 }
 

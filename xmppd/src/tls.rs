@@ -43,6 +43,20 @@ pub struct HostTls {
     end_point: Option<Vec<u8>>,
 }
 
+/// Why a host's TLS identity could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// The host file's `certificate` or `key` (named by `key`) is unusable.
+    #[error("{}: key `{key}`: {error}", file.display())]
+    Host {
+        file: std::path::PathBuf,
+        key: &'static str,
+        error: rtc_tls::TlsError,
+    },
+    #[error("no virtual host to serve TLS for")]
+    NoHost,
+}
+
 /// Every served name -> its host's TLS identity.
 pub struct CertTable {
     by_name: HashMap<String, Arc<HostTls>>,
@@ -52,18 +66,22 @@ pub struct CertTable {
 impl CertTable {
     /// Loads every host's certificate and key. An error names the host file and key
     /// (`certificate` or `key`) and says what is wrong with the PEM file.
-    pub fn build(vhosts: &[Vhost]) -> Result<CertTable, String> {
+    pub fn build(vhosts: &[Vhost]) -> Result<CertTable, CertError> {
         let mut by_name = HashMap::new();
         let mut default = None;
         for v in vhosts {
-            let store = rtc_tls::CertStore::load(&v.certificate, &v.key).map_err(|e| {
-                let key = match e {
+            let store = rtc_tls::CertStore::load(&v.certificate, &v.key).map_err(|error| {
+                let key = match error {
                     rtc_tls::TlsError::NoPrivateKey { .. } | rtc_tls::TlsError::BadKey { .. } => {
                         "key"
                     }
                     _ => "certificate",
                 };
-                format!("{}: key `{key}`: {e}", v.file.display())
+                CertError::Host {
+                    file: v.file.clone(),
+                    key,
+                    error,
+                }
             })?;
             let end_point = end_point_hash(store.current().cert[0].as_ref());
             let host = Arc::new(HostTls {
@@ -76,7 +94,7 @@ impl CertTable {
             }
             default.get_or_insert(host);
         }
-        let default = default.ok_or("no virtual host to serve TLS for")?;
+        let default = default.ok_or(CertError::NoHost)?;
         Ok(CertTable { by_name, default })
     }
 

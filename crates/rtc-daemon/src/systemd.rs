@@ -3,9 +3,15 @@
 //! an abstract socket (`@name`). Without that variable (not started by systemd) nothing
 //! is sent. Written here rather than linking libsystemd: it is a few lines of std.
 
-#![forbid(unsafe_code)]
-
 use std::os::unix::net::UnixDatagram;
+
+/// Tells systemd about `state` if it is watching; a failure is logged, never fatal (the
+/// unit's start time-out is what catches a daemon systemd never heard from).
+pub fn notify_or_warn(state: &str) {
+    if let Err(e) = notify(state) {
+        tracing::warn!("sd_notify: {e}");
+    }
+}
 
 /// Sends `state` to systemd if it is watching; `Ok(())` when it is not.
 pub fn notify(state: &str) -> std::io::Result<()> {
@@ -34,7 +40,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("notify");
         let server = UnixDatagram::bind(&path).unwrap();
-        // The only test in this crate touches NOTIFY_SOCKET, so no other thread reads it.
+        // The only test in rtc-daemon that touches NOTIFY_SOCKET, so no other thread reads it.
         std::env::set_var("NOTIFY_SOCKET", &path);
         notify("READY=1").unwrap();
         let mut buf = [0u8; 64];
