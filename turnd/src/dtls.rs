@@ -37,13 +37,12 @@ impl DtlsIdentity {
     /// From a leaf certificate and PKCS#8/SEC1 key (DER). `dimpl` signs with ECDSA
     /// P-256/P-384 only, so the caller checks the key type first (an RSA certificate
     /// cannot serve DTLS).
-    pub fn new(cert_der: Vec<u8>, key_der: Vec<u8>) -> Result<DtlsIdentity, String> {
+    pub fn new(cert_der: Vec<u8>, key_der: Vec<u8>) -> Result<DtlsIdentity, dimpl::Error> {
         let config = dimpl::Config::builder()
             .use_server_cookie(true)
             // TURN clients authenticate with STUN credentials, not certificates.
             .require_client_certificate(false)
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         let cert = dimpl::DtlsCertificate {
             certificate: cert_der,
             private_key: key_der,

@@ -11,7 +11,7 @@ mod dtls;
 mod shard;
 mod shared;
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use rtc_daemon::shell::{Request, Signals};
 use rtc_daemon::systemd::notify_or_warn;
 use shared::{db_task, Shared};
@@ -224,5 +224,5 @@ fn dtls_identity(c: &rtc_tls::CertStore) -> anyhow::Result<dtls::DtlsIdentity> {
         anyhow::bail!("the certificate's key is not ECDSA (DTLS needs P-256 or P-384)");
     }
     let (cert, key) = c.leaf_and_key_der()?;
-    dtls::DtlsIdentity::new(cert, key).map_err(|e| anyhow!(e))
+    dtls::DtlsIdentity::new(cert, key).context("DTLS configuration")
 }
