@@ -4,8 +4,8 @@
 //! Secure by default: loopback, private, link-local (cloud metadata at 169.254.169.254),
 //! CGNAT, multicast, documentation, ULA, site-local, Teredo, 6to4 and the other
 //! special-purpose ranges of the IANA registries are refused unless the operator allows
-//! them. Every IPv4-in-IPv6 spelling (mapped, compatible, NAT64) is reduced to its IPv4
-//! address first so `::ffff:127.0.0.1` cannot slip past the IPv4 list.
+//! them. Every IPv4-in-IPv6 spelling (mapped, compatible, SIIT-translated, NAT64) is
+//! reduced to its IPv4 address first so `::ffff:127.0.0.1` cannot slip past the IPv4 list.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
@@ -83,9 +83,16 @@ impl FromStr for IpRange {
     }
 }
 
-/// Reduces IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`) and NAT64
-/// well-known-prefix (`64:ff9b::a.b.c.d`, RFC 6052) addresses to the IPv4 address they
-/// reach, so one IPv4 rule covers every spelling.
+/// Reduces IPv4-mapped (`::ffff:a.b.c.d`, RFC 4291 §2.5.5.2), IPv4-compatible
+/// (`::a.b.c.d`), SIIT IPv4-translated (`::ffff:0:a.b.c.d`, RFC 2765 §2.1, which a
+/// stateless translator turns back into the IPv4 packet) and NAT64 well-known-prefix
+/// (`64:ff9b::a.b.c.d`, RFC 6052 §2.1) addresses to the IPv4 address they reach, so one
+/// IPv4 rule covers every spelling.
+///
+/// The other prefixes that embed an IPv4 address are refused whole by the built-in list
+/// instead: the RFC 8215 local-use NAT64 prefix `64:ff9b:1::/48` (the operator picks
+/// where in it the address sits, RFC 6052 §2.2), 6to4 `2002::/16` (RFC 3056) and Teredo
+/// `2001::/32` (RFC 4380, inside `2001::/23`).
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
@@ -94,10 +101,11 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
             let o = v6.octets();
             let embedded = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
             let mapped = s[..5] == [0; 5] && s[5] == 0xffff;
+            let translated = s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0;
             // ::a.b.c.d (deprecated, RFC 4291 §2.5.5.1); :: and ::1 stay IPv6.
             let compatible = s[..6] == [0; 6] && u32::from(embedded) > 1;
             let nat64 = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
-            if mapped || compatible || nat64 {
+            if mapped || translated || compatible || nat64 {
                 IpAddr::V4(embedded)
             } else {
                 ip
@@ -242,6 +250,52 @@ mod tests {
         ] {
             assert!(p.permits(ip(good)), "{good} must be allowed");
         }
+    }
+
+    /// Each IPv6 form that embeds a refused IPv4 address (loopback, private, cloud
+    /// metadata), next to the textual variants a client may send.
+    #[test]
+    fn ipv4_embedded_in_ipv6_is_refused_in_every_form() {
+        let p = PeerPolicy::default();
+        for bad in [
+            // IPv4-mapped, RFC 4291 §2.5.5.2.
+            "::ffff:7f00:1",
+            "::ffff:a00:1",
+            // IPv4-compatible, RFC 4291 §2.5.5.1.
+            "::7f00:1",
+            "::a9fe:a9fe",
+            // SIIT IPv4-translated, RFC 2765 §2.1 / RFC 6052.
+            "::ffff:0:7f00:1",
+            "::ffff:0:127.0.0.1",
+            "0:0:0:0:ffff:0:7f00:1",
+            "::ffff:0:7f01:203",
+            "::ffff:0:a00:1",
+            "::ffff:0:c0a8:101",
+            "::ffff:0:a9fe:a9fe",
+            "::ffff:0:0:0",
+            // NAT64 well-known prefix, RFC 6052 §2.1.
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::a00:1",
+            // NAT64 local-use prefix, RFC 8215, at the /96 and the /48 positions of
+            // RFC 6052 §2.2.
+            "64:ff9b:1::7f00:1",
+            "64:ff9b:1:7f00:0:100::",
+            // 6to4, RFC 3056.
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::1",
+            // Teredo, RFC 4380: server 127.0.0.1, client 127.0.0.1 (obfuscated).
+            "2001:0:7f00:1::1",
+            "2001:0:4136:e378:8000:63bf:80ff:fffe",
+        ] {
+            assert!(!p.permits(ip(bad)), "{bad} must be refused");
+        }
+        // A public address in the translated form is still a public address.
+        assert!(p.permits(ip("::ffff:0:808:808")));
+        assert_eq!(canonical(ip("::ffff:0:7f00:1")), ip("127.0.0.1"));
+        // The loopback switch and the operator's IPv4 lists apply to it as to the address.
+        let p = PeerPolicy::new(Vec::new(), vec!["8.8.8.0/24".parse().unwrap()], true);
+        assert!(p.permits(ip("::ffff:0:7f00:1")));
+        assert!(!p.permits(ip("::ffff:0:808:808")));
     }
 
     #[test]
