@@ -9,6 +9,11 @@
 //! (it never sees the HelloVerifyRequest): sessions with one datagram have their own small
 //! cap, and the oldest of them makes room for a new one, so spoofed ClientHellos cannot
 //! fill the table. A session that never carries a STUN message is dropped after 30 s.
+//!
+//! A ClientHello for DTLS 1.0 gets a fatal `protocol_version` alert instead of silence
+//! (see [`version_refusal`]), so a client that tries 1.0 (coturn's `turnutils_uclient -S`
+//! draws 1.0 or 1.2 for each connection) fails at once and retries, rather than
+//! retransmitting into the void until it times out.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -25,6 +30,64 @@ const MAX_FRESH: usize = 1024;
 const HANDSHAKE_IDLE: Duration = Duration::from_secs(30);
 /// An established session with no traffic for longer than any allocation lifetime ends.
 const IDLE: Duration = Duration::from_secs(3700);
+
+/// DTLS record content type `alert` and handshake content type (RFC 6347 §4.1, RFC 5246
+/// §6.2.1).
+const CONTENT_ALERT: u8 = 21;
+const CONTENT_HANDSHAKE: u8 = 22;
+/// Handshake type `client_hello` (RFC 5246 §7.4).
+const CLIENT_HELLO: u8 = 1;
+/// DTLS 1.2 on the wire, {254, 253} (RFC 6347 §4.1): versions count down, so a larger
+/// value is an older protocol. DTLS 1.3 keeps this value in `legacy_version` (RFC 9147
+/// §5.3).
+const DTLS_1_2: u16 = 0xfefd;
+/// `AlertLevel.fatal` and `AlertDescription.protocol_version` (RFC 5246 §7.2, §7.2.2).
+const ALERT_FATAL: u8 = 2;
+const ALERT_PROTOCOL_VERSION: u8 = 70;
+/// DTLS record header: type, version, epoch, 48-bit sequence number, length (RFC 6347
+/// §4.1).
+const RECORD_HEADER: usize = 13;
+/// DTLS handshake header: type, length, message_seq, fragment_offset, fragment_length
+/// (RFC 6347 §4.2.2).
+const HANDSHAKE_HEADER: usize = 12;
+
+/// The fatal `protocol_version` alert (RFC 5246 §7.2.2) answering a datagram that opens
+/// with an epoch-0 ClientHello whose `client_version` is older than DTLS 1.2, or `None`
+/// for any other datagram.
+///
+/// Like OpenSSL, the alert's record carries the version the client asked for, the one
+/// record version a client fixed to that version surely accepts. The
+/// record sequence number is the ClientHello's, as RFC 6347 §4.2.1 has a stateless
+/// HelloVerifyRequest do. Answering keeps no state, and the 15-byte alert is smaller than
+/// any ClientHello it answers, so a spoofed source gets no amplification.
+fn version_refusal(data: &[u8]) -> Option<[u8; RECORD_HEADER + 2]> {
+    let record = data.get(..RECORD_HEADER)?;
+    let epoch = u16::from_be_bytes([record[3], record[4]]);
+    let len = usize::from(u16::from_be_bytes([record[11], record[12]]));
+    if record[0] != CONTENT_HANDSHAKE || epoch != 0 || len < HANDSHAKE_HEADER + 2 {
+        return None;
+    }
+    let body = data.get(RECORD_HEADER..RECORD_HEADER + len)?;
+    let fragment_offset = &body[6..9];
+    if body[0] != CLIENT_HELLO || fragment_offset != [0, 0, 0] {
+        return None;
+    }
+    let client_version = u16::from_be_bytes([body[12], body[13]]);
+    // Only {254, 255}, DTLS 1.0, and {254, 254} (never assigned) are DTLS older than 1.2;
+    // DTLS 1.2, 1.3 and anything unrecognisable stay dimpl's to judge.
+    if client_version >> 8 != 0xfe || client_version <= DTLS_1_2 {
+        return None;
+    }
+    let mut alert = [0u8; RECORD_HEADER + 2];
+    alert[0] = CONTENT_ALERT;
+    alert[1..3].copy_from_slice(&client_version.to_be_bytes());
+    // Epoch 0 and the ClientHello's sequence number.
+    alert[3..11].copy_from_slice(&record[3..11]);
+    alert[11..13].copy_from_slice(&2u16.to_be_bytes());
+    alert[13] = ALERT_FATAL;
+    alert[14] = ALERT_PROTOCOL_VERSION;
+    Some(alert)
+}
 
 /// The certificate and settings new DTLS sessions start with (replaced on SIGHUP).
 #[derive(Clone)]
@@ -108,6 +171,14 @@ impl DtlsSessions {
         let key = (local, remote);
         if !self.sessions.contains_key(&key) {
             let Some(id) = identity else { return out };
+            if let Some(alert) = version_refusal(data) {
+                // The same ": DTLS: " shape as dimpl's refusals below.
+                debug!(
+                    "{remote}: DTLS: ClientHello older than DTLS 1.2, protocol_version alert sent"
+                );
+                let _ = sock.try_send_to(&alert, remote);
+                return out;
+            }
             if self.sessions.len() >= MAX_SESSIONS {
                 debug!("{remote}: DTLS session limit reached");
                 return out;
@@ -281,6 +352,83 @@ mod tests {
         let cert = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
         let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
         DtlsIdentity::new(cert.to_vec(), key.secret_der().to_vec()).unwrap()
+    }
+
+    /// A ClientHello record as RFC 6347 §4.2.2 lays it out, with `version` as both record
+    /// and client version and record sequence number 5; a DTLS 1.0 cipher suite
+    /// (TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA) and no extensions.
+    fn client_hello(version: u16) -> Vec<u8> {
+        let mut body = version.to_be_bytes().to_vec();
+        body.extend_from_slice(&[7; 32]); // random
+        body.extend_from_slice(&[0, 0]); // empty session_id and cookie
+        body.extend_from_slice(&[0, 2, 0xc0, 0x0a]);
+        body.extend_from_slice(&[1, 0]); // null compression
+        let body_len = &(body.len() as u32).to_be_bytes()[1..];
+        let mut handshake = vec![1]; // client_hello
+        handshake.extend_from_slice(body_len);
+        handshake.extend_from_slice(&[0, 0, 0, 0, 0]); // message_seq, fragment_offset
+        handshake.extend_from_slice(body_len); // fragment_length: unfragmented
+        handshake.extend_from_slice(&body);
+        let mut record = vec![22]; // handshake
+        record.extend_from_slice(&version.to_be_bytes());
+        record.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 5]); // epoch 0, sequence 5
+        record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+        record.extend_from_slice(&handshake);
+        record
+    }
+
+    async fn answer(client: &UdpSocket) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 2048];
+        let got = tokio::time::timeout(Duration::from_millis(500), client.recv(&mut buf)).await;
+        got.ok().map(|n| buf[..n.unwrap()].to_vec())
+    }
+
+    /// A DTLS 1.0 ClientHello is answered with a fatal protocol_version alert (RFC 5246
+    /// §7.2.2) in a DTLS 1.0 record that echoes its sequence number, and leaves no session
+    /// behind; a DTLS 1.2 ClientHello still goes to dimpl.
+    #[tokio::test]
+    async fn dtls_1_0_client_hello_gets_a_protocol_version_alert_and_no_state() {
+        let id = identity();
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = sock.local_addr().unwrap();
+        // `try_send_to` needs the runtime to have seen the socket writable, as the
+        // daemon's sockets have by the time they receive.
+        sock.writable().await.unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect(local).await.unwrap();
+        let remote = client.local_addr().unwrap();
+        let mut s = DtlsSessions::default();
+        let now = Instant::now();
+
+        let hello = client_hello(0xfeff);
+        let out = s.input(Some(&id), &sock, local, remote, &hello, now);
+        let alert = answer(&client).await.expect("an alert");
+        assert_eq!(
+            alert,
+            [21, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 0, 5, 0, 2, 2, 70],
+            "alert(fatal, protocol_version) in a DTLS 1.0 record"
+        );
+        assert!(alert.len() < hello.len());
+        // Nothing for the core: no session was made, so none ended.
+        assert!(out.records.is_empty() && !out.closed);
+        assert!(s.sessions.is_empty() && s.fresh.is_empty() && s.fresh_count == 0);
+
+        // Cut short, or a later fragment: not a ClientHello to judge, no answer.
+        s.input(Some(&id), &sock, local, remote, &hello[..20], now);
+        let mut later_fragment = hello.clone();
+        later_fragment[RECORD_HEADER + 8] = 1;
+        s.input(Some(&id), &sock, local, remote, &later_fragment, now);
+        s = DtlsSessions::default();
+        // DTLS turned off (no identity): silence, as for every other datagram.
+        s.input(None, &sock, local, remote, &hello, now);
+        assert_eq!(answer(&client).await, None);
+
+        // DTLS 1.2 is dimpl's: a session, and a HelloVerifyRequest rather than an alert.
+        s.input(Some(&id), &sock, local, remote, &client_hello(0xfefd), now);
+        assert_eq!(s.sessions.len(), 1);
+        if let Some(reply) = answer(&client).await {
+            assert_eq!(reply[0], 22, "a handshake record: {reply:?}");
+        }
     }
 
     /// A flood of first datagrams from distinct (spoofed) sources stays within the cap,

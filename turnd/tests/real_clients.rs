@@ -260,8 +260,19 @@ fn rfc5780_nat_behaviour_discovery() {
 
 // --- DTLS (RFC 8656 §3.2, RFC 7350) with OpenSSL -------------------------------------------
 //
-// uclient's DTLS client offers DTLS 1.0 only, which turnd refuses on purpose (dimpl does
-// DTLS 1.2/1.3; RFC 8996 deprecates 1.0), so OpenSSL's `s_client` is the real client here.
+// uclient's DTLS client picks DTLS 1.0 or 1.2 at random for each connection; turnd refuses
+// 1.0 on purpose (dimpl does DTLS 1.2/1.3; RFC 8996 deprecates 1.0) with a protocol_version
+// alert, on which uclient tries again. OpenSSL's `s_client` checks each version alone.
+
+/// `-S` without `-t`: DTLS to the TLS port. Each of the 10 clients that draws DTLS 1.0
+/// must be refused at once (not left to time out) and reconnect with 1.2.
+#[test]
+fn uclient_dtls() {
+    let turnd = Turnd::builder(turnd_bin()).tls().start();
+    let peer = Peer::start();
+    let out = uclient(turnd.tls_port, &peer, &["-u", USER, "-w", PASSWORD, "-S"]);
+    assert_no_loss(&out, &turnd);
+}
 
 /// A Binding request, raw; and its transaction id.
 fn raw_binding() -> ([u8; 12], Vec<u8>) {
@@ -323,7 +334,8 @@ fn dtls_1_2_binding_with_openssl() {
     );
 }
 
-/// DTLS 1.0 reaches turnd, which refuses the ClientHello: no application data comes back.
+/// DTLS 1.0 reaches turnd, which refuses the ClientHello with a fatal protocol_version
+/// alert (RFC 5246 §7.2.2) that the client understands: no application data comes back.
 #[test]
 fn dtls_1_0_is_refused() {
     let turnd = Turnd::builder(turnd_bin())
@@ -345,6 +357,11 @@ fn dtls_1_0_is_refused() {
             .wait_for_log(": DTLS: ", Duration::from_secs(2)),
         "the handshake never reached turnd:\n{}",
         turnd.log()
+    );
+    assert!(
+        out.stderr.contains("alert protocol version"),
+        "no protocol_version alert reached the client:\n{}",
+        out.stderr
     );
 }
 
@@ -745,10 +762,17 @@ fn v4_mapped_loopback_peer_is_refused_by_default() {
         )
         .unwrap_or_else(|e| panic!("IPv6 Allocate: {e}\n{}", turnd.log()));
     assert!(relayed.is_ipv6(), "{relayed}");
-    let e = c
-        .create_permission(addr("[::ffff:127.0.0.1]:9"))
-        .unwrap_err();
-    assert_eq!(e.code, 403, "{e}");
+    // The IPv4-mapped form, the SIIT IPv4-translated form (RFC 2765 §2.1), the NAT64
+    // well-known prefix (RFC 6052) and the IPv4-compatible form of 127.0.0.1.
+    for peer in [
+        "[::ffff:127.0.0.1]:9",
+        "[::ffff:0:7f00:1]:9",
+        "[64:ff9b::7f00:1]:9",
+        "[::127.0.0.1]:9",
+    ] {
+        let e = c.create_permission(addr(peer)).unwrap_err();
+        assert_eq!(e.code, 403, "{peer}: {e}");
+    }
     // An IPv4 relay: refused too (443 Peer Address Family Mismatch, RFC 8656 §9.1, or
     // 403); what matters is that no permission is installed.
     let mut c = allocated(&turnd);
