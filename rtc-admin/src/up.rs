@@ -37,7 +37,8 @@ use crate::settings::{TurnConfig, TURND_CONFIG_FILE};
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// In the instance directory while `up` runs: `<program> <pid>` per line, `up` itself
-/// first, then each daemon it started. The next `up` reads it to find leftovers.
+/// first, then each daemon it started. The next `up` reads it to name the `up` that holds
+/// the instance (the directory's `flock` says whether one does) or the daemons left over.
 pub const PID_FILE: &str = "up.pid";
 
 /// Writes one line to stdout, ignoring errors: after SIGHUP the terminal is gone and
@@ -156,32 +157,49 @@ impl Recorded {
     }
 }
 
-/// `up`'s record of the processes it runs ([`PID_FILE`]).
+/// `up`'s record of the processes it runs ([`PID_FILE`]), and its hold on the instance.
 struct PidFile {
     path: PathBuf,
     /// `up` itself, then every daemon started.
     entries: Vec<Recorded>,
+    /// The instance directory, exclusively `flock`ed while this `up` lives: the kernel
+    /// drops the lock however we die (`kill -9` included), and the daemons do not inherit
+    /// it (close-on-exec), so a held lock means exactly that an `up` still runs.
+    _lock: std::fs::File,
 }
 
 impl PidFile {
-    /// Creates the pid file for this `up`, after making sure no process recorded by a
-    /// previous one still runs: a second `up` would otherwise start daemons that fail one by
-    /// one on busy ports. Leftover daemons whose `up` is gone get the grace period to
-    /// finish the SIGTERM the kernel sent them when it died.
+    /// Takes the instance for this `up` and creates its pid file, after making sure that no
+    /// other `up` holds the instance and that no daemon recorded by an earlier one still
+    /// runs: a second `up` would otherwise start daemons that fail one by one on busy ports.
+    /// Leftover daemons get the grace period first, to finish the SIGTERM the kernel sent
+    /// them when their `up` died.
     fn claim(dir: &Path) -> anyhow::Result<PidFile> {
+        use rustix::fs::{flock, FlockOperation};
         let path = dir.join(PID_FILE);
+        let lock =
+            std::fs::File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
         let previous = Self::read(&path);
-        let up_alive = previous.first().is_some_and(Recorded::running);
-        let mut left: Vec<Recorded> = previous.into_iter().filter(Recorded::running).collect();
-        if !left.is_empty() && !up_alive {
-            let deadline = std::time::Instant::now() + STOP_GRACE;
-            while !left.is_empty() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-                left.retain(Recorded::running);
+        match flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(up_running_error(&path, previous.first()));
             }
+            Err(e) => return Err(anyhow!("cannot lock {}: {e}", dir.display())),
+        }
+        // The recorded `up` is gone (we hold the lock); its daemons may not be.
+        let mut left: Vec<Recorded> = previous
+            .into_iter()
+            .skip(1)
+            .filter(Recorded::running)
+            .collect();
+        let deadline = std::time::Instant::now() + STOP_GRACE;
+        while !left.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            left.retain(Recorded::running);
         }
         if !left.is_empty() {
-            return Err(leftovers_error(&path, &left, up_alive));
+            return Err(leftovers_error(&path, &left));
         }
         let file = PidFile {
             path,
@@ -189,6 +207,7 @@ impl PidFile {
                 program: own_program(),
                 pid: std::process::id(),
             }],
+            _lock: lock,
         };
         file.write()?;
         Ok(file)
@@ -241,34 +260,40 @@ fn own_program() -> String {
         .unwrap_or_else(|_| "rtc-admin".into())
 }
 
-/// What a refused `up` says: which processes still run, and the command that stops them.
-fn leftovers_error(path: &Path, left: &[Recorded], up_alive: bool) -> anyhow::Error {
+/// What an `up` refused because another holds the instance says: who, and how to stop it.
+fn up_running_error(path: &Path, up: Option<&Recorded>) -> anyhow::Error {
+    let who = up.map_or_else(
+        || format!("see {}", path.display()),
+        |r| format!("pid {}", r.pid),
+    );
+    let stop = up.map_or_else(|| "kill PID".to_owned(), |r| format!("kill {}", r.pid));
+    anyhow!(
+        "{}: another `rtc-admin up` of this instance is still running ({who}). Stop it \
+         first (Ctrl-C in its terminal, or `{stop}`: it stops its daemons), then run \
+         `rtc-admin up` again",
+        path.display()
+    )
+}
+
+/// What an `up` refused because of daemons an earlier one left says: which processes
+/// still run, and the command that stops them.
+fn leftovers_error(path: &Path, left: &[Recorded]) -> anyhow::Error {
     let list = left
         .iter()
         .map(|r| format!("{} (pid {})", r.program, r.pid))
         .collect::<Vec<_>>()
         .join(", ");
-    if up_alive {
-        anyhow!(
-            "{}: another `rtc-admin up` of this instance is still running: {list}. \
-             Stop it first (Ctrl-C in its terminal, or `kill {}`: it stops its daemons), \
-             then run `rtc-admin up` again",
-            path.display(),
-            left[0].pid
-        )
-    } else {
-        let pids = left
-            .iter()
-            .map(|r| r.pid.to_string())
-            .collect::<Vec<_>>()
-            .join(" ");
-        anyhow!(
-            "{}: daemons of an earlier `rtc-admin up` are still running and hold the \
-             instance's ports: {list}. Stop them with `kill {pids}` (`kill -9 {pids}` if \
-             they do not exit), then run `rtc-admin up` again",
-            path.display()
-        )
-    }
+    let pids = left
+        .iter()
+        .map(|r| r.pid.to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    anyhow!(
+        "{}: daemons of an earlier `rtc-admin up` are still running and hold the \
+         instance's ports: {list}. Stop them with `kill {pids}` (`kill -9 {pids}` if they \
+         do not exit), then run `rtc-admin up` again",
+        path.display()
+    )
 }
 
 async fn supervise(dir: &Path, pids: &mut PidFile) -> anyhow::Result<i32> {
