@@ -8,6 +8,9 @@
 //! the new certificate with no config rebuild and no restart, and established sessions are
 //! untouched. A reload that fails (half-written file, wrong key) keeps the old certificate and
 //! returns an error naming the file, so an operator mistake never takes the service down.
+//! [`ConfiguredPair`] is the same loading for the daemons' configuration checks
+//! (`--check-config`, start-up): its error also names the setting that points at the bad
+//! file, so every daemon reports a certificate problem as file, key and problem.
 //!
 //! Every config uses the ring provider explicitly (no process-wide default needs installing)
 //! with rustls's safe default protocol versions, which are TLS 1.2 and TLS 1.3.
