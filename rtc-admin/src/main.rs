@@ -68,6 +68,9 @@ enum Command {
     Init(instance::InitArgs),
     /// Run a local instance in the foreground (initialising it first if needed).
     Up(up::UpArgs),
+    /// Internal to `up`: run a daemon that dies with its parent (see `up::exec_supervised`).
+    #[command(hide = true)]
+    ExecSupervised(up::ExecArgs),
 }
 
 fn main() {
@@ -78,6 +81,7 @@ fn main() {
         Command::Xmpp(args) => xmpp::run(*args, &cli.config_dir),
         Command::Init(args) => instance::init(&args).map(|()| 0),
         Command::Up(args) => up::run(&args),
+        Command::ExecSupervised(args) => up::exec_supervised(&args),
     };
     match result {
         Ok(code) => std::process::exit(code),

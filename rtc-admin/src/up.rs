@@ -1,12 +1,24 @@
 //! `rtc-admin up`: run a local instance in the foreground, like a tiny process supervisor.
 //!
-//! Flow: make sure the instance exists (`init` if `turnd.toml` is missing) -> start each
-//! daemon of [`DAEMONS`] that has a config in the directory, in its own process group so a
-//! terminal's Ctrl-C reaches only us and we stop the children in order -> forward their
-//! output line by line prefixed with `[name]` -> wait for Ctrl-C/SIGTERM or for a daemon to
-//! exit -> SIGTERM every daemon still running, SIGKILL what is left after a grace period.
+//! Flow: make sure the instance exists (`init` if `turnd.toml` is missing) -> refuse to
+//! start if the pid file ([`PID_FILE`]) names processes a previous `up` left running ->
+//! start each daemon of [`DAEMONS`] that has a config in the directory, in its own process
+//! group so a terminal's Ctrl-C reaches only us and we stop the children in order ->
+//! forward their output line by line prefixed with `[name]` -> wait for
+//! Ctrl-C/SIGTERM/SIGHUP or for a daemon to exit -> SIGTERM every daemon still running,
+//! SIGKILL what is left after a grace period -> remove the pid file.
+//!
+//! The daemons must not outlive `up` even when it cannot stop them itself (`kill -9`, a
+//! crash): each is started through `rtc-admin exec-supervised` ([`exec_supervised`]), which
+//! asks the kernel for SIGTERM when its parent dies (`PR_SET_PDEATHSIG`, kept across
+//! `execve`) and then becomes the daemon. Doing this in the child between `fork` and `exec`
+//! would need `pre_exec`, i.e. unsafe code, which this crate forbids; a re-exec of our own
+//! binary gets the same result in safe code at the cost of one extra `execve` per daemon.
 
-use std::io::IsTerminal as _;
+use std::ffi::OsString;
+use std::fmt::Display;
+use std::io::{IsTerminal as _, Write as _};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -23,6 +35,58 @@ use crate::settings::{TurnConfig, TURND_CONFIG_FILE};
 
 /// How long daemons get to exit after SIGTERM before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// In the instance directory while `up` runs: `<program> <pid>` per line, `up` itself
+/// first, then each daemon it started. The next `up` reads it to name the `up` that holds
+/// the instance (the directory's `flock` says whether one does) or the daemons left over.
+pub const PID_FILE: &str = "up.pid";
+
+/// Writes one line to stdout, ignoring errors: after SIGHUP the terminal is gone and
+/// `println!` would panic half-way through stopping the daemons.
+fn say(line: impl Display) {
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+/// [`say`] for stderr.
+fn say_err(line: impl Display) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Arguments of the hidden `exec-supervised` command, which `up` runs for each daemon.
+#[derive(Debug, Clone, Args)]
+pub struct ExecArgs {
+    /// Pid of the `up` that must be alive for the daemon to run.
+    #[arg(long)]
+    pub parent: u32,
+    /// The daemon's program and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<OsString>,
+}
+
+/// Becomes the daemon `args.command` with SIGTERM armed for when `up` (our parent) dies.
+/// Returns only on failure.
+pub fn exec_supervised(args: &ExecArgs) -> anyhow::Result<i32> {
+    use rustix::process::{getppid, set_parent_process_death_signal, Pid, Signal};
+    // SIGTERM rather than SIGKILL: the daemon shuts down as on `systemctl stop`, finishing
+    // its database writes; it has its own shutdown timeout.
+    set_parent_process_death_signal(Some(Signal::TERM)).context("PR_SET_PDEATHSIG")?;
+    // If `up` died before the call above, no signal will come: we have been reparented.
+    let parent = u32::try_from(Pid::as_raw(getppid())).unwrap_or(0);
+    if parent != args.parent {
+        return Err(anyhow!(
+            "`rtc-admin up` (pid {}) is gone: not starting {}",
+            args.parent,
+            Path::new(&args.command[0]).display()
+        ));
+    }
+    let error = std::process::Command::new(&args.command[0])
+        .args(&args.command[1..])
+        .exec();
+    Err(anyhow!(
+        "cannot start {}: {error}",
+        Path::new(&args.command[0]).display()
+    ))
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
@@ -65,14 +129,181 @@ pub fn run(args: &UpArgs) -> anyhow::Result<i32> {
         .dir
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", args.dir.display()))?;
-    crate::block_on(supervise(&dir))
+    let mut pids = PidFile::claim(&dir)?;
+    let result = crate::block_on(supervise(&dir, &mut pids));
+    pids.remove();
+    result
 }
 
-async fn supervise(dir: &Path) -> anyhow::Result<i32> {
+/// A process recorded in the pid file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Recorded {
+    /// The program as the kernel names it (`/proc/PID/comm`), so that a pid reused by an
+    /// unrelated process is not taken for a leftover.
+    program: String,
+    pid: u32,
+}
+
+impl Recorded {
+    fn running(&self) -> bool {
+        let proc = PathBuf::from(format!("/proc/{}", self.pid));
+        let Ok(comm) = std::fs::read_to_string(proc.join("comm")) else {
+            return false;
+        };
+        // A zombie (state Z or X, after the last `)` of the name) has exited already.
+        let state = std::fs::read_to_string(proc.join("stat")).unwrap_or_default();
+        let state = state.rsplit(')').next().unwrap_or("").trim_start();
+        comm.trim_end() == self.program && !state.starts_with(['Z', 'X'])
+    }
+}
+
+/// `up`'s record of the processes it runs ([`PID_FILE`]), and its hold on the instance.
+struct PidFile {
+    path: PathBuf,
+    /// `up` itself, then every daemon started.
+    entries: Vec<Recorded>,
+    /// The instance directory, exclusively `flock`ed while this `up` lives: the kernel
+    /// drops the lock however we die (`kill -9` included), and the daemons do not inherit
+    /// it (close-on-exec), so a held lock means exactly that an `up` still runs.
+    _lock: std::fs::File,
+}
+
+impl PidFile {
+    /// Takes the instance for this `up` and creates its pid file, after making sure that no
+    /// other `up` holds the instance and that no daemon recorded by an earlier one still
+    /// runs: a second `up` would otherwise start daemons that fail one by one on busy ports.
+    /// Leftover daemons get the grace period first, to finish the SIGTERM the kernel sent
+    /// them when their `up` died.
+    fn claim(dir: &Path) -> anyhow::Result<PidFile> {
+        use rustix::fs::{flock, FlockOperation};
+        let path = dir.join(PID_FILE);
+        let lock =
+            std::fs::File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+        let previous = Self::read(&path);
+        match flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(up_running_error(&path, previous.first()));
+            }
+            Err(e) => return Err(anyhow!("cannot lock {}: {e}", dir.display())),
+        }
+        // The recorded `up` is gone (we hold the lock); its daemons may not be.
+        let mut left: Vec<Recorded> = previous
+            .into_iter()
+            .skip(1)
+            .filter(Recorded::running)
+            .collect();
+        let deadline = std::time::Instant::now() + STOP_GRACE;
+        while !left.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            left.retain(Recorded::running);
+        }
+        if !left.is_empty() {
+            return Err(leftovers_error(&path, &left));
+        }
+        let file = PidFile {
+            path,
+            entries: vec![Recorded {
+                program: own_program(),
+                pid: std::process::id(),
+            }],
+            _lock: lock,
+        };
+        file.write()?;
+        Ok(file)
+    }
+
+    fn read(path: &Path) -> Vec<Recorded> {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| {
+                let (program, pid) = line.rsplit_once(' ')?;
+                Some(Recorded {
+                    program: program.to_owned(),
+                    pid: pid.parse().ok()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records a started daemon.
+    fn add(&mut self, program: &str, pid: u32) -> anyhow::Result<()> {
+        self.entries.push(Recorded {
+            program: program.to_owned(),
+            pid,
+        });
+        self.write()
+    }
+
+    /// Replaces the file whole (write then rename), so a reader never sees half of it.
+    fn write(&self) -> anyhow::Result<()> {
+        let text: String = self
+            .entries
+            .iter()
+            .map(|r| format!("{} {}\n", r.program, r.pid))
+            .collect();
+        let tmp = self.path.with_extension("pid.tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &self.path))
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+
+    fn remove(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Our own name as the kernel knows it, which is what the next `up` will compare.
+fn own_program() -> String {
+    std::fs::read_to_string("/proc/self/comm")
+        .map(|c| c.trim_end().to_owned())
+        .unwrap_or_else(|_| "rtc-admin".into())
+}
+
+/// What an `up` refused because another holds the instance says: who, and how to stop it.
+fn up_running_error(path: &Path, up: Option<&Recorded>) -> anyhow::Error {
+    let who = up.map_or_else(
+        || format!("see {}", path.display()),
+        |r| format!("pid {}", r.pid),
+    );
+    let stop = up.map_or_else(|| "kill PID".to_owned(), |r| format!("kill {}", r.pid));
+    anyhow!(
+        "{}: another `rtc-admin up` of this instance is still running ({who}). Stop it \
+         first (Ctrl-C in its terminal, or `{stop}`: it stops its daemons), then run \
+         `rtc-admin up` again",
+        path.display()
+    )
+}
+
+/// What an `up` refused because of daemons an earlier one left says: which processes
+/// still run, and the command that stops them.
+fn leftovers_error(path: &Path, left: &[Recorded]) -> anyhow::Error {
+    let list = left
+        .iter()
+        .map(|r| format!("{} (pid {})", r.program, r.pid))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let pids = left
+        .iter()
+        .map(|r| r.pid.to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    anyhow!(
+        "{}: daemons of an earlier `rtc-admin up` are still running and hold the \
+         instance's ports: {list}. Stop them with `kill {pids}` (`kill -9 {pids}` if they \
+         do not exit), then run `rtc-admin up` again",
+        path.display()
+    )
+}
+
+async fn supervise(dir: &Path, pids: &mut PidFile) -> anyhow::Result<i32> {
     // Signal handlers first: a SIGTERM arriving while daemons start must not kill us
-    // with the default action and orphan them.
+    // with the default action and leave the daemons to their death signal.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    // The terminal closing (or an SSH session dropping) sends SIGHUP: stop as for SIGTERM.
+    let mut hup = signal(SignalKind::hangup())?;
+    let own_exe = std::env::current_exe().context("cannot find rtc-admin's own executable")?;
 
     let (exits_tx, mut exits) = mpsc::unbounded_channel::<(usize, std::io::Result<ExitStatus>)>();
     let mut running: Vec<Running> = Vec::new();
@@ -95,12 +326,19 @@ async fn supervise(dir: &Path) -> anyhow::Result<i32> {
                 ));
             }
         };
-        let mut command = Command::new(&binary);
+        // `rtc-admin exec-supervised --parent US -- BINARY --config CONFIG` arms the death
+        // signal and becomes the daemon, keeping its pid.
+        let mut command = Command::new(&own_exe);
         if !std::io::stdout().is_terminal() {
             // Colour codes make logs captured from a pipe unreadable (tracing honours this).
             command.env("NO_COLOR", "1");
         }
         let mut child = match command
+            .arg("exec-supervised")
+            .arg("--parent")
+            .arg(std::process::id().to_string())
+            .arg("--")
+            .arg(&binary)
             .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())
@@ -117,13 +355,13 @@ async fn supervise(dir: &Path) -> anyhow::Result<i32> {
             }
         };
         let pid = child.id();
-        println!(
+        say(format_args!(
             "[rtc-admin] started {} (pid {}): {} --config {}",
             daemon.name,
             pid.map_or_else(|| "?".into(), |p| p.to_string()),
             binary.display(),
             config.display()
-        );
+        ));
         if let Some(out) = child.stdout.take() {
             forwarders.push(tokio::spawn(forward(daemon.name, out, false)));
         }
@@ -149,6 +387,12 @@ async fn supervise(dir: &Path) -> anyhow::Result<i32> {
             kill: Some(kill_tx),
             exited: false,
         });
+        if let Some(pid) = pid {
+            if let Err(e) = pids.add(daemon.name, pid) {
+                stop_all(&mut running, &mut exits).await;
+                return Err(e);
+            }
+        }
     }
     if running.is_empty() {
         return Err(anyhow!(
@@ -160,20 +404,24 @@ async fn supervise(dir: &Path) -> anyhow::Result<i32> {
 
     let code = tokio::select! {
         _ = term.recv() => {
-            println!("[rtc-admin] SIGTERM: stopping");
+            say("[rtc-admin] SIGTERM: stopping");
             0
         }
         _ = int.recv() => {
-            println!("[rtc-admin] interrupted: stopping");
+            say("[rtc-admin] interrupted: stopping");
+            0
+        }
+        _ = hup.recv() => {
+            say("[rtc-admin] SIGHUP (terminal closed): stopping");
             0
         }
         Some((index, status)) = exits.recv() => {
             running[index].exited = true;
-            println!(
+            say(format_args!(
                 "[rtc-admin] {} exited early ({}); stopping the others",
                 running[index].name,
                 describe(&status)
-            );
+            ));
             1
         }
     };
@@ -208,11 +456,11 @@ async fn stop_all(
                 Ok(next) => next,
                 Err(_) => {
                     for r in running.iter_mut().filter(|r| !r.exited) {
-                        println!(
+                        say(format_args!(
                             "[rtc-admin] {} still running after {} s: killing it",
                             r.name,
                             STOP_GRACE.as_secs()
-                        );
+                        ));
                         if let Some(k) = r.kill.take() {
                             let _ = k.send(());
                         }
@@ -224,11 +472,11 @@ async fn stop_all(
         };
         let Some((index, status)) = next else { break };
         running[index].exited = true;
-        println!(
+        say(format_args!(
             "[rtc-admin] {} stopped ({})",
             running[index].name,
             describe(&status)
-        );
+        ));
     }
 }
 
@@ -252,9 +500,9 @@ async fn forward(name: &'static str, stream: impl AsyncRead + Unpin, to_stderr: 
                 let text = String::from_utf8_lossy(&line);
                 let text = text.trim_end_matches(['\n', '\r']);
                 if to_stderr {
-                    eprintln!("[{name}] {text}");
+                    say_err(format_args!("[{name}] {text}"));
                 } else {
-                    println!("[{name}] {text}");
+                    say(format_args!("[{name}] {text}"));
                 }
             }
         }
@@ -275,26 +523,26 @@ fn locate(name: &str) -> Option<PathBuf> {
 }
 
 fn print_summary(dir: &Path) {
-    println!("[rtc-admin] instance {}", dir.display());
+    say(format_args!("[rtc-admin] instance {}", dir.display()));
     if let Ok(turn) = TurnConfig::load_from_dir(dir) {
         for uri in turn.uris() {
-            println!("[rtc-admin]   {uri}");
+            say(format_args!("[rtc-admin]   {uri}"));
         }
         if let Some(url) = turn.metrics_url() {
-            println!("[rtc-admin]   metrics: {url}");
+            say(format_args!("[rtc-admin]   metrics: {url}"));
         }
     }
     if let Some(c) = DemoCredentials::load(dir) {
-        println!(
+        say(format_args!(
             "[rtc-admin]   demo user: {} / {} (realm {})",
             c.user, c.password, c.realm
-        );
+        ));
         for u in &c.accounts {
-            println!(
+            say(format_args!(
                 "[rtc-admin]   SIP and XMPP account: {u}@{} / {}",
                 c.realm, c.password
-            );
+            ));
         }
     }
-    println!("[rtc-admin] Ctrl-C to stop");
+    say("[rtc-admin] Ctrl-C to stop");
 }

@@ -564,13 +564,16 @@ fn init_refuses_to_overwrite_without_force() {
 struct Cleanup {
     admin: Child,
     turnd_pid: Option<i32>,
+    /// Every daemon `up` reported starting, for the tests that watch all of them.
+    daemon_pids: Vec<i32>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = self.admin.kill();
         let _ = self.admin.wait();
-        if let Some(pid) = self.turnd_pid.and_then(rustix::process::Pid::from_raw) {
+        let pids = self.turnd_pid.iter().chain(&self.daemon_pids);
+        for pid in pids.filter_map(|&p| rustix::process::Pid::from_raw(p)) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
     }
@@ -588,6 +591,7 @@ fn start_up(dir: &Path, offset: u32, stderr: Stdio) -> Cleanup {
     Cleanup {
         admin: child,
         turnd_pid: None,
+        daemon_pids: Vec::new(),
     }
 }
 
@@ -779,4 +783,190 @@ fn up_reports_a_daemon_that_exits_early() {
     let mut out = String::new();
     std::io::Read::read_to_string(&mut guard.admin.stdout.take().unwrap(), &mut out).unwrap();
     assert!(out.contains("turnd exited early (exit status: 1)"), "{out}");
+}
+
+/// Reads `up`'s stdout until it has started every daemon (its `Ctrl-C to stop` line) and
+/// records their pids in the guard; returns the lines read.
+fn wait_until_up(guard: &mut Cleanup, deadline: Instant) -> Vec<String> {
+    let stdout = guard.admin.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut output = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("`up` did not finish starting: {output:#?}"));
+        let pid: Option<i32> = line
+            .strip_prefix("[rtc-admin] started ")
+            .and_then(|rest| rest.split_once(" (pid "))
+            .and_then(|(_, rest)| rest.split(')').next())
+            .and_then(|pid| pid.parse().ok());
+        guard.daemon_pids.extend(pid);
+        let done = line == "[rtc-admin] Ctrl-C to stop";
+        assert!(!line.contains("exited early"), "{output:#?}\n{line}");
+        output.push(line);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(guard.daemon_pids.len(), 3, "{output:#?}");
+    output
+}
+
+/// Whether `pid` runs (a zombie, which nobody may reap in a container, does not).
+fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with(['Z', 'X'])
+        }
+        Err(_) => false,
+    }
+}
+
+/// Waits until none of `pids` runs; panics naming the survivors at `deadline`.
+fn assert_all_exit(pids: &[i32], deadline: Instant, what: &str) {
+    while pids.iter().any(|&p| running(p)) {
+        let alive: Vec<_> = pids.iter().filter(|&&p| running(p)).collect();
+        assert!(
+            Instant::now() < deadline,
+            "{what}: daemons still running: {alive:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn signal(pid: u32, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process(pid, signal).unwrap();
+}
+
+fn wait_exit(child: &mut Child, deadline: Instant) -> std::process::ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "rtc-admin up did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `rtc-admin up --dir DIR` expected to refuse at once; killed after a while if it runs.
+fn up_once(dir: &Path) -> rtc_tests::ToolOutput {
+    rtc_tests::run_tool(
+        env!("CARGO_BIN_EXE_rtc-admin"),
+        &["up", "--dir", dir.to_str().unwrap()],
+        Duration::from_secs(30),
+    )
+}
+
+/// A closed terminal (SIGHUP) stops `up` and its daemons as SIGTERM does, and the pid
+/// file goes with them.
+#[test]
+fn up_stops_its_daemons_on_sighup() {
+    turnd_binary();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("hup");
+    let offset = 22_000 + std::process::id() % 1000;
+    let mut guard = start_up(&dir, offset, Stdio::null());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_until_up(&mut guard, deadline);
+    assert!(dir.join("up.pid").exists());
+
+    signal(guard.admin.id(), rustix::process::Signal::HUP);
+    let status = wait_exit(&mut guard.admin, deadline);
+    assert!(status.success(), "rtc-admin up after SIGHUP: {status}");
+    assert_all_exit(&guard.daemon_pids, deadline, "after SIGHUP to up");
+    assert!(!dir.join("up.pid").exists(), "pid file left behind");
+}
+
+/// `kill -9` of `up` cannot be caught, yet the daemons die with it (their death signal),
+/// and the next `up` of the instance starts normally from the stale pid file.
+#[test]
+fn killed_up_takes_its_daemons_along() {
+    turnd_binary();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("kill9");
+    let offset = 23_000 + std::process::id() % 1000;
+    let mut guard = start_up(&dir, offset, Stdio::null());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_until_up(&mut guard, deadline);
+
+    guard.admin.kill().unwrap();
+    guard.admin.wait().unwrap();
+    assert_all_exit(
+        &guard.daemon_pids,
+        Instant::now() + Duration::from_secs(15),
+        "after SIGKILL to up",
+    );
+
+    let mut again = start_up(&dir, offset, Stdio::null());
+    wait_until_up(&mut again, deadline);
+    signal(again.admin.id(), rustix::process::Signal::TERM);
+    let status = wait_exit(&mut again.admin, deadline);
+    assert!(status.success(), "second rtc-admin up: {status}");
+}
+
+/// A second `up` of a running instance starts nothing: it names the running `up` and how
+/// to stop it, and the first instance keeps running.
+#[test]
+fn second_up_of_a_running_instance_refuses_and_says_what_to_do() {
+    turnd_binary();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("twice");
+    let offset = 24_000 + std::process::id() % 1000;
+    let mut guard = start_up(&dir, offset, Stdio::null());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_until_up(&mut guard, deadline);
+
+    let out = up_once(&dir);
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
+    assert_eq!(out.status.and_then(|s| s.code()), Some(1), "{out}");
+    assert!(!stdout.contains("started"), "{stdout}");
+    let up_pid = guard.admin.id();
+    assert!(
+        stderr.contains("still running")
+            && stderr.contains(&format!("pid {up_pid}"))
+            && stderr.contains(&format!("kill {up_pid}")),
+        "{stderr}"
+    );
+    assert!(
+        guard.daemon_pids.iter().all(|&p| running(p)),
+        "the first instance was disturbed"
+    );
+
+    signal(up_pid, rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut guard.admin, deadline).success());
+}
+
+/// Processes recorded by an `up` that is gone and that outlive the grace period are
+/// reported with the command that stops them, and nothing is started.
+#[test]
+fn up_reports_leftover_daemons_and_starts_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("leftover");
+    let d = dir.to_str().unwrap();
+    ok(root.path(), &["init", "--dir", d, "--port-offset", "25000"]);
+    // A live process under a recorded name stands in for a daemon that survived.
+    let mut leftover = Command::new("sleep").arg("120").spawn().unwrap();
+    let pid = leftover.id();
+    // The recorded `up` (pid 0 never names a process) is gone.
+    std::fs::write(dir.join("up.pid"), format!("rtc-admin 0\nsleep {pid}\n")).unwrap();
+    let out = up_once(&dir);
+    let _ = leftover.kill();
+    let _ = leftover.wait();
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
+    assert_eq!(out.status.and_then(|s| s.code()), Some(1), "{out}");
+    assert!(!stdout.contains("started"), "{stdout}");
+    assert!(
+        stderr.contains(&format!("sleep (pid {pid})")) && stderr.contains(&format!("kill {pid}")),
+        "{stderr}"
+    );
 }

@@ -209,6 +209,27 @@ pub fn load(path: &Path) -> Result<Resolved, ConfigError> {
     resolve(cfg, path)
 }
 
+/// [`load`], then the files the configuration names: the certificate and key are loaded as
+/// the TLS listener will load them (readable, PEM, key matching the certificate), so that
+/// `--check-config` fails on what would stop start-up, naming the file and the setting.
+/// SIGHUP reloads use [`load`] alone: there a broken certificate keeps the old one in
+/// service and must not also hold back the rest of the reload.
+pub fn load_with_files(path: &Path) -> Result<Resolved, ConfigError> {
+    let r = load(path)?;
+    if let (Some(cert), Some(key)) = (&r.fixed.tls_certificate, &r.fixed.tls_private_key) {
+        let pair = rtc_tls::ConfiguredPair {
+            cert_setting: "tls-certificate",
+            cert,
+            key_setting: "tls-private-key",
+            key,
+        };
+        pair.load().map_err(|(setting, e)| {
+            ConfigError::new(path.display().to_string(), Some(setting), e.to_string())
+        })?;
+    }
+    Ok(r)
+}
+
 /// Checks a loaded config and derives the protocol core's settings.
 pub fn resolve(mut cfg: Config, path: &Path) -> Result<Resolved, ConfigError> {
     let file = path.display().to_string();

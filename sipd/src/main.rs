@@ -74,7 +74,7 @@ const IDENTITY: rtc_daemon::cli::Identity = rtc_daemon::cli::Identity {
 fn main() -> ExitCode {
     rtc_daemon::cli::main(
         &IDENTITY,
-        config::load,
+        config::load_with_files,
         |r| r.fixed.shell.log_level.clone(),
         run,
     )

@@ -24,5 +24,5 @@ pub use daemon::{Daemon, Ready, Signal, SIGHUP, SIGTERM};
 pub use ports::{free_port_range, free_udp_tcp_port};
 /// Re-exported so tests need no dependency of their own for scratch directories.
 pub use tempfile;
-pub use tls::self_signed_files;
+pub use tls::{broken_cert_pairs, self_signed_files, BrokenPair};
 pub use tool::{run_tool, run_tool_feeding, FedOutput, ToolOutput};

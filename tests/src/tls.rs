@@ -63,3 +63,48 @@ pub fn served_certificate(
         .ok_or("the server sent no certificate")?;
     Ok(chain.first().ok_or("empty certificate chain")?.to_vec())
 }
+
+/// A certificate/key pair a daemon must refuse, and which of the two is at fault.
+#[derive(Debug, Clone)]
+pub struct BrokenPair {
+    /// What is wrong, for assertion messages.
+    pub what: &'static str,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// `true` when the key file is the one at fault, `false` for the certificate.
+    pub key_at_fault: bool,
+    /// The file the error must name.
+    pub bad_file: PathBuf,
+}
+
+/// Writes a valid pair for `localhost` into `dir` and returns it with the ways
+/// `--check-config` must catch a broken one: each file missing, each file garbage, and a
+/// key that belongs to another certificate.
+pub fn broken_cert_pairs(dir: &Path) -> (CertFiles, Vec<BrokenPair>) {
+    let good = self_signed_files(dir, &["localhost"]);
+    let other = self_signed_files(dir, &["other.localhost"]);
+    let missing = dir.join("missing.pem");
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "this is not PEM\n").expect("writing garbage");
+    let pair = |what, cert: &Path, key: &Path, key_at_fault, bad_file: &Path| BrokenPair {
+        what,
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+        key_at_fault,
+        bad_file: bad_file.to_owned(),
+    };
+    let broken = vec![
+        pair("missing certificate", &missing, &good.key, false, &missing),
+        pair("missing key", &good.cert, &missing, true, &missing),
+        pair("garbage certificate", &garbage, &good.key, false, &garbage),
+        pair("garbage key", &good.cert, &garbage, true, &garbage),
+        pair(
+            "key of another certificate",
+            &good.cert,
+            &other.key,
+            true,
+            &other.key,
+        ),
+    ];
+    (good, broken)
+}

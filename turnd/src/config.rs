@@ -159,10 +159,25 @@ impl Resolved {
     }
 }
 
-/// Loads and checks a config file with `TURND_*` overrides.
+/// Loads and checks a config file with `TURND_*` overrides, then the files it names: the
+/// certificate and key are loaded as the TLS and DTLS listeners will load them (readable,
+/// PEM, key matching the certificate), so that `--check-config` fails on what would stop
+/// start-up, naming the file and the setting.
 pub fn load(path: &Path) -> Result<Resolved, ConfigError> {
     let cfg: Config = rtc_config::load(path, "TURND")?;
-    resolve(cfg, &path.display().to_string())
+    let file = path.display().to_string();
+    let r = resolve(cfg, &file)?;
+    if let (Some(cert), Some(key)) = (&r.file.cert, &r.file.pkey) {
+        let pair = rtc_tls::ConfiguredPair {
+            cert_setting: "cert",
+            cert,
+            key_setting: "pkey",
+            key,
+        };
+        pair.load()
+            .map_err(|(setting, e)| ConfigError::new(file, Some(setting), e.to_string()))?;
+    }
+    Ok(r)
 }
 
 /// Checks a loaded config and derives the protocol core's settings.

@@ -62,3 +62,46 @@ fn bad_environment_override_names_the_variable() {
         "variable not named: {text}"
     );
 }
+
+/// `--check-config` loads the certificate and key as start-up would: a missing or garbage
+/// file, or a key of another certificate, fails naming the file and the setting.
+#[test]
+fn check_config_checks_the_certificate_files() {
+    let dir = rtc_tests::tempfile::tempdir().unwrap();
+    let (good, broken) = rtc_tests::broken_cert_pairs(dir.path());
+    let path = dir.path().join("turnd.toml");
+    let write = |cert: &Path, key: &Path| {
+        std::fs::write(
+            &path,
+            format!(
+                "realm = \"falcot.com\"\nlistening-ip = [\"127.0.0.1\"]\n\
+                 cert = {:?}\npkey = {:?}\n",
+                cert.display().to_string(),
+                key.display().to_string()
+            ),
+        )
+        .unwrap();
+    };
+    for b in &broken {
+        write(&b.cert, &b.key);
+        let out = check_config(bin(), &path);
+        assert!(!out.success(), "{} accepted: {out}", b.what);
+        let text = out.text();
+        assert!(
+            text.contains(&*path.to_string_lossy()),
+            "{}: config file not named: {out}",
+            b.what
+        );
+        let file = b.bad_file.display().to_string();
+        assert!(text.contains(&file), "{}: {file} not named: {out}", b.what);
+        let key = if b.key_at_fault { "pkey" } else { "cert" };
+        assert!(
+            text.contains(&format!("`{key}`")),
+            "{}: key {key} not named: {out}",
+            b.what
+        );
+    }
+    write(&good.cert, &good.key);
+    let out = check_config(bin(), &path);
+    assert!(out.success(), "{out}");
+}

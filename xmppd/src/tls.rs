@@ -70,18 +70,16 @@ impl CertTable {
         let mut by_name = HashMap::new();
         let mut default = None;
         for v in vhosts {
-            let store = rtc_tls::CertStore::load(&v.certificate, &v.key).map_err(|error| {
-                let key = match error {
-                    rtc_tls::TlsError::NoPrivateKey { .. } | rtc_tls::TlsError::BadKey { .. } => {
-                        "key"
-                    }
-                    _ => "certificate",
-                };
-                CertError::Host {
-                    file: v.file.clone(),
-                    key,
-                    error,
-                }
+            let pair = rtc_tls::ConfiguredPair {
+                cert_setting: "certificate",
+                cert: &v.certificate,
+                key_setting: "key",
+                key: &v.key,
+            };
+            let store = pair.load().map_err(|(key, error)| CertError::Host {
+                file: v.file.clone(),
+                key,
+                error,
             })?;
             let end_point = end_point_hash(store.current().cert[0].as_ref());
             let host = Arc::new(HostTls {
