@@ -169,7 +169,7 @@ fn run(r: config::Resolved) -> Result<(), String> {
 
     if let Some(store) = &store {
         control.block_on(shared.refresh_from_db(store));
-        control.spawn(db_task(store.clone(), shared.clone(), db_rx));
+        control.spawn(db_task(store.clone(), db_rx));
     }
     if cfg.prometheus {
         let addr = SocketAddr::new(cfg.prometheus_address, cfg.prometheus_port);
