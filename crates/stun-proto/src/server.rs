@@ -36,7 +36,9 @@
 //!   A cached key authenticates at once; only a miss parks the request until
 //!   [`Server::handle_key`]. Because the core knows what is cached, only real database
 //!   queries cost unauthenticated rate budget. [`Server::clear_key_cache`] forgets it all
-//!   (turnd on SIGHUP).
+//!   (turnd on SIGHUP). Each core has its own cache, so with several shards a key is
+//!   fetched once per shard and minute: a few queries more, against a lock per request
+//!   had the shards shared one cache.
 //! - **Relay sockets**: the Allocate parks on [`Output::BindRelay`] and resumes on
 //!   [`Server::handle_relay_bound`]; a daemon that binds synchronously answers while it
 //!   drains, so the response still leaves within the same input.
@@ -157,6 +159,7 @@ pub struct BindId(pub u64);
 pub enum Output {
     /// Bind a UDP relay socket; answer with [`Server::handle_relay_bound`]. The Allocate
     /// waits for the answer, so answer at once where binding is synchronous (turnd does).
+    /// Every bind must be answered: the user's quota is held until then.
     BindRelay {
         id: BindId,
         family: Family,
@@ -172,7 +175,8 @@ pub enum Output {
     ReleaseReservation(SocketAddr),
     /// The long-term key for (realm, user) from the user database; answer with
     /// [`Server::handle_key`]. At most one lookup per (realm, user) is in flight; the
-    /// requests that need it wait (parked) and resume on the answer.
+    /// requests that need it wait (parked) and resume on the answer. Unanswered, they are
+    /// dropped after 5 seconds and the next request asks again.
     LookupKey { realm: String, user: String },
     /// RFC 6062 §5.2: open a TCP connection from relay `relay` to `peer`, then answer with
     /// [`Server::handle_peer_connected`].

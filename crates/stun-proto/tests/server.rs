@@ -14,9 +14,9 @@ use stun_proto::channel::{channel_header, CHANNEL_MAX, CHANNEL_MIN};
 use stun_proto::message::method;
 use stun_proto::peer_policy::PeerPolicy;
 use stun_proto::{
-    BoundRelay, Class, ClientAction, ClientTuple, ConnectionId, Family, IntegrityKind, KeyLookup,
-    Limits, Message, MessageBuilder, Output, PeerAction, PortRequest, ProtocolCore, RelayBindError,
-    RelayId, Server, ServerConfig, ServerShared, Transmit, Transport,
+    BindId, BoundRelay, Class, ClientAction, ClientTuple, ConnectionId, Family, IntegrityKind,
+    KeyLookup, Limits, Message, MessageBuilder, Output, PeerAction, PortRequest, ProtocolCore,
+    RelayBindError, RelayId, Server, ServerConfig, ServerShared, Transmit, Transport,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -52,6 +52,8 @@ struct FakeIo {
     refuse_v6: bool,
     /// Key lookups stay unanswered while set (the database is slow).
     pending: bool,
+    /// Relay binds stay unanswered while set, kept here (a daemon binding asynchronously).
+    held_binds: Option<Vec<(BindId, Family, PortRequest)>>,
     /// Key lookups answer `Busy` (database queue full) while set.
     busy: bool,
     keys: HashMap<(String, String), StoredKey>,
@@ -169,6 +171,10 @@ impl Harness {
         while let Some(order) = self.server.poll_output() {
             match order {
                 Output::BindRelay { id, family, port } => {
+                    if let Some(held) = &mut self.io.held_binds {
+                        held.push((id, family, port));
+                        continue;
+                    }
                     let r = self.io.bind_relay(family, port);
                     self.server.handle_relay_bound(self.now, id, r);
                 }
@@ -1853,4 +1859,121 @@ fn closing_the_control_connection_closes_its_peer_connections() {
     assert_eq!(h.server.tcp_connection_count(), 0);
     assert_eq!(h.server.allocation_count(), 0);
     assert_eq!(h.io.released, vec![RelayId(1)]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Orders answered later: the key cache and parked Allocates
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn looked_up_keys_are_cached_for_60_seconds_unknown_users_for_10() {
+    let mut h = Harness::standard();
+    Client::alice().allocate(&mut h);
+    assert_eq!(h.io.lookups, vec!["alice".to_string()]);
+    // Another allocation of alice's within the minute: the core's cache answers.
+    h.advance(59);
+    Client::new("192.0.2.100:40001", "alice", "alice-pw").allocate(&mut h);
+    assert_eq!(h.io.lookups.len(), 1);
+    // Past the TTL the database is asked again (a changed password applies).
+    h.advance(2);
+    Client::new("192.0.2.100:40002", "alice", "alice-pw").allocate(&mut h);
+    assert_eq!(h.io.lookups.len(), 2);
+
+    let mut nobody = Client::new("192.0.2.100:40003", "nobody", "x");
+    nobody
+        .call(&mut h, method::ALLOCATE, &Req::udp())
+        .assert_error(401);
+    h.io.add_user("nobody", "x");
+    h.advance(9);
+    nobody
+        .call(&mut h, method::ALLOCATE, &Req::udp())
+        .assert_error(401);
+    assert_eq!(h.io.lookups.len(), 3, "an unknown user is remembered 10 s");
+    h.advance(2);
+    nobody.allocate(&mut h);
+    assert_eq!(h.io.lookups.len(), 4);
+}
+
+#[test]
+fn clearing_the_key_cache_asks_the_database_again() {
+    let mut h = Harness::standard();
+    Client::alice().allocate(&mut h);
+    h.server.clear_key_cache();
+    Client::new("192.0.2.100:40001", "alice", "alice-pw").allocate(&mut h);
+    assert_eq!(h.io.lookups, vec!["alice".to_string(), "alice".to_string()]);
+}
+
+#[test]
+fn without_a_user_database_unknown_users_cost_no_lookup() {
+    let config = ServerConfig {
+        user_database: false,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::new(config, standard_io());
+    Client::alice()
+        .call(&mut h, method::ALLOCATE, &Req::udp())
+        .assert_error(401);
+    assert!(h.io.lookups.is_empty());
+}
+
+#[test]
+fn allocate_waits_for_its_relay_and_answers_when_bound() {
+    let io = FakeIo {
+        held_binds: Some(Vec::new()),
+        ..standard_io()
+    };
+    let mut h = Harness::new(ServerConfig::default(), io);
+    let mut c = Client::alice();
+    c.login(&mut h);
+    let tid = c.tid();
+    let req = c.build(method::ALLOCATE, tid, &Req::udp());
+    assert!(
+        h.exchange(c.tuple, &req).is_none(),
+        "no answer before the bind"
+    );
+    // A retransmission while the bind is out is not answered twice, nor bound twice.
+    assert!(h.exchange(c.tuple, &req).is_none());
+    let held = h.io.held_binds.replace(Vec::new()).unwrap();
+    assert_eq!(held.len(), 1);
+    let (id, family, port) = held[0];
+    assert_eq!((family, port), (Family::V4, PortRequest::Any));
+    let bound = h.io.bind_relay(family, port);
+    h.server.handle_relay_bound(h.now, id, bound);
+    h.pump();
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    let r = Resp(out[0].data.clone());
+    r.assert_success();
+    assert_eq!(r.msg().transaction_id(), tid);
+    assert_eq!(r.relays(), vec![addr("198.51.100.1:50000")]);
+    assert_eq!(h.server.allocation_count(), 1);
+}
+
+#[test]
+fn relay_bound_for_a_closed_client_is_released_with_its_quota() {
+    let config = ServerConfig {
+        limits: Limits {
+            user_quota: 1,
+            ..Limits::default()
+        },
+        ..ServerConfig::default()
+    };
+    let io = FakeIo {
+        held_binds: Some(Vec::new()),
+        ..standard_io()
+    };
+    let mut h = Harness::new(config, io);
+    let mut c = Client::alice();
+    assert!(c.send(&mut h, method::ALLOCATE, &Req::udp()).is_none());
+    h.client_closed(&c.tuple);
+    let held = h.io.held_binds.take().unwrap();
+    let (id, family, port) = held[0];
+    let bound = h.io.bind_relay(family, port);
+    h.server.handle_relay_bound(h.now, id, bound);
+    h.pump();
+    assert!(h.drain().is_empty());
+    assert_eq!(h.io.released, vec![RelayId(1)]);
+    assert_eq!(h.server.allocation_count(), 0);
+    // The quota went back with it.
+    Client::new("192.0.2.100:40001", "alice", "alice-pw").allocate(&mut h);
 }
