@@ -164,7 +164,8 @@ start_server() { # server rundir
         ;;
     turnd)
         write_turnd_config "$dir/turnd.toml"
-        "$TURND_BIN" --config "$dir/turnd.toml" >"$dir/server.log" 2>&1 &
+        # turnd reads TURND_* variables as config overrides: keep ours out of its environment.
+        env -u TURND_BIN "$TURND_BIN" --config "$dir/turnd.toml" >"$dir/server.log" 2>&1 &
         ;;
     esac
     SERVER_PID=$!

@@ -394,6 +394,8 @@ pub fn resolve(mut cfg: Config, file: &str) -> Result<Resolved, ConfigError> {
         use_auth_secret: cfg.use_auth_secret,
         no_auth: cfg.no_auth,
         static_users,
+        // Without a database, users outside the config are unknown at once.
+        user_database: store_url.is_some(),
         default_lifetime: Duration::from_secs(600),
         max_lifetime: Duration::from_secs(cfg.max_allocate_lifetime),
         permission_lifetime: Duration::from_secs(cfg.permission_lifetime),

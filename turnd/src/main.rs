@@ -140,7 +140,7 @@ fn run(r: config::Resolved) -> anyhow::Result<()> {
 
     if let Some(store) = &store {
         control.block_on(shared.refresh_from_db(store));
-        control.spawn(db_task(store.clone(), shared.clone(), db_rx));
+        control.spawn(db_task(store.clone(), db_rx));
     }
     rtc_daemon::metrics::serve(&control, &r.shell(), shared.metrics.registry.clone())?;
 

@@ -5,9 +5,17 @@
 //! and its allocation always live on the same thread: the relay path takes no lock and
 //! copies nothing. Peer data is received four bytes into a buffer so the ChannelData header
 //! can be written in front of it in place.
+//!
+//! Every input to the core is followed by [`State::flush`], which follows the core's
+//! polling order (`stun_proto::server`): relay orders returned by the handle call are sent
+//! at once, then transmits, then control orders ([`Output`]). Orders that can be carried
+//! out at once are answered before the flush returns (relay sockets are bound
+//! synchronously, so an Allocate is answered within the datagram that asked); key lookups
+//! go to the database task and come back through [`db_replies`]; RFC 6062 connects
+//! through their own task.
 
 use crate::dtls::{DtlsIdentity, DtlsSessions};
-use crate::shared::{DbRequest, Shared};
+use crate::shared::{DbReply, DbRequest, KeyAnswer, Shared};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -17,8 +25,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use stun_proto::channel::{channel_frame_len, is_channel_data};
 use stun_proto::message::stun_frame_len;
 use stun_proto::{
-    BoundRelay, ClientAction, ClientTuple, ConnectionId, Family, KeyLookup, PeerAction,
-    PortRequest, RelayBindError, RelayId, Server, ServerIo, Stats, Transport,
+    BoundRelay, ClientAction, ClientTuple, ConnectionId, Family, KeyLookup, Output, PeerAction,
+    PortRequest, ProtocolCore, RelayBindError, RelayId, Server, Stats, Transport,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -49,7 +57,7 @@ struct RelaySocket {
     task: JoinHandle<()>,
 }
 
-/// The daemon side of [`ServerIo`], plus the routes back to clients.
+/// What carries out the core's orders ([`Output`]), plus the routes back to clients.
 struct ShardIo {
     shared: Arc<Shared>,
     me: Weak<RefCell<State>>,
@@ -58,8 +66,7 @@ struct ShardIo {
     /// Listening UDP sockets by local address (responses and RFC 5780 replies).
     udp_out: HashMap<SocketAddr, Rc<UdpSocket>>,
     streams: HashMap<ClientTuple, mpsc::Sender<Vec<u8>>>,
-    db_reply: mpsc::UnboundedSender<(String, String)>,
-    lookups: HashSet<(String, String)>,
+    db_reply: mpsc::UnboundedSender<DbReply>,
     /// RFC 6062 relay listeners (address and accept task), by relay.
     tcp_relays: HashMap<RelayId, (SocketAddr, JoinHandle<()>)>,
     /// RFC 6062 peer connections, by CONNECTION-ID.
@@ -84,21 +91,20 @@ enum PeerConn {
 struct State {
     core: Server,
     io: ShardIo,
-    /// Wall-clock seconds, refreshed every tick: nonces and REST timestamps have a
-    /// resolution of seconds, so no clock read per datagram.
-    unix: u64,
     /// Receive buffer shared by every relay socket of the shard.
     relay_buf: Vec<u8>,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
+/// Re-anchors the core's calendar time. Once a tick: nonces and REST timestamps have a
+/// resolution of seconds, so no system clock read per datagram.
+fn set_wall_clock(core: &mut Server, now: Instant) {
+    let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .unwrap_or_default();
+    core.set_wall_clock(now, since_epoch);
 }
 
-impl ServerIo for ShardIo {
+impl ShardIo {
     fn bind_relay(
         &mut self,
         family: Family,
@@ -123,10 +129,6 @@ impl ServerIo for ShardIo {
         let task = tokio::task::spawn_local(relay_loop(socket.clone(), id, self.me.clone()));
         self.relays.insert(id, RelaySocket { socket, task });
         Ok(BoundRelay { id, addr })
-    }
-
-    fn release_reservation(&mut self, addr: SocketAddr) {
-        self.shared.ports.unreserve(addr);
     }
 
     fn release_relay(&mut self, id: RelayId) {
@@ -168,21 +170,24 @@ impl ServerIo for ShardIo {
             let Some(st) = me.upgrade() else { return };
             let mut st = st.borrow_mut();
             st.io.tcp_peers.remove(&id);
-            if let Err(e) = &result {
-                debug!("RFC 6062 connect to {peer}: {e}");
-            }
-            let keep = st.core.peer_connected(Instant::now(), id, result.is_ok());
-            if let (true, Ok(stream)) = (keep, result) {
-                st.io.tcp_peers.insert(id, PeerConn::Waiting(stream));
-            }
-            st.flush();
+            let ok = match result {
+                Ok(stream) => {
+                    // Kept until the ConnectionBind, or closed by the core's
+                    // CloseConnection if the allocation went away meanwhile.
+                    st.io.tcp_peers.insert(id, PeerConn::Waiting(stream));
+                    true
+                }
+                Err(e) => {
+                    debug!("RFC 6062 connect to {peer}: {e}");
+                    false
+                }
+            };
+            let now = Instant::now();
+            st.core.handle_peer_connected(now, id, ok);
+            st.flush(now);
         });
         self.tcp_peers
             .insert(id, PeerConn::Connecting(task.abort_handle()));
-    }
-
-    fn splice(&mut self, id: ConnectionId, data: ClientTuple) {
-        self.splices.insert(data, id);
     }
 
     fn close_connection(&mut self, id: ConnectionId) {
@@ -193,39 +198,23 @@ impl ServerIo for ShardIo {
         }
     }
 
-    fn cached_key(&mut self, realm: &str, user: &str) -> Option<KeyLookup> {
-        if self.shared.db.is_none() {
-            return Some(KeyLookup::Unknown);
-        }
-        self.shared.creds.get(realm, user).map(|hit| match hit {
-            Some(k) => KeyLookup::Found(k),
-            None => KeyLookup::Unknown,
-        })
-    }
-
-    fn lookup_key(&mut self, realm: &str, user: &str) -> KeyLookup {
-        if let Some(hit) = self.cached_key(realm, user) {
-            return hit;
-        }
+    /// Queues a key lookup for the database task; its answer comes back through
+    /// [`db_replies`]. `Some` is an answer now: no database, or its queue is full.
+    fn lookup_key(&mut self, realm: &str, user: &str) -> Option<KeyLookup> {
         let Some(db) = &self.shared.db else {
-            return KeyLookup::Unknown;
+            return Some(KeyLookup::Unknown);
         };
-        let k = (realm.to_string(), user.to_string());
-        if self.lookups.contains(&k) {
-            return KeyLookup::Pending;
-        }
         let req = DbRequest {
-            realm: k.0.clone(),
-            user: k.1.clone(),
+            realm: realm.to_string(),
+            user: user.to_string(),
             reply: self.db_reply.clone(),
         };
-        // Queue full: the database is behind. Busy drops the request unanswered, so the
-        // client retransmits rather than taking a final 401.
+        // Queue full: the database is behind. Busy drops the waiting requests unanswered,
+        // so the clients retransmit rather than take a final 401.
         if db.try_send(req).is_err() {
-            return KeyLookup::Busy;
+            return Some(KeyLookup::Busy);
         }
-        self.lookups.insert(k);
-        KeyLookup::Pending
+        None
     }
 }
 
@@ -286,12 +275,48 @@ impl ShardIo {
 }
 
 impl State {
-    fn flush(&mut self) {
+    /// Drains the core after an input, in its polling order: transmits, then orders.
+    /// Answering an order is an input that may queue more of both, hence the loop.
+    fn flush(&mut self, now: Instant) {
         let mut dropped = 0;
-        while let Some(t) = self.core.poll_transmit() {
-            self.io.send_to_client(t.to, t.from, &t.data, &mut dropped);
+        loop {
+            while let Some(t) = self.core.poll_transmit() {
+                self.io.send_to_client(t.to, t.from, &t.data, &mut dropped);
+            }
+            let Some(order) = self.core.poll_output() else {
+                break;
+            };
+            self.execute(now, order);
         }
-        self.io.shared.metrics.send_dropped.add(dropped);
+        if dropped > 0 {
+            self.io.shared.metrics.send_dropped.add(dropped);
+        }
+    }
+
+    /// Carries out one control order of the core.
+    fn execute(&mut self, now: Instant, order: Output) {
+        match order {
+            Output::BindRelay { id, family, port } => {
+                let bound = self.io.bind_relay(family, port);
+                self.core.handle_relay_bound(now, id, bound);
+            }
+            Output::BindTcpRelay { id, family } => {
+                let bound = self.io.bind_tcp_relay(family);
+                self.core.handle_relay_bound(now, id, bound);
+            }
+            Output::ReleaseRelay(id) => self.io.release_relay(id),
+            Output::ReleaseReservation(addr) => self.io.shared.ports.unreserve(addr),
+            Output::LookupKey { realm, user } => {
+                if let Some(answer) = self.io.lookup_key(&realm, &user) {
+                    self.core.handle_key(now, &realm, &user, answer);
+                }
+            }
+            Output::ConnectPeer { relay, peer, id } => self.io.connect_peer(relay, peer, id),
+            Output::Splice { id, data } => {
+                self.io.splices.insert(data, id);
+            }
+            Output::CloseConnection(id) => self.io.close_connection(id),
+        }
     }
 
     /// Reads up to [`SOCKET_BURST`] client datagrams from a listening socket under one
@@ -367,10 +392,7 @@ impl State {
     /// datagrams reads the clock once.
     fn client_input_at(&mut self, now: Instant, from: ClientTuple, data: &[u8]) {
         let mut dropped = 0;
-        match self
-            .core
-            .handle_client(now, self.unix, from, data, &mut self.io)
-        {
+        match self.core.handle_client(now, from, data) {
             ClientAction::Done => {}
             ClientAction::ToPeer {
                 relay,
@@ -381,7 +403,14 @@ impl State {
         if dropped > 0 {
             self.io.shared.metrics.send_dropped.add(dropped);
         }
-        self.flush();
+        self.flush(now);
+    }
+
+    /// A stream or DTLS client went away: its allocation ends with it (RFC 8656 §2.2).
+    fn client_closed(&mut self, tuple: &ClientTuple) {
+        let now = Instant::now();
+        self.core.handle_client_closed(now, tuple);
+        self.flush(now);
     }
 }
 
@@ -393,17 +422,17 @@ pub fn run(index: usize, shared: Arc<Shared>, listeners: Listeners) -> std::io::
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let seed: u64 = rand::random();
-        let core = Server::new(
+        let mut core = Server::new(
             shared.core.clone(),
             shared.nonce_key.clone(),
             shared.quotas.clone(),
             seed,
         );
+        set_wall_clock(&mut core, Instant::now());
         let (db_tx, db_rx) = mpsc::unbounded_channel();
         let state = Rc::new_cyclic(|me| {
             RefCell::new(State {
                 core,
-                unix: unix_now(),
                 relay_buf: vec![0u8; 65536 + 4],
                 io: ShardIo {
                     shared: shared.clone(),
@@ -413,7 +442,6 @@ pub fn run(index: usize, shared: Arc<Shared>, listeners: Listeners) -> std::io::
                     udp_out: HashMap::new(),
                     streams: HashMap::new(),
                     db_reply: db_tx,
-                    lookups: HashSet::new(),
                     tcp_relays: HashMap::new(),
                     tcp_peers: HashMap::new(),
                     splices: HashMap::new(),
@@ -456,13 +484,22 @@ async fn tick_loop(state: Rc<RefCell<State>>) {
     let mut published = Stats::default();
     let mut gauges = (0i64, 0i64, 0i64);
     let mut generation = 0;
+    let mut key_epoch = 0;
     loop {
         interval.tick().await;
         let mut st = state.borrow_mut();
         let st = &mut *st;
-        st.unix = unix_now();
-        st.core.handle_timeout(Instant::now(), &mut st.io);
+        let now = Instant::now();
+        set_wall_clock(&mut st.core, now);
+        st.core.handle_timeout(now);
+        st.flush(now);
         let shared = st.io.shared.clone();
+        let epoch = shared.creds.epoch();
+        if epoch != key_epoch {
+            // SIGHUP: forget cached keys, so changed passwords apply at once.
+            key_epoch = epoch;
+            st.core.clear_key_cache();
+        }
         let udp_out = st.io.udp_out.clone();
         for (local, remote) in st
             .io
@@ -474,7 +511,7 @@ async fn tick_loop(state: Rc<RefCell<State>>) {
                 local,
                 remote,
             };
-            st.core.client_closed(&tuple, &mut st.io);
+            st.client_closed(&tuple);
         }
         st.io.dtls_identity = shared.dtls_identity();
         if let Some((g, d)) = shared.dynamic_if_newer(generation) {
@@ -498,19 +535,22 @@ async fn tick_loop(state: Rc<RefCell<State>>) {
     }
 }
 
-/// Credentials fetched by the database task: resume the requests that waited for them.
-async fn db_replies(
-    mut rx: mpsc::UnboundedReceiver<(String, String)>,
-    state: Weak<RefCell<State>>,
-) {
-    while let Some((realm, user)) = rx.recv().await {
+/// Keys fetched by the database task: the core caches them and resumes the requests that
+/// waited for them.
+async fn db_replies(mut rx: mpsc::UnboundedReceiver<DbReply>, state: Weak<RefCell<State>>) {
+    while let Some(reply) = rx.recv().await {
         let Some(st) = state.upgrade() else { return };
         let mut st = st.borrow_mut();
-        let st = &mut *st;
-        st.io.lookups.remove(&(realm.clone(), user.clone()));
-        st.core
-            .key_ready(Instant::now(), st.unix, &realm, &user, &mut st.io);
-        st.flush();
+        let answer = match reply.key {
+            KeyAnswer::Found(k) => KeyLookup::Found(k),
+            KeyAnswer::Unknown => KeyLookup::Unknown,
+            // Not cached as an unknown user (that would answer 401, a wrong password):
+            // the waiting requests are dropped and the clients' retransmissions ask again.
+            KeyAnswer::DatabaseError => KeyLookup::Busy,
+        };
+        let now = Instant::now();
+        st.core.handle_key(now, &reply.realm, &reply.user, answer);
+        st.flush(now);
     }
 }
 
@@ -564,7 +604,7 @@ async fn dtls_loop(sock: Rc<UdpSocket>, local: SocketAddr, state: Weak<RefCell<S
             st.client_input(tuple, &record);
         }
         if out.closed {
-            st.core.client_closed(&tuple, &mut st.io);
+            st.client_closed(&tuple);
         }
     }
 }
@@ -735,7 +775,7 @@ async fn serve_stream<S>(
         let mut st = st.borrow_mut();
         let st = &mut *st;
         st.io.streams.remove(&tuple);
-        st.core.client_closed(&tuple, &mut st.io);
+        st.client_closed(&tuple);
     }
     writer.abort();
     info!("{remote}: {transport:?} connection closed");
@@ -795,7 +835,7 @@ async fn splice<R>(
         if let Some(PeerConn::Spliced(h)) = st.io.tcp_peers.remove(&id) {
             h.abort();
         }
-        st.core.connection_closed(id);
+        st.core.handle_connection_closed(Instant::now(), id);
     }
 }
 
@@ -895,13 +935,11 @@ async fn tcp_relay_accept(listener: TcpListener, relay: RelayId, state: Weak<Ref
         };
         let Some(st) = state.upgrade() else { return };
         let mut st = st.borrow_mut();
-        if let Some(id) = st
-            .core
-            .peer_connection_incoming(Instant::now(), relay, peer)
-        {
+        let now = Instant::now();
+        if let Some(id) = st.core.handle_peer_connection(now, relay, peer) {
             st.io.tcp_peers.insert(id, PeerConn::Waiting(stream));
         }
-        st.flush();
+        st.flush(now);
     }
 }
 

@@ -1,5 +1,7 @@
-//! State shared by all shards: settings that reload, the credential cache, the database
-//! task, connection limits and metrics. Nothing here is touched per relayed packet.
+//! State shared by all shards: settings that reload, the database task, connection limits
+//! and metrics. Nothing here is touched per relayed packet. (Looked-up keys are cached by
+//! each shard's core, `stun_proto::server`; SIGHUP empties those caches through
+//! [`CredCache`].)
 
 use crate::config::Resolved;
 use crate::shard::PortPool;
@@ -9,28 +11,38 @@ use rtc_metrics::{Counter, Gauge, Registry};
 use rtc_store::Store;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
 use stun_proto::auth::NonceKey;
 use stun_proto::peer_policy::{IpRange, PeerPolicy};
 use stun_proto::{Limits, ServerConfig, ServerShared, Stats};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-/// How long a looked-up key is trusted before asking the database again, so a password
-/// changed with `rtc-admin` takes effect without a reload.
-const KEY_TTL: Duration = Duration::from_secs(60);
-/// Unknown users are remembered briefly so a flood of bad names cannot hammer the database.
-const UNKNOWN_TTL: Duration = Duration::from_secs(10);
-/// Cached keys at most.
-const CACHE_MAX: usize = 100_000;
-
 /// A request from a shard to the database task.
 #[derive(Debug)]
 pub struct DbRequest {
     pub realm: String,
     pub user: String,
-    pub reply: mpsc::UnboundedSender<(String, String)>,
+    pub reply: mpsc::UnboundedSender<DbReply>,
+}
+
+/// The database task's answer to one key lookup.
+#[derive(Debug)]
+pub struct DbReply {
+    pub realm: String,
+    pub user: String,
+    pub key: KeyAnswer,
+}
+
+/// What the database said about a user's key.
+#[derive(Debug)]
+pub enum KeyAnswer {
+    Found(StoredKey),
+    /// No such user (or an unusable stored key).
+    Unknown,
+    /// The query failed: neither a key nor a verdict on the user.
+    DatabaseError,
 }
 
 /// Settings that come from the database (and the config) and change on reload.
@@ -41,35 +53,22 @@ pub struct Dynamic {
     pub policy: PeerPolicy,
 }
 
-/// (realm, user) -> the stored key (`None`: no such user) and when it was fetched.
-type KeyMap = HashMap<(String, String), (Option<StoredKey>, Instant)>;
-
-/// Keys fetched from the database, shared by all shards.
+/// The generation of the shards' key caches: each shard's core caches the keys it looked
+/// up (60 s, 10 s for unknown users); [`CredCache::clear`] makes every shard forget them
+/// at its next tick, so a password changed in the database applies on SIGHUP.
 #[derive(Debug, Default)]
 pub struct CredCache {
-    map: Mutex<KeyMap>,
+    epoch: AtomicU64,
 }
 
 impl CredCache {
-    /// `Some(Some(key))` known user, `Some(None)` known-unknown, `None` ask the database.
-    pub fn get(&self, realm: &str, user: &str) -> Option<Option<StoredKey>> {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let (key, at) = map.get(&(realm.to_string(), user.to_string()))?;
-        let ttl = if key.is_some() { KEY_TTL } else { UNKNOWN_TTL };
-        (at.elapsed() < ttl).then(|| key.clone())
-    }
-
-    fn put(&self, realm: String, user: String, key: Option<StoredKey>) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        // Bounded without bookkeeping: at the limit start over (entries are refetched).
-        if map.len() >= CACHE_MAX {
-            map.clear();
-        }
-        map.insert((realm, user), (key, Instant::now()));
-    }
-
     pub fn clear(&self) {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Changes with every [`CredCache::clear`].
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
     }
 }
 
@@ -342,43 +341,34 @@ impl Shared {
 
 /// The database task: answers key lookups for all shards on the main runtime (the pool's
 /// connections belong to it).
-pub async fn db_task(store: Store, shared: Arc<Shared>, rx: mpsc::Receiver<DbRequest>) {
+pub async fn db_task(store: Store, rx: mpsc::Receiver<DbRequest>) {
     // Lookups in flight at once; beyond that requests wait in the bounded queue, and the
     // shards refuse new ones when it is full.
-    rtc_daemon::lookup::serve(
-        rx,
-        32,
-        (store, shared),
-        |(store, shared), req: DbRequest| {
-            async move {
-                let key = match store.turn().get_user_key(&req.realm, &req.user).await {
-                    Ok(Some(hex)) => {
-                        let k = StoredKey::from_hex(&hex);
-                        if k.is_none() {
-                            warn!(
-                                "user {}@{}: hmackey is not a 32/64-digit hex key",
-                                req.user, req.realm
-                            );
-                        }
-                        k
-                    }
-                    Ok(None) => None,
-                    Err(e) => {
-                        // Said as what it is: the client's 401 that follows is the database's
-                        // fault, not a wrong password.
-                        warn!(
-                            "key of {}@{}: database error, answered as unknown for {}s: {e}",
-                            req.user,
-                            req.realm,
-                            UNKNOWN_TTL.as_secs()
-                        );
-                        None
-                    }
-                };
-                shared.creds.put(req.realm.clone(), req.user.clone(), key);
-                let _ = req.reply.send((req.realm, req.user));
+    rtc_daemon::lookup::serve(rx, 32, store, |store, req: DbRequest| async move {
+        let key = match store.turn().get_user_key(&req.realm, &req.user).await {
+            Ok(Some(hex)) => match StoredKey::from_hex(&hex) {
+                Some(k) => KeyAnswer::Found(k),
+                None => {
+                    warn!(
+                        "user {}@{}: hmackey is not a 32/64-digit hex key",
+                        req.user, req.realm
+                    );
+                    KeyAnswer::Unknown
+                }
+            },
+            Ok(None) => KeyAnswer::Unknown,
+            Err(e) => {
+                // Said as what it is, and not answered as a wrong password: the
+                // requests waiting for this key are dropped, so clients retransmit.
+                warn!("key of {}@{}: database error: {e}", req.user, req.realm);
+                KeyAnswer::DatabaseError
             }
-        },
-    )
+        };
+        let _ = req.reply.send(DbReply {
+            realm: req.realm,
+            user: req.user,
+            key,
+        });
+    })
     .await
 }

@@ -2,7 +2,9 @@
 //!
 //! Data flows one way through this crate: the daemon hands over bytes it received
 //! together with the current time, the core decides, and the daemon carries out what it
-//! was told (send these bytes, relay this payload, bind a relay socket). Nothing in here
+//! was told (send these bytes, relay this payload, bind a relay socket, look up a key) and
+//! hands the answers back as input. The server follows the suite's core contract,
+//! [`rtc_proto::ProtocolCore`]; [`server`] documents its polling order. Nothing in here
 //! opens a socket, reads a clock or draws a random number, so every behaviour is testable
 //! with virtual time.
 //!
@@ -23,7 +25,7 @@ pub mod server;
 
 pub use message::{Class, IntegrityKind, Message, MessageBuilder, ParseError};
 pub use server::{
-    BoundRelay, ClientAction, ClientTuple, ConnectionId, Family, KeyLookup, Limits, PeerAction,
-    PortRequest, RelayBindError, RelayId, Server, ServerConfig, ServerIo, ServerShared, Stats,
-    Transmit, Transport,
+    BindId, BoundRelay, ClientAction, ClientTuple, ConnectionId, Family, KeyLookup, Limits, Output,
+    PeerAction, PortRequest, ProtocolCore, RelayBindError, RelayId, Server, ServerConfig,
+    ServerShared, Stats, Transmit, Transport,
 };

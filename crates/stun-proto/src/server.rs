@@ -1,13 +1,50 @@
 //! The TURN server state machine (RFC 8656) with STUN Binding (RFC 8489) and NAT behaviour
 //! discovery (RFC 5780).
 //!
-//! One [`Server`] owns the allocations of one shard. The daemon feeds it client bytes with
-//! [`Server::handle_client`], peer bytes with [`Server::handle_peer`], and ticks it with
-//! [`Server::handle_timeout`]. Responses queue up for [`Server::poll_transmit`]; relayed data
-//! comes back directly from the handle call so the daemon can send it without a copy.
-//! Everything that needs the outside world (binding relay sockets, looking up a user's key
-//! in the database) goes through the [`ServerIo`] trait the daemon implements, so this
-//! module never touches a socket, a clock or a random number generator.
+//! One [`Server`] owns the allocations of one shard and follows the suite's core contract
+//! ([`rtc_proto::ProtocolCore`]): it never touches a socket, a clock or a random number
+//! generator; everything it needs from outside is an [`Output`] order answered by a
+//! `handle_*` input.
+//!
+//! # Polling order
+//!
+//! After every input (`handle_client`, `handle_peer`, `handle_key`, `handle_relay_bound`,
+//! `handle_peer_connected`, `handle_peer_connection`, `handle_client_closed`,
+//! `handle_connection_closed`, `handle_timeout`):
+//!
+//! 1. act on what the input returned: [`ClientAction::ToPeer`] and [`PeerAction`] are the
+//!    relay path and must be sent before anything else touches the buffer they borrow;
+//! 2. drain [`Server::poll_transmit`] (responses and indications for clients);
+//! 3. drain [`ProtocolCore::poll_output`] and carry each order out; answering an order is
+//!    an input, so go back to step 2 until both queues are empty;
+//! 4. re-arm the timer at [`ProtocolCore::poll_timeout`] and call
+//!    [`ProtocolCore::handle_timeout`] when it passes (early calls are harmless).
+//!
+//! [`ProtocolCore::set_wall_clock`] must be called before the first input and then every
+//! few seconds: the core derives Unix seconds from it for nonces (RFC 8489 §9.2) and TURN
+//! REST credential expiry.
+//!
+//! # What stays synchronous, and why
+//!
+//! - **The relay path** (ChannelData, Send and Data indications, RFC 8656 §11-12): the
+//!   handle call returns the relay order, borrowing the caller's buffer, so relaying costs
+//!   no queue, copy, lock or allocation per packet.
+//! - **Key lookups go through a cache in the core.** A key fetched with
+//!   [`Output::LookupKey`] is kept for [`KEY_TTL`] ([`UNKNOWN_KEY_TTL`] for unknown users),
+//!   measured with the `now` the daemon passes in, so a password changed with `rtc-admin`
+//!   takes effect within a minute and a flood of made-up names cannot hammer the database.
+//!   A cached key authenticates at once; only a miss parks the request until
+//!   [`Server::handle_key`]. Because the core knows what is cached, only real database
+//!   queries cost unauthenticated rate budget. [`Server::clear_key_cache`] forgets it all
+//!   (turnd on SIGHUP). Each core has its own cache, so with several shards a key is
+//!   fetched once per shard and minute: a few queries more, against a lock per request
+//!   had the shards shared one cache.
+//! - **Relay sockets**: the Allocate parks on [`Output::BindRelay`] and resumes on
+//!   [`Server::handle_relay_bound`]; a daemon that binds synchronously answers while it
+//!   drains, so the response still leaves within the same input.
+//!
+//! Requests on an existing allocation (Refresh, CreatePermission, ChannelBind, Connect)
+//! verify with the allocation's key and never wait.
 
 use crate::attr;
 use crate::auth::{
@@ -24,6 +61,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+pub use rtc_proto::ProtocolCore;
+use rtc_proto::WallClock;
 
 mod tcp;
 
@@ -70,7 +110,7 @@ pub enum PortRequest {
     Any,
     Even,
     /// An even port, with the next (odd) one held back for a later RESERVATION-TOKEN
-    /// until [`ServerIo::release_reservation`] or a [`PortRequest::Reserved`] bind.
+    /// until [`Output::ReleaseReservation`] or a [`PortRequest::Reserved`] bind.
     EvenReserveNext,
     /// The port held back by an earlier `EvenReserveNext` (RFC 8656 §7.2, step 9).
     Reserved(SocketAddr),
@@ -91,44 +131,66 @@ pub enum RelayBindError {
     NoPorts,
 }
 
-/// Result of asking the daemon for a user's stored key.
+/// The daemon's answer to [`Output::LookupKey`], given with [`Server::handle_key`].
 #[derive(Debug, Clone)]
 pub enum KeyLookup {
     Found(StoredKey),
+    /// No such user.
     Unknown,
-    /// The daemon is fetching it; it calls [`Server::key_ready`] when done.
-    Pending,
-    /// The daemon cannot ask now (its database queue is full): the request is dropped
-    /// unanswered, so a UDP client retransmits instead of taking a final 401.
+    /// No verdict (the daemon's database queue is full, or the query failed): the
+    /// requests waiting for this key are dropped unanswered and nothing is cached, so a
+    /// client retransmits instead of taking a final 401 for a password it got right.
     Busy,
 }
 
-/// What the core needs from the outside world.
-pub trait ServerIo {
-    /// Bind a relay socket.
-    fn bind_relay(
-        &mut self,
+/// Names one [`Output::BindRelay`] or [`Output::BindTcpRelay`] order, so its answer
+/// ([`Server::handle_relay_bound`]) finds the Allocate that waits for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BindId(pub u64);
+
+/// An order for the daemon: the control plane of the server (relay sockets, the user
+/// database, RFC 6062 peer connections). Drained with [`ProtocolCore::poll_output`] after
+/// every input; the orders that need an answer name the `handle_*` input that takes it.
+///
+/// The relay path is not here: relayed packets come back from [`Server::handle_client`]
+/// and [`Server::handle_peer`] themselves (no queue, no copy), and responses for clients
+/// from [`Server::poll_transmit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Bind a UDP relay socket; answer with [`Server::handle_relay_bound`]. The Allocate
+    /// waits for the answer, so answer at once where binding is synchronous (turnd does).
+    /// Every bind must be answered: the user's quota is held until then.
+    BindRelay {
+        id: BindId,
         family: Family,
         port: PortRequest,
-    ) -> Result<BoundRelay, RelayBindError>;
-    fn release_relay(&mut self, id: RelayId);
-    /// A reservation made with [`PortRequest::EvenReserveNext`] expired unused.
-    fn release_reservation(&mut self, addr: SocketAddr);
-    /// The key for (realm, user) if the daemon can answer without asking the database
-    /// (a cache): `Found`/`Unknown`, or `None`.
-    fn cached_key(&mut self, realm: &str, user: &str) -> Option<KeyLookup>;
-    /// Long-term key for (realm, user) from the user database.
-    fn lookup_key(&mut self, realm: &str, user: &str) -> KeyLookup;
-    /// RFC 6062: a TCP relay, listening on the relayed address for peer connections.
-    fn bind_tcp_relay(&mut self, family: Family) -> Result<BoundRelay, RelayBindError>;
-    /// RFC 6062 §5.2: open a TCP connection from relay `relay` to `peer`, then report
-    /// with [`Server::peer_connected`].
-    fn connect_peer(&mut self, relay: RelayId, peer: SocketAddr, id: ConnectionId);
+    },
+    /// RFC 6062: a TCP relay listening on the relayed address for peer connections;
+    /// answer with [`Server::handle_relay_bound`].
+    BindTcpRelay { id: BindId, family: Family },
+    /// The allocation owning this relay (UDP socket or TCP listener) is gone.
+    ReleaseRelay(RelayId),
+    /// A port held by [`PortRequest::EvenReserveNext`] is free again (its
+    /// RESERVATION-TOKEN expired unused, RFC 8656 §14.9).
+    ReleaseReservation(SocketAddr),
+    /// The long-term key for (realm, user) from the user database; answer with
+    /// [`Server::handle_key`]. At most one lookup per (realm, user) is in flight; the
+    /// requests that need it wait (parked) and resume on the answer. Unanswered, they are
+    /// dropped after 5 seconds and the next request asks again.
+    LookupKey { realm: String, user: String },
+    /// RFC 6062 §5.2: open a TCP connection from relay `relay` to `peer`, then answer with
+    /// [`Server::handle_peer_connected`].
+    ConnectPeer {
+        relay: RelayId,
+        peer: SocketAddr,
+        id: ConnectionId,
+    },
     /// RFC 6062 §5.4: from now on the client connection `data` and peer connection `id`
-    /// carry raw bytes between each other.
-    fn splice(&mut self, id: ConnectionId, data: ClientTuple);
+    /// carry raw bytes between each other. The ConnectionBind response is already queued
+    /// for `data` (drain [`Server::poll_transmit`] first, as the polling order says).
+    Splice { id: ConnectionId, data: ClientTuple },
     /// Close peer connection `id` (and its spliced client connection, if any).
-    fn close_connection(&mut self, id: ConnectionId);
+    CloseConnection(ConnectionId),
 }
 
 /// RFC 6062 CONNECTION-ID of a peer TCP connection.
@@ -200,6 +262,9 @@ pub struct ServerConfig {
     pub no_auth: bool,
     /// Users from the config file (`user = ["name:password"]`).
     pub static_users: HashMap<String, Credential>,
+    /// Whether users outside `static_users` are looked up ([`Output::LookupKey`]); without
+    /// a user database they are unknown at once, with no lookup and no rate budget spent.
+    pub user_database: bool,
     pub default_lifetime: Duration,
     pub max_lifetime: Duration,
     pub permission_lifetime: Duration,
@@ -229,6 +294,7 @@ impl Default for ServerConfig {
             use_auth_secret: false,
             no_auth: false,
             static_users: HashMap::new(),
+            user_database: true,
             // RFC 8656 §3.2 / coturn defaults.
             default_lifetime: Duration::from_secs(600),
             max_lifetime: Duration::from_secs(3600),
@@ -347,6 +413,47 @@ struct Reservation {
     expires: Instant,
 }
 
+/// An Allocate waiting for its relay socket ([`Output::BindRelay`] or
+/// [`Output::BindTcpRelay`]): everything the response needs, decided before the bind.
+#[derive(Debug)]
+struct PendingAllocate {
+    from: ClientTuple,
+    answering: Answering,
+    auth: Authed,
+    lifetime: Duration,
+    tcp: bool,
+    port: PortRequest,
+    /// RFC 8656 §7.2 dual allocation: an IPv6 relay follows the primary one.
+    want_v6_too: bool,
+    /// ADDRESS-ERROR-CODE in the dialect of the request (RFC 8656 or coturn's draft).
+    address_error_attr: u16,
+    relays: Vec<BoundRelay>,
+    /// The client went away before the bind was answered: undo instead of answering.
+    cancelled: bool,
+}
+
+/// What a response needs of its request, kept when the answer comes after the request's
+/// turn (a parked Allocate).
+#[derive(Debug, Clone, Copy)]
+struct Answering {
+    method: u16,
+    tid: [u8; 12],
+    fingerprint: bool,
+}
+
+impl Answering {
+    fn of(msg: &Message<'_>) -> Answering {
+        Answering {
+            method: msg.method(),
+            tid: msg.transaction_id(),
+            fingerprint: msg.has_fingerprint(),
+        }
+    }
+}
+
+/// A cached answer of the user database: the key (`None`: no such user), fetched at.
+type CachedKey = (Option<StoredKey>, Instant);
+
 /// A request waiting for the daemon's key lookup.
 #[derive(Debug)]
 struct Parked {
@@ -414,6 +521,13 @@ const MAX_USERNAME: usize = 508;
 const MAX_REALM_NONCE: usize = 763;
 const PARKED_TIMEOUT: Duration = Duration::from_secs(5);
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+/// How long a looked-up key is trusted before asking the database again, so a password
+/// changed with `rtc-admin` takes effect without a reload.
+pub const KEY_TTL: Duration = Duration::from_secs(60);
+/// Unknown users are remembered briefly so a flood of bad names cannot hammer the database.
+pub const UNKNOWN_KEY_TTL: Duration = Duration::from_secs(10);
+/// Cached keys at most per core; at the limit the cache starts over (keys are refetched).
+const KEY_CACHE_MAX: usize = 100_000;
 /// RFC 8656 §12: a channel number stays blocked 5 minutes after its binding expires.
 const CHANNEL_QUARANTINE: Duration = Duration::from_secs(300);
 const RATE_TABLE_MAX: usize = 65536;
@@ -436,6 +550,16 @@ pub struct Server {
     allocations: FxHashMap<ClientTuple, Allocation>,
     by_relay: FxHashMap<RelayId, ClientTuple>,
     parked: Vec<Parked>,
+    /// (realm, user) -> cached database answer; see the module documentation.
+    keys: HashMap<(String, String), CachedKey>,
+    /// Lookups asked for and not answered yet, with when they were asked: one per key, and
+    /// asked again if the answer is later than [`PARKED_TIMEOUT`].
+    lookups: HashMap<(String, String), Instant>,
+    /// Allocates waiting for their relay sockets.
+    binds: FxHashMap<BindId, PendingAllocate>,
+    next_bind: u64,
+    outputs: VecDeque<Output>,
+    wall: Option<WallClock>,
     /// Unauthenticated-request buckets per source IP: (tokens, last refill).
     rate: HashMap<IpAddr, (f64, Instant)>,
     transmits: VecDeque<Transmit>,
@@ -467,6 +591,12 @@ impl Server {
             allocations: FxHashMap::default(),
             by_relay: FxHashMap::default(),
             parked: Vec::new(),
+            keys: HashMap::new(),
+            lookups: HashMap::new(),
+            binds: FxHashMap::default(),
+            next_bind: 0,
+            outputs: VecDeque::new(),
+            wall: None,
             rate: HashMap::new(),
             transmits: VecDeque::new(),
             next_sweep: None,
@@ -509,23 +639,25 @@ impl Server {
         self.channels
     }
 
+    /// The next response or indication for a client. Drained before
+    /// [`ProtocolCore::poll_output`] (see the module documentation): a ConnectionBind
+    /// response must be queued on its connection before the [`Output::Splice`] order.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
-    /// When [`Server::handle_timeout`] wants to run next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_sweep
+    /// Wall-clock seconds at `now`, for nonces and TURN REST expiry (0 before
+    /// [`ProtocolCore::set_wall_clock`]: nonces still work, REST credentials look expired).
+    fn unix(&self, now: Instant) -> u64 {
+        self.wall.map_or(0, |w| w.unix(now))
     }
 
-    /// Bytes from a client. `unix` is wall-clock seconds (nonce and REST expiry).
+    /// Bytes from a client.
     pub fn handle_client<'a>(
         &mut self,
         now: Instant,
-        unix: u64,
         from: ClientTuple,
         data: &'a [u8],
-        io: &mut dyn ServerIo,
     ) -> ClientAction<'a> {
         self.stats.packets_from_clients += 1;
         self.stats.bytes_from_clients += data.len() as u64;
@@ -544,7 +676,7 @@ impl Server {
         };
         match msg.class() {
             Class::Request => {
-                self.handle_request(now, unix, from, &msg, io);
+                self.handle_request(now, from, &msg);
                 ClientAction::Done
             }
             Class::Indication if msg.method() == method::SEND => {
@@ -702,36 +834,29 @@ impl Server {
         }
     }
 
-    fn handle_request(
-        &mut self,
-        now: Instant,
-        unix: u64,
-        from: ClientTuple,
-        msg: &Message<'_>,
-        io: &mut dyn ServerIo,
-    ) {
+    fn handle_request(&mut self, now: Instant, from: ClientTuple, msg: &Message<'_>) {
         // RFC 8489 §6.3.1.1: unknown comprehension-required attributes -> 420.
         let unknown = msg.unknown_required(attr::is_known_required);
         if !unknown.is_empty() {
             let mut r = Reject::new(420, "Unknown Attribute");
             r.unknown = unknown;
-            self.reject(now, from, msg, unix, r);
+            self.reject(now, from, msg, r);
             return;
         }
         let result = match msg.method() {
             method::BINDING => self.binding(now, from, msg),
-            method::ALLOCATE => self.allocate(now, unix, from, msg, io),
-            method::REFRESH => self.refresh(now, unix, from, msg, io),
-            method::CREATE_PERMISSION => self.create_permission(now, unix, from, msg, io),
-            method::CHANNEL_BIND => self.channel_bind(now, unix, from, msg, io),
-            method::CONNECT if self.config.tcp_relay => self.connect(now, unix, from, msg, io),
+            method::ALLOCATE => self.allocate(now, from, msg),
+            method::REFRESH => self.refresh(now, from, msg),
+            method::CREATE_PERMISSION => self.create_permission(now, from, msg),
+            method::CHANNEL_BIND => self.channel_bind(now, from, msg),
+            method::CONNECT if self.config.tcp_relay => self.connect(now, from, msg),
             method::CONNECTION_BIND if self.config.tcp_relay => {
-                self.connection_bind(now, unix, from, msg, io)
+                self.connection_bind(now, from, msg)
             }
             _ => Err(Reject::new(400, "Unsupported Method")),
         };
         if let Err(r) = result {
-            self.reject(now, from, msg, unix, r);
+            self.reject(now, from, msg, r);
         }
     }
 
@@ -807,7 +932,7 @@ impl Server {
             self.stats.rate_limited += 1;
             return Ok(());
         }
-        self.finish(from, send_from, msg, b, None);
+        self.finish(from, send_from, msg.has_fingerprint(), b, None);
         Ok(())
     }
 
@@ -830,7 +955,7 @@ impl Server {
         &mut self,
         to: ClientTuple,
         from: Option<SocketAddr>,
-        req: &Message<'_>,
+        fingerprint: bool,
         mut b: MessageBuilder,
         key: Option<(&[u8], IntegrityKind)>,
     ) {
@@ -840,7 +965,7 @@ impl Server {
         if let Some((k, kind)) = key {
             b.integrity(kind, k);
         }
-        if req.has_fingerprint() {
+        if fingerprint {
             b.fingerprint();
         }
         self.transmits.push_back(Transmit {
@@ -850,7 +975,11 @@ impl Server {
         });
     }
 
-    fn reject(&mut self, now: Instant, to: ClientTuple, req: &Message<'_>, unix: u64, r: Reject) {
+    fn reject(&mut self, now: Instant, to: ClientTuple, req: &Message<'_>, r: Reject) {
+        self.reject_answering(now, to, Answering::of(req), r);
+    }
+
+    fn reject_answering(&mut self, now: Instant, to: ClientTuple, req: Answering, r: Reject) {
         // An unsigned error answers a request that proved no key (no credentials, forged or
         // stale nonce, wrong password, 420, unknown method...), so it draws on the same
         // per-IP budget as Binding. Otherwise a spoofed source gets 401s, larger than the
@@ -867,14 +996,14 @@ impl Server {
         if matches!(r.code, 401 | 438 | 441) {
             self.stats.auth_failures += 1;
         }
-        let mut b = MessageBuilder::new(req.method(), Class::Error, req.transaction_id());
+        let mut b = MessageBuilder::new(req.method, Class::Error, req.tid);
         b.error_code(r.code, r.reason);
         if !r.unknown.is_empty() {
             let v: Vec<u8> = r.unknown.iter().flat_map(|t| t.to_be_bytes()).collect();
             b.attr(attr::UNKNOWN_ATTRIBUTES, &v);
         }
         if r.challenge {
-            let nonce = self.nonces.issue(unix, to.remote.ip());
+            let nonce = self.nonces.issue(self.unix(now), to.remote.ip());
             b.attr(attr::REALM, self.config.realm.as_bytes());
             b.attr(attr::NONCE, nonce.as_bytes());
             b.attr(attr::PASSWORD_ALGORITHMS, &password_algorithms_value());
@@ -884,7 +1013,7 @@ impl Server {
             .as_ref()
             .filter(|_| !self.config.no_auth)
             .map(|(k, kind)| (k.as_slice(), *kind));
-        self.finish(to, None, req, b, key);
+        self.finish(to, None, req.fingerprint, b, key);
     }
 
     /// RFC 8489 §9.2.4 server side of the long-term credential mechanism, plus the TURN
@@ -894,11 +1023,9 @@ impl Server {
     fn authenticate(
         &mut self,
         now: Instant,
-        unix: u64,
         from: ClientTuple,
         owner: ClientTuple,
         msg: &Message<'_>,
-        io: &mut dyn ServerIo,
     ) -> AuthResult {
         if self.config.no_auth {
             return AuthResult::Ok(Authed {
@@ -929,7 +1056,7 @@ impl Server {
         let Ok(alg) = negotiated_algorithm(msg) else {
             return AuthResult::Reject(Reject::new(400, "Password algorithm mismatch"));
         };
-        match self.nonces.check(nonce, unix, from.remote.ip()) {
+        match self.nonces.check(nonce, self.unix(now), from.remote.ip()) {
             NonceCheck::Valid => {}
             NonceCheck::Stale => return AuthResult::Reject(Reject::challenge(438, "Stale Nonce")),
             NonceCheck::Invalid => {
@@ -960,7 +1087,7 @@ impl Server {
         } else {
             None
         };
-        if rest_expiry.is_some_and(|e| e < unix) {
+        if rest_expiry.is_some_and(|e| e < self.unix(now)) {
             return AuthResult::Reject(Reject::challenge(401, "Unauthorized"));
         }
         let mut candidates: Vec<Credential> = Vec::new();
@@ -972,34 +1099,22 @@ impl Server {
         if self.config.lt_cred_mech && candidates.is_empty() {
             if let Some(c) = self.config.static_users.get(user) {
                 candidates.push(c.clone());
-            } else {
-                // A database query per made-up USERNAME would let one source keep the
-                // database busy: a query (not a cached answer) costs unauthenticated
-                // budget, and nothing is parked past the queue's limit.
-                let cached = io.cached_key(realm, user);
-                if cached.is_none()
-                    && (self.parked.len() >= PARKED_MAX
-                        || msg.as_bytes().len() > PARKED_MESSAGE_MAX
-                        || !self.rate_ok(now, from.remote.ip()))
-                {
-                    self.stats.rate_limited += 1;
-                    return AuthResult::Parked;
-                }
-                match cached.unwrap_or_else(|| io.lookup_key(realm, user)) {
-                    KeyLookup::Found(k) => candidates.push(Credential::Stored(k)),
-                    KeyLookup::Unknown => {}
-                    KeyLookup::Busy => {
-                        self.stats.rate_limited += 1;
-                        return AuthResult::Parked;
-                    }
-                    KeyLookup::Pending => {
-                        self.parked.push(Parked {
-                            from,
-                            data: msg.as_bytes().to_vec(),
-                            realm: realm.to_string(),
-                            user: user.to_string(),
-                            since: now,
-                        });
+            } else if self.config.user_database {
+                match self.cached_key(now, realm, user) {
+                    Some(Some(k)) => candidates.push(Credential::Stored(k)),
+                    Some(None) => {}
+                    None => {
+                        // A database query per made-up USERNAME would let one source keep
+                        // the database busy: a query (not a cached answer) costs
+                        // unauthenticated budget, and nothing is parked past the limit.
+                        if self.parked.len() >= PARKED_MAX
+                            || msg.as_bytes().len() > PARKED_MESSAGE_MAX
+                            || !self.rate_ok(now, from.remote.ip())
+                        {
+                            self.stats.rate_limited += 1;
+                            return AuthResult::Parked;
+                        }
+                        self.park(now, from, msg, realm, user);
                         return AuthResult::Parked;
                     }
                 }
@@ -1019,34 +1134,95 @@ impl Server {
         AuthResult::Reject(Reject::challenge(401, "Unauthorized"))
     }
 
-    /// The daemon finished looking up (realm, user): re-run the requests that waited.
-    pub fn key_ready(
+    /// The cached database answer for (realm, user) if still fresh at `now`:
+    /// `Some(Some(key))` a known user, `Some(None)` a known-unknown one, `None` ask.
+    fn cached_key(&self, now: Instant, realm: &str, user: &str) -> Option<Option<StoredKey>> {
+        let (key, at) = self.keys.get(&(realm.to_string(), user.to_string()))?;
+        let ttl = if key.is_some() {
+            KEY_TTL
+        } else {
+            UNKNOWN_KEY_TTL
+        };
+        (now.saturating_duration_since(*at) < ttl).then(|| key.clone())
+    }
+
+    /// Parks a request until (realm, user) is looked up, asking for it unless a lookup is
+    /// already in flight.
+    fn park(
         &mut self,
         now: Instant,
-        unix: u64,
+        from: ClientTuple,
+        msg: &Message<'_>,
         realm: &str,
         user: &str,
-        io: &mut dyn ServerIo,
     ) {
+        self.parked.push(Parked {
+            from,
+            data: msg.as_bytes().to_vec(),
+            realm: realm.to_string(),
+            user: user.to_string(),
+            since: now,
+        });
+        let k = (realm.to_string(), user.to_string());
+        let asked = self
+            .lookups
+            .get(&k)
+            .is_some_and(|&at| now.saturating_duration_since(at) < PARKED_TIMEOUT);
+        if !asked {
+            self.lookups.insert(k, now);
+            self.outputs.push_back(Output::LookupKey {
+                realm: realm.to_string(),
+                user: user.to_string(),
+            });
+        }
+    }
+
+    /// The answer to [`Output::LookupKey`] (or a fresher one the daemon pushes): cache it
+    /// and re-run the requests that waited for it. [`KeyLookup::Busy`] drops them
+    /// unanswered, counted as rate limited.
+    pub fn handle_key(&mut self, now: Instant, realm: &str, user: &str, answer: KeyLookup) {
+        let k = (realm.to_string(), user.to_string());
+        self.lookups.remove(&k);
+        let key = match answer {
+            KeyLookup::Found(key) => Some(key),
+            KeyLookup::Unknown => None,
+            KeyLookup::Busy => {
+                let before = self.parked.len();
+                self.parked.retain(|p| p.realm != realm || p.user != user);
+                self.stats.rate_limited += (before - self.parked.len()) as u64;
+                return;
+            }
+        };
+        // Bounded without bookkeeping: at the limit start over (entries are refetched).
+        if self.keys.len() >= KEY_CACHE_MAX {
+            self.keys.clear();
+        }
+        self.keys.insert(k, (key, now));
         let (ready, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
             .into_iter()
             .partition(|p| p.realm == realm && p.user == user);
         self.parked = waiting;
         for p in ready {
-            // Requests only: ClientAction::Done is the only possible outcome.
-            let _ = self.handle_client(now, unix, p.from, &p.data, io);
+            // The request was counted when it arrived; it parsed then and parses now.
+            if let Ok(msg) = Message::parse(&p.data) {
+                self.handle_request(now, p.from, &msg);
+            }
         }
+    }
+
+    /// Forgets every cached key, so the next request of each user asks the database
+    /// again (turnd on SIGHUP: a changed password or a new user applies at once).
+    pub fn clear_key_cache(&mut self) {
+        self.keys.clear();
     }
 
     fn auth_or_reject(
         &mut self,
         now: Instant,
-        unix: u64,
         from: ClientTuple,
         msg: &Message<'_>,
-        io: &mut dyn ServerIo,
     ) -> Result<Option<Authed>, Reject> {
-        match self.authenticate(now, unix, from, from, msg, io) {
+        match self.authenticate(now, from, from, msg) {
             AuthResult::Ok(a) => Ok(Some(a)),
             AuthResult::Reject(r) => Err(r),
             AuthResult::Parked => Ok(None),
@@ -1058,12 +1234,10 @@ impl Server {
     fn auth_for_allocation(
         &mut self,
         now: Instant,
-        unix: u64,
         from: ClientTuple,
         msg: &Message<'_>,
-        io: &mut dyn ServerIo,
     ) -> Result<Option<Authed>, Reject> {
-        let Some(auth) = self.auth_or_reject(now, unix, from, msg, io)? else {
+        let Some(auth) = self.auth_or_reject(now, from, msg)? else {
             return Ok(None);
         };
         match self.allocations.get(&from) {
@@ -1111,12 +1285,10 @@ impl Server {
     fn allocate(
         &mut self,
         now: Instant,
-        unix: u64,
         from: ClientTuple,
         msg: &Message<'_>,
-        io: &mut dyn ServerIo,
     ) -> Result<(), Reject> {
-        let Some(auth) = self.auth_or_reject(now, unix, from, msg, io)? else {
+        let Some(auth) = self.auth_or_reject(now, from, msg)? else {
             return Ok(());
         };
         if let Some(a) = self.allocations.get(&from) {
@@ -1127,6 +1299,14 @@ impl Server {
                     from: None,
                     data,
                 });
+                return Ok(());
+            }
+            return Err(Reject::new(437, "Allocation Mismatch").signed(&auth));
+        }
+        if let Some(p) = self.binds.values().find(|p| p.from == from && !p.cancelled) {
+            // Waiting for its relay socket: a retransmission gets the response when it
+            // comes, another transaction is refused like one on a finished allocation.
+            if p.answering.tid == msg.transaction_id() {
                 return Ok(());
             }
             return Err(Reject::new(437, "Allocation Mismatch").signed(&auth));
@@ -1212,9 +1392,6 @@ impl Server {
                 Reject::new(code, reason).signed(&auth)
             })?;
 
-        let mut relays = Vec::new();
-        let mut reserved_token = None;
-        let mut v6_error = None;
         let port_req = match token {
             Some(t) => {
                 let key: Option<[u8; 8]> = t.try_into().ok();
@@ -1234,52 +1411,135 @@ impl Server {
             }
             None => port_req,
         };
-        let bound = if tcp {
-            io.bind_tcp_relay(primary)
-        } else {
-            io.bind_relay(primary, port_req)
-        };
-        match bound {
-            Ok(bound) => {
-                if port_req == PortRequest::EvenReserveNext {
-                    let t = self.new_reservation_token();
-                    let odd = SocketAddr::new(bound.addr.ip(), bound.addr.port() + 1);
-                    self.shared
-                        .reservations
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(
-                            t,
-                            Reservation {
-                                addr: odd,
-                                expires: now + RESERVATION_LIFETIME,
-                            },
-                        );
-                    reserved_token = Some(t);
-                }
-                relays.push(bound);
+        // The response waits for the relay socket: park the Allocate on a bind order.
+        self.next_bind += 1;
+        let id = BindId(self.next_bind);
+        self.outputs.push_back(if tcp {
+            Output::BindTcpRelay {
+                id,
+                family: primary,
             }
-            Err(e) => {
-                self.shared.release(&auth.user);
+        } else {
+            Output::BindRelay {
+                id,
+                family: primary,
+                port: port_req,
+            }
+        });
+        self.binds.insert(
+            id,
+            PendingAllocate {
+                from,
+                answering: Answering::of(msg),
+                auth,
+                lifetime: self.lifetime(msg),
+                tcp,
+                port: port_req,
+                want_v6_too,
+                address_error_attr,
+                relays: Vec::new(),
+                cancelled: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// The answer to [`Output::BindRelay`] or [`Output::BindTcpRelay`]: finishes the
+    /// Allocate that waited for it (RFC 8656 §7.2), or asks for the IPv6 relay of a dual
+    /// allocation first. A bind for a client that went away meanwhile is undone.
+    pub fn handle_relay_bound(
+        &mut self,
+        now: Instant,
+        id: BindId,
+        result: Result<BoundRelay, RelayBindError>,
+    ) {
+        let Some(mut p) = self.binds.remove(&id) else {
+            // Not ours (answered twice): a socket bound for nobody must not leak.
+            if let Ok(bound) = result {
+                self.outputs.push_back(Output::ReleaseRelay(bound.id));
+            }
+            return;
+        };
+        let primary = p.relays.is_empty();
+        let mut v6_error = None;
+        match result {
+            Ok(bound) => p.relays.push(bound),
+            Err(e) if primary => {
+                self.shared.release(&p.auth.user);
+                if p.cancelled {
+                    return;
+                }
                 let r = match e {
                     RelayBindError::FamilyUnsupported => {
                         Reject::new(440, "Address Family not Supported")
                     }
                     RelayBindError::NoPorts => Reject::new(508, "Insufficient Capacity"),
                 };
-                return Err(r.signed(&auth));
+                let r = r.signed(&p.auth);
+                self.reject_answering(now, p.from, p.answering, r);
+                return;
             }
+            Err(RelayBindError::FamilyUnsupported) => v6_error = Some(440u16),
+            Err(RelayBindError::NoPorts) => v6_error = Some(508u16),
         }
-        if want_v6_too {
-            match io.bind_relay(Family::V6, PortRequest::Any) {
-                Ok(b) => relays.push(b),
-                Err(RelayBindError::FamilyUnsupported) => v6_error = Some(440u16),
-                Err(RelayBindError::NoPorts) => v6_error = Some(508u16),
+        let reserved_odd = (p.port == PortRequest::EvenReserveNext)
+            .then(|| SocketAddr::new(p.relays[0].addr.ip(), p.relays[0].addr.port() + 1));
+        if p.cancelled {
+            for r in &p.relays {
+                self.outputs.push_back(Output::ReleaseRelay(r.id));
             }
+            if let Some(odd) = reserved_odd {
+                self.outputs.push_back(Output::ReleaseReservation(odd));
+            }
+            self.shared.release(&p.auth.user);
+            return;
         }
+        if primary && p.want_v6_too {
+            self.outputs.push_back(Output::BindRelay {
+                id,
+                family: Family::V6,
+                port: PortRequest::Any,
+            });
+            self.binds.insert(id, p);
+            return;
+        }
+        let reserved_token = reserved_odd.map(|odd| {
+            let t = self.new_reservation_token();
+            self.shared
+                .reservations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    t,
+                    Reservation {
+                        addr: odd,
+                        expires: now + RESERVATION_LIFETIME,
+                    },
+                );
+            t
+        });
+        self.complete_allocate(now, p, reserved_token, v6_error);
+    }
 
-        let lifetime = self.lifetime(msg);
-        let mut b = MessageBuilder::new(method::ALLOCATE, Class::Success, msg.transaction_id());
+    /// Answers an Allocate whose relays are bound and installs the allocation.
+    fn complete_allocate(
+        &mut self,
+        now: Instant,
+        p: PendingAllocate,
+        reserved_token: Option<[u8; 8]>,
+        v6_error: Option<u16>,
+    ) {
+        let PendingAllocate {
+            from,
+            answering,
+            auth,
+            lifetime,
+            tcp,
+            address_error_attr,
+            relays,
+            ..
+        } = p;
+        let mut b = MessageBuilder::new(method::ALLOCATE, Class::Success, answering.tid);
         for r in &relays {
             b.xor_address(attr::XOR_RELAYED_ADDRESS, self.advertised(r.addr));
         }
@@ -1305,7 +1565,7 @@ impl Server {
         if !self.config.no_auth {
             b.integrity(auth.integrity, &auth.key);
         }
-        if msg.has_fingerprint() {
+        if answering.fingerprint {
             b.fingerprint();
         }
         let response = b.finish();
@@ -1328,7 +1588,7 @@ impl Server {
                 permissions: FxHashMap::default(),
                 channels: FxHashMap::default(),
                 channel_by_peer: FxHashMap::default(),
-                allocate_tid: msg.transaction_id(),
+                allocate_tid: answering.tid,
                 allocate_response: response.clone(),
                 bucket,
                 tcp,
@@ -1340,24 +1600,21 @@ impl Server {
             from: None,
             data: response,
         });
-        Ok(())
     }
 
     fn success(&mut self, from: ClientTuple, msg: &Message<'_>, auth: &Authed, b: MessageBuilder) {
         let key = (!self.config.no_auth).then_some((auth.key.as_slice(), auth.integrity));
-        self.finish(from, None, msg, b, key);
+        self.finish(from, None, msg.has_fingerprint(), b, key);
     }
 
     /// Refresh (RFC 8656 §7.3).
     fn refresh(
         &mut self,
         now: Instant,
-        unix: u64,
         from: ClientTuple,
         msg: &Message<'_>,
-        io: &mut dyn ServerIo,
     ) -> Result<(), Reject> {
-        let Some(auth) = self.auth_for_allocation(now, unix, from, msg, io)? else {
+        let Some(auth) = self.auth_for_allocation(now, from, msg)? else {
             return Ok(());
         };
         let requested = msg.get_u32(attr::LIFETIME);
@@ -1381,7 +1638,7 @@ impl Server {
             self.lifetime(msg)
         };
         if lifetime.is_zero() {
-            self.remove_allocation(&from, io);
+            self.remove_allocation(&from);
         } else if let Some(a) = self.allocations.get_mut(&from) {
             a.expires = now + lifetime;
         }
@@ -1406,12 +1663,10 @@ impl Server {
     fn create_permission(
         &mut self,
         now: Instant,
-        unix: u64,
         from: ClientTuple,
         msg: &Message<'_>,
-        io: &mut dyn ServerIo,
     ) -> Result<(), Reject> {
-        let Some(auth) = self.auth_for_allocation(now, unix, from, msg, io)? else {
+        let Some(auth) = self.auth_for_allocation(now, from, msg)? else {
             return Ok(());
         };
         let alloc = self
@@ -1447,12 +1702,10 @@ impl Server {
     fn channel_bind(
         &mut self,
         now: Instant,
-        unix: u64,
         from: ClientTuple,
         msg: &Message<'_>,
-        io: &mut dyn ServerIo,
     ) -> Result<(), Reject> {
-        let Some(auth) = self.auth_for_allocation(now, unix, from, msg, io)? else {
+        let Some(auth) = self.auth_for_allocation(now, from, msg)? else {
             return Ok(());
         };
         let alloc = self
@@ -1516,32 +1769,38 @@ impl Server {
         Ok(())
     }
 
-    fn remove_allocation(&mut self, tuple: &ClientTuple, io: &mut dyn ServerIo) {
+    fn remove_allocation(&mut self, tuple: &ClientTuple) {
         if let Some(a) = self.allocations.remove(tuple) {
             for r in &a.relays {
                 self.by_relay.remove(&r.id);
-                io.release_relay(r.id);
+                self.outputs.push_back(Output::ReleaseRelay(r.id));
             }
             self.permissions -= a.permissions.len();
             self.channels -= a.channels.len();
             self.shared.release(&a.username);
             if a.tcp {
-                self.close_connections_of(tuple, io);
+                self.close_connections_of(tuple);
             }
         }
     }
 
-    /// Removes everything of a client whose stream connection closed (RFC 8656 §2.2: a TCP
-    /// or TLS allocation ends with its connection).
-    pub fn client_closed(&mut self, tuple: &ClientTuple, io: &mut dyn ServerIo) {
-        // A request still waiting for its key must not create an allocation nobody can use.
+    /// Removes everything of a client whose stream (or DTLS) connection closed (RFC 8656
+    /// §2.2: a TCP or TLS allocation ends with its connection).
+    pub fn handle_client_closed(&mut self, _now: Instant, tuple: &ClientTuple) {
+        // A request still waiting for its key or relay must not create an allocation
+        // nobody can use.
         self.parked.retain(|p| p.from != *tuple);
-        self.remove_allocation(tuple, io);
-        self.data_connection_closed(tuple, io);
+        for p in self.binds.values_mut() {
+            if p.from == *tuple {
+                p.cancelled = true;
+            }
+        }
+        self.remove_allocation(tuple);
+        self.data_connection_closed(tuple);
     }
 
     /// Expires allocations, permissions, channels, reservations and parked requests.
-    pub fn handle_timeout(&mut self, now: Instant, io: &mut dyn ServerIo) {
+    fn sweep(&mut self, now: Instant) {
         match self.next_sweep {
             Some(t) if t <= now => {}
             _ => return,
@@ -1554,7 +1813,7 @@ impl Server {
             .map(|(t, _)| *t)
             .collect();
         for t in expired {
-            self.remove_allocation(&t, io);
+            self.remove_allocation(&t);
         }
         let (mut perms, mut chans) = (0, 0);
         for a in self.allocations.values_mut() {
@@ -1583,16 +1842,39 @@ impl Server {
             });
             gone
         };
-        for addr in expired {
-            io.release_reservation(addr);
-        }
-        self.expire_connections(now, io);
+        self.outputs
+            .extend(expired.into_iter().map(Output::ReleaseReservation));
+        self.expire_connections(now);
         self.parked
             .retain(|p| now.saturating_duration_since(p.since) < PARKED_TIMEOUT);
+        self.lookups
+            .retain(|_, at| now.saturating_duration_since(*at) < PARKED_TIMEOUT);
         let rate = f64::from(self.config.unauthenticated_rate);
         self.rate.retain(|_, (tokens, last)| {
             *tokens + now.saturating_duration_since(*last).as_secs_f64() * rate < rate * 2.0
         });
+    }
+}
+
+impl ProtocolCore for Server {
+    type Output = Output;
+
+    fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.next_sweep
+    }
+
+    /// Expires allocations, permissions, channels, reservations, RFC 6062 connections
+    /// waiting for a bind, parked requests and unanswered lookups (once a second).
+    fn handle_timeout(&mut self, now: Instant) {
+        self.sweep(now);
+    }
+
+    fn set_wall_clock(&mut self, now: Instant, since_epoch: Duration) {
+        self.wall = Some(WallClock::new(now, since_epoch));
     }
 }
 

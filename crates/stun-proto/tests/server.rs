@@ -1,5 +1,5 @@
-//! Drives the TURN server core over virtual time with a fake daemon (`FakeIo`) and a
-//! client that does what a real one does: send a request, take REALM and NONCE from the
+//! Drives the TURN server core over virtual time with a fake daemon (`FakeIo`, which
+//! answers the core's orders as turnd does: at once, or later when told) and a client that does what a real one does: send a request, take REALM and NONCE from the
 //! 401 (or 438), and resend it signed with the long-term key (RFC 8489 §9.2).
 
 use std::collections::HashMap;
@@ -14,9 +14,9 @@ use stun_proto::channel::{channel_header, CHANNEL_MAX, CHANNEL_MIN};
 use stun_proto::message::method;
 use stun_proto::peer_policy::PeerPolicy;
 use stun_proto::{
-    BoundRelay, Class, ClientAction, ClientTuple, ConnectionId, Family, IntegrityKind, KeyLookup,
-    Limits, Message, MessageBuilder, PeerAction, PortRequest, RelayBindError, RelayId, Server,
-    ServerConfig, ServerIo, ServerShared, Transmit, Transport,
+    BindId, BoundRelay, Class, ClientAction, ClientTuple, ConnectionId, Family, IntegrityKind,
+    KeyLookup, Limits, Message, MessageBuilder, Output, PeerAction, PortRequest, ProtocolCore,
+    RelayBindError, RelayId, Server, ServerConfig, ServerShared, Transmit, Transport,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -44,13 +44,16 @@ fn udp_tuple(remote: &str) -> ClientTuple {
 }
 
 /// The daemon side: hands out relays, remembers what was released, answers key lookups.
+/// [`Harness::pump`] carries the core's orders to it.
 #[derive(Default)]
 struct FakeIo {
     next_id: u32,
     next_port: u16,
     refuse_v6: bool,
-    /// Key lookups answer `Pending` while set.
+    /// Key lookups stay unanswered while set (the database is slow).
     pending: bool,
+    /// Relay binds stay unanswered while set, kept here (a daemon binding asynchronously).
+    held_binds: Option<Vec<(BindId, Family, PortRequest)>>,
     /// Key lookups answer `Busy` (database queue full) while set.
     busy: bool,
     keys: HashMap<(String, String), StoredKey>,
@@ -88,7 +91,7 @@ impl FakeIo {
     }
 }
 
-impl ServerIo for FakeIo {
+impl FakeIo {
     fn bind_relay(
         &mut self,
         family: Family,
@@ -116,43 +119,12 @@ impl ServerIo for FakeIo {
         Ok(self.relay(addr))
     }
 
-    fn release_relay(&mut self, id: RelayId) {
-        self.released.push(id);
-    }
-
-    fn release_reservation(&mut self, addr: SocketAddr) {
-        self.released_reservations.push(addr);
-    }
-
     fn bind_tcp_relay(&mut self, family: Family) -> Result<BoundRelay, RelayBindError> {
         self.bind_relay(family, PortRequest::Any)
     }
 
-    fn connect_peer(&mut self, relay: RelayId, peer: SocketAddr, id: ConnectionId) {
-        self.connects.push((relay, peer, id));
-    }
-
-    fn splice(&mut self, id: ConnectionId, data: ClientTuple) {
-        self.splices.push((id, data));
-    }
-
-    fn close_connection(&mut self, id: ConnectionId) {
-        self.closed.push(id);
-    }
-
-    /// The fake has no cache: every key comes from a (recorded) database lookup.
-    fn cached_key(&mut self, _realm: &str, _user: &str) -> Option<KeyLookup> {
-        None
-    }
-
-    fn lookup_key(&mut self, realm: &str, user: &str) -> KeyLookup {
-        self.lookups.push(user.to_string());
-        if self.busy {
-            return KeyLookup::Busy;
-        }
-        if self.pending {
-            return KeyLookup::Pending;
-        }
+    /// The database's answer now.
+    fn key(&self, realm: &str, user: &str) -> KeyLookup {
         match self.keys.get(&(realm.to_string(), user.to_string())) {
             Some(k) => KeyLookup::Found(k.clone()),
             None => KeyLookup::Unknown,
@@ -182,12 +154,70 @@ impl Harness {
 
     fn with_quotas(config: ServerConfig, io: FakeIo, quotas: Arc<ServerShared>) -> Harness {
         let nonces = NonceKey::new([7; 32], 600);
+        let mut server = Server::new(Arc::new(config), nonces, quotas, 0x5eed);
+        let now = Instant::now();
+        server.set_wall_clock(now, Duration::from_secs(UNIX_START));
         Harness {
-            server: Server::new(Arc::new(config), nonces, quotas, 0x5eed),
+            server,
             io,
-            now: Instant::now(),
+            now,
             unix: UNIX_START,
         }
+    }
+
+    /// Carries out the core's orders as turnd does: relays are bound and keys looked up
+    /// at once (unless the fake database is `pending`), and answered as inputs.
+    fn pump(&mut self) {
+        while let Some(order) = self.server.poll_output() {
+            match order {
+                Output::BindRelay { id, family, port } => {
+                    if let Some(held) = &mut self.io.held_binds {
+                        held.push((id, family, port));
+                        continue;
+                    }
+                    let r = self.io.bind_relay(family, port);
+                    self.server.handle_relay_bound(self.now, id, r);
+                }
+                Output::BindTcpRelay { id, family } => {
+                    let r = self.io.bind_tcp_relay(family);
+                    self.server.handle_relay_bound(self.now, id, r);
+                }
+                Output::ReleaseRelay(id) => self.io.released.push(id),
+                Output::ReleaseReservation(addr) => self.io.released_reservations.push(addr),
+                Output::LookupKey { realm, user } => {
+                    self.io.lookups.push(user.clone());
+                    if self.io.busy {
+                        self.server
+                            .handle_key(self.now, &realm, &user, KeyLookup::Busy);
+                    } else if !self.io.pending {
+                        let answer = self.io.key(&realm, &user);
+                        self.server.handle_key(self.now, &realm, &user, answer);
+                    }
+                }
+                Output::ConnectPeer { relay, peer, id } => self.io.connects.push((relay, peer, id)),
+                Output::Splice { id, data } => self.io.splices.push((id, data)),
+                Output::CloseConnection(id) => self.io.closed.push(id),
+            }
+        }
+    }
+
+    /// The slow database answers the lookup of `user` now.
+    fn key_ready(&mut self, user: &str) {
+        let answer = self.io.key(REALM, user);
+        self.server.handle_key(self.now, REALM, user, answer);
+        self.pump();
+    }
+
+    /// A stream or DTLS client connection closed.
+    fn client_closed(&mut self, tuple: &ClientTuple) {
+        self.server.handle_client_closed(self.now, tuple);
+        self.pump();
+    }
+
+    /// The daemon's outbound RFC 6062 connection `id` finished.
+    fn peer_connected(&mut self, id: ConnectionId, ok: bool) {
+        self.server.handle_peer_connected(self.now, id, ok);
+        self.pump();
     }
 
     /// The usual setup: long-term credentials with alice, bob and mallory in the database.
@@ -198,21 +228,21 @@ impl Harness {
     fn advance(&mut self, secs: u64) {
         self.now += Duration::from_secs(secs);
         self.unix += secs;
-        self.server.handle_timeout(self.now, &mut self.io);
+        self.server.handle_timeout(self.now);
+        self.pump();
     }
 
     fn client_bytes(&mut self, from: ClientTuple, data: &[u8]) -> Relayed {
-        match self
-            .server
-            .handle_client(self.now, self.unix, from, data, &mut self.io)
-        {
+        let relayed = match self.server.handle_client(self.now, from, data) {
             ClientAction::Done => Relayed::Nothing,
             ClientAction::ToPeer {
                 relay,
                 peer,
                 payload,
             } => Relayed::ToPeer(relay, peer, payload.to_vec()),
-        }
+        };
+        self.pump();
+        relayed
     }
 
     fn peer_bytes(&mut self, relay: RelayId, peer: &str, data: &[u8]) -> PeerAction {
@@ -1467,11 +1497,10 @@ fn parked_request_of_a_closed_connection_is_forgotten() {
     let mut h = Harness::new(ServerConfig::default(), io);
     let mut c = Client::new("192.0.2.100:40000", "carol", "carol-pw");
     assert!(c.send(&mut h, method::ALLOCATE, &Req::udp()).is_none());
-    h.server.client_closed(&c.tuple, &mut h.io);
+    h.client_closed(&c.tuple);
     h.io.pending = false;
     h.io.add_user("carol", "carol-pw");
-    let (now, unix) = (h.now, h.unix);
-    h.server.key_ready(now, unix, REALM, "carol", &mut h.io);
+    h.key_ready("carol");
     assert!(h.drain().is_empty());
     assert_eq!(h.server.allocation_count(), 0);
 }
@@ -1515,13 +1544,12 @@ fn parked_request_is_answered_when_the_key_arrives() {
     assert_eq!(h.server.allocation_count(), 0);
 
     // Someone else's lookup finishing does not wake carol's request.
-    let (now, unix) = (h.now, h.unix);
-    h.server.key_ready(now, unix, REALM, "dave", &mut h.io);
+    h.key_ready("dave");
     assert!(h.drain().is_empty());
 
     h.io.pending = false;
     h.io.add_user("carol", "carol-pw");
-    h.server.key_ready(now, unix, REALM, "carol", &mut h.io);
+    h.key_ready("carol");
     let out = h.drain();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].to, c.tuple);
@@ -1531,7 +1559,7 @@ fn parked_request_is_answered_when_the_key_arrives() {
     assert_eq!(r.relays(), vec![addr("198.51.100.1:50000")]);
     assert_eq!(h.server.allocation_count(), 1);
     // Answered once only.
-    h.server.key_ready(now, unix, REALM, "carol", &mut h.io);
+    h.key_ready("carol");
     assert!(h.drain().is_empty());
 }
 
@@ -1600,7 +1628,7 @@ fn connected(h: &mut Harness, c: &mut Client) -> ConnectionId {
     let (_, early) = c.connect_request(h, PUBLIC_PEER);
     assert!(early.is_none(), "no response before the peer connects");
     let (_, _, id) = *h.io.connects.last().expect("a connect order");
-    h.server.peer_connected(h.now, id, true);
+    h.peer_connected(id, true);
     let out = h.drain();
     assert_eq!(out.len(), 1);
     Resp(out[0].data.clone()).assert_success();
@@ -1673,7 +1701,7 @@ fn connect_is_answered_when_the_peer_connection_is_up() {
     assert_eq!((relay, peer), (RelayId(1), addr(PUBLIC_PEER)));
     assert_ne!(id, 0);
 
-    h.server.peer_connected(h.now, id, true);
+    h.peer_connected(id, true);
     let out = h.drain();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].to, c.tuple);
@@ -1684,7 +1712,7 @@ fn connect_is_answered_when_the_peer_connection_is_up() {
     assert_eq!(r.u32(attr::CONNECTION_ID), Some(id));
     assert!(r.msg().verify_integrity(&c.key()));
     // A second report changes nothing.
-    h.server.peer_connected(h.now, id, true);
+    h.peer_connected(id, true);
     assert!(h.drain().is_empty());
 
     // RFC 6062 §5.2: one connection per peer address: 446.
@@ -1699,7 +1727,7 @@ fn connect_is_answered_when_the_peer_connection_is_up() {
     let (_, peer, failed) = h.io.connects[1];
     assert_eq!(peer, addr(OTHER_PEER));
     assert_eq!(h.server.tcp_connection_count(), 2);
-    h.server.peer_connected(h.now, failed, false);
+    h.peer_connected(failed, false);
     let out = h.drain();
     assert_eq!(out.len(), 1);
     let r = Resp(out[0].data.clone());
@@ -1735,7 +1763,7 @@ fn connection_bind_splices_a_new_data_connection() {
     assert_eq!(h.io.splices.len(), 1);
 
     // The data connection closing closes its peer connection.
-    h.server.client_closed(&data.tuple, &mut h.io);
+    h.client_closed(&data.tuple);
     assert_eq!(h.io.closed, vec![id]);
     assert_eq!(h.server.tcp_connection_count(), 0);
     assert_eq!(
@@ -1751,7 +1779,7 @@ fn incoming_peer_connection_is_announced_with_connection_attempt() {
     let peer = addr("93.184.216.34:50123");
     let id = h
         .server
-        .peer_connection_incoming(h.now, RelayId(1), peer)
+        .handle_peer_connection(h.now, RelayId(1), peer)
         .expect("a permitted peer is accepted");
     let out = h.drain();
     assert_eq!(out.len(), 1);
@@ -1772,14 +1800,14 @@ fn incoming_peer_connection_is_announced_with_connection_attempt() {
     let before = h.server.stats().relay_dropped;
     assert_eq!(
         h.server
-            .peer_connection_incoming(h.now, RelayId(1), addr(OTHER_PEER)),
+            .handle_peer_connection(h.now, RelayId(1), addr(OTHER_PEER)),
         None
     );
     assert!(h.drain().is_empty());
     assert_eq!(h.server.stats().relay_dropped, before + 1);
     // Nor on a relay nobody holds.
     assert_eq!(
-        h.server.peer_connection_incoming(h.now, RelayId(9), peer),
+        h.server.handle_peer_connection(h.now, RelayId(9), peer),
         None
     );
 
@@ -1794,7 +1822,7 @@ fn unbound_peer_connection_is_closed_after_30_seconds() {
     let (mut h, _c) = tcp_allocation();
     let id = h
         .server
-        .peer_connection_incoming(h.now, RelayId(1), addr(PUBLIC_PEER))
+        .handle_peer_connection(h.now, RelayId(1), addr(PUBLIC_PEER))
         .unwrap();
     assert_eq!(h.drain().len(), 1, "the ConnectionAttempt");
     h.advance(29);
@@ -1817,12 +1845,12 @@ fn closing_the_control_connection_closes_its_peer_connections() {
     data.connection_bind(&mut h, active).assert_success();
     let passive = h
         .server
-        .peer_connection_incoming(h.now, RelayId(1), addr("93.184.216.34:50123"))
+        .handle_peer_connection(h.now, RelayId(1), addr("93.184.216.34:50123"))
         .unwrap();
     h.drain();
     assert_eq!(h.server.tcp_connection_count(), 2);
 
-    h.server.client_closed(&c.tuple, &mut h.io);
+    h.client_closed(&c.tuple);
     let mut closed = h.io.closed.clone();
     closed.sort_unstable();
     let mut want = vec![active, passive];
@@ -1831,4 +1859,121 @@ fn closing_the_control_connection_closes_its_peer_connections() {
     assert_eq!(h.server.tcp_connection_count(), 0);
     assert_eq!(h.server.allocation_count(), 0);
     assert_eq!(h.io.released, vec![RelayId(1)]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Orders answered later: the key cache and parked Allocates
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn looked_up_keys_are_cached_for_60_seconds_unknown_users_for_10() {
+    let mut h = Harness::standard();
+    Client::alice().allocate(&mut h);
+    assert_eq!(h.io.lookups, vec!["alice".to_string()]);
+    // Another allocation of alice's within the minute: the core's cache answers.
+    h.advance(59);
+    Client::new("192.0.2.100:40001", "alice", "alice-pw").allocate(&mut h);
+    assert_eq!(h.io.lookups.len(), 1);
+    // Past the TTL the database is asked again (a changed password applies).
+    h.advance(2);
+    Client::new("192.0.2.100:40002", "alice", "alice-pw").allocate(&mut h);
+    assert_eq!(h.io.lookups.len(), 2);
+
+    let mut nobody = Client::new("192.0.2.100:40003", "nobody", "x");
+    nobody
+        .call(&mut h, method::ALLOCATE, &Req::udp())
+        .assert_error(401);
+    h.io.add_user("nobody", "x");
+    h.advance(9);
+    nobody
+        .call(&mut h, method::ALLOCATE, &Req::udp())
+        .assert_error(401);
+    assert_eq!(h.io.lookups.len(), 3, "an unknown user is remembered 10 s");
+    h.advance(2);
+    nobody.allocate(&mut h);
+    assert_eq!(h.io.lookups.len(), 4);
+}
+
+#[test]
+fn clearing_the_key_cache_asks_the_database_again() {
+    let mut h = Harness::standard();
+    Client::alice().allocate(&mut h);
+    h.server.clear_key_cache();
+    Client::new("192.0.2.100:40001", "alice", "alice-pw").allocate(&mut h);
+    assert_eq!(h.io.lookups, vec!["alice".to_string(), "alice".to_string()]);
+}
+
+#[test]
+fn without_a_user_database_unknown_users_cost_no_lookup() {
+    let config = ServerConfig {
+        user_database: false,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::new(config, standard_io());
+    Client::alice()
+        .call(&mut h, method::ALLOCATE, &Req::udp())
+        .assert_error(401);
+    assert!(h.io.lookups.is_empty());
+}
+
+#[test]
+fn allocate_waits_for_its_relay_and_answers_when_bound() {
+    let io = FakeIo {
+        held_binds: Some(Vec::new()),
+        ..standard_io()
+    };
+    let mut h = Harness::new(ServerConfig::default(), io);
+    let mut c = Client::alice();
+    c.login(&mut h);
+    let tid = c.tid();
+    let req = c.build(method::ALLOCATE, tid, &Req::udp());
+    assert!(
+        h.exchange(c.tuple, &req).is_none(),
+        "no answer before the bind"
+    );
+    // A retransmission while the bind is out is not answered twice, nor bound twice.
+    assert!(h.exchange(c.tuple, &req).is_none());
+    let held = h.io.held_binds.replace(Vec::new()).unwrap();
+    assert_eq!(held.len(), 1);
+    let (id, family, port) = held[0];
+    assert_eq!((family, port), (Family::V4, PortRequest::Any));
+    let bound = h.io.bind_relay(family, port);
+    h.server.handle_relay_bound(h.now, id, bound);
+    h.pump();
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    let r = Resp(out[0].data.clone());
+    r.assert_success();
+    assert_eq!(r.msg().transaction_id(), tid);
+    assert_eq!(r.relays(), vec![addr("198.51.100.1:50000")]);
+    assert_eq!(h.server.allocation_count(), 1);
+}
+
+#[test]
+fn relay_bound_for_a_closed_client_is_released_with_its_quota() {
+    let config = ServerConfig {
+        limits: Limits {
+            user_quota: 1,
+            ..Limits::default()
+        },
+        ..ServerConfig::default()
+    };
+    let io = FakeIo {
+        held_binds: Some(Vec::new()),
+        ..standard_io()
+    };
+    let mut h = Harness::new(config, io);
+    let mut c = Client::alice();
+    assert!(c.send(&mut h, method::ALLOCATE, &Req::udp()).is_none());
+    h.client_closed(&c.tuple);
+    let held = h.io.held_binds.take().unwrap();
+    let (id, family, port) = held[0];
+    let bound = h.io.bind_relay(family, port);
+    h.server.handle_relay_bound(h.now, id, bound);
+    h.pump();
+    assert!(h.drain().is_empty());
+    assert_eq!(h.io.released, vec![RelayId(1)]);
+    assert_eq!(h.server.allocation_count(), 0);
+    // The quota went back with it.
+    Client::new("192.0.2.100:40001", "alice", "alice-pw").allocate(&mut h);
 }

@@ -5,7 +5,7 @@
 //! it waits for a ConnectionBind, the 30-second bind timer); the daemon owns the sockets
 //! and, once bound, copies bytes between the two connections without the core.
 
-use super::{AuthResult, ClientTuple, ConnectionId, Reject, Server, ServerIo, Transmit, Transport};
+use super::{AuthResult, ClientTuple, ConnectionId, Output, Reject, Server, Transmit, Transport};
 use crate::attr;
 use crate::message::{method, Class, IntegrityKind, Message, MessageBuilder};
 use std::net::SocketAddr;
@@ -63,12 +63,10 @@ impl Server {
     pub(super) fn connect(
         &mut self,
         now: Instant,
-        unix: u64,
         from: ClientTuple,
         msg: &Message<'_>,
-        io: &mut dyn ServerIo,
     ) -> Result<(), Reject> {
-        let Some(auth) = self.auth_for_allocation(now, unix, from, msg, io)? else {
+        let Some(auth) = self.auth_for_allocation(now, from, msg)? else {
             return Ok(());
         };
         let alloc = self
@@ -110,26 +108,33 @@ impl Server {
                 },
             },
         );
-        io.connect_peer(relay, peer, id);
+        self.outputs
+            .push_back(Output::ConnectPeer { relay, peer, id });
         Ok(())
     }
 
-    /// The daemon's outbound connection for `id` finished: answer the Connect request
-    /// (success with CONNECTION-ID, or 447 Connection Timeout or Failure). Returns whether
-    /// the daemon should keep the socket: false if the allocation went away meanwhile.
-    pub fn peer_connected(&mut self, now: Instant, id: ConnectionId, ok: bool) -> bool {
+    /// The answer to [`Output::ConnectPeer`]: the daemon's outbound connection for `id`
+    /// finished (`ok`) or failed. Answers the Connect request (success with CONNECTION-ID,
+    /// or 447 Connection Timeout or Failure). If the allocation went away meanwhile, a
+    /// connected socket is not wanted: [`Output::CloseConnection`] follows.
+    pub fn handle_peer_connected(&mut self, now: Instant, id: ConnectionId, ok: bool) {
+        let unwanted = |s: &mut Server| {
+            if ok {
+                s.outputs.push_back(Output::CloseConnection(id));
+            }
+        };
         let Some(conn) = self.tcp_conns.get_mut(&id) else {
-            return false;
+            return unwanted(self);
         };
         let State::Connecting { tid, fingerprint } = conn.state else {
-            return false;
+            return unwanted(self);
         };
         let to = conn.allocation;
         let (key, kind) = match self.allocations.get(&to) {
             Some(a) => (a.key.clone(), a.integrity),
             None => {
                 self.tcp_conns.remove(&id);
-                return false;
+                return unwanted(self);
             }
         };
         let mut b = if ok {
@@ -152,7 +157,6 @@ impl Server {
             from: None,
             data: b.finish(),
         });
-        ok
     }
 
     /// SOFTWARE, integrity and FINGERPRINT for a response sent after the request's turn.
@@ -171,7 +175,7 @@ impl Server {
     /// A peer connected to the relayed address of TCP allocation `relay` (RFC 6062 §5.3).
     /// Returns the connection id to keep the socket under, or `None` to close it (no
     /// permission, not a TCP allocation).
-    pub fn peer_connection_incoming(
+    pub fn handle_peer_connection(
         &mut self,
         now: Instant,
         relay: super::RelayId,
@@ -215,10 +219,8 @@ impl Server {
     pub(super) fn connection_bind(
         &mut self,
         now: Instant,
-        unix: u64,
         from: ClientTuple,
         msg: &Message<'_>,
-        io: &mut dyn ServerIo,
     ) -> Result<(), Reject> {
         // Verify with the key of the allocation that owns the connection, so a bind never
         // waits for a database lookup (the splice must follow the response at once).
@@ -226,7 +228,7 @@ impl Server {
             .get_u32(attr::CONNECTION_ID)
             .and_then(|id| self.tcp_conns.get(&id))
             .map_or(from, |c| c.allocation);
-        let auth = match self.authenticate(now, unix, from, owner, msg, io) {
+        let auth = match self.authenticate(now, from, owner, msg) {
             AuthResult::Ok(a) => a,
             AuthResult::Reject(r) => return Err(r),
             AuthResult::Parked => return Ok(()),
@@ -261,16 +263,16 @@ impl Server {
             msg.transaction_id(),
         );
         self.success(from, msg, &auth, b);
-        io.splice(id, from);
+        self.outputs.push_back(Output::Splice { id, data: from });
         Ok(())
     }
 
     /// The daemon closed peer connection `id` (either side hung up).
-    pub fn connection_closed(&mut self, id: ConnectionId) {
+    pub fn handle_connection_closed(&mut self, _now: Instant, id: ConnectionId) {
         self.tcp_conns.remove(&id);
     }
 
-    pub(super) fn close_connections_of(&mut self, allocation: &ClientTuple, io: &mut dyn ServerIo) {
+    pub(super) fn close_connections_of(&mut self, allocation: &ClientTuple) {
         let ids: Vec<ConnectionId> = self
             .tcp_conns
             .iter()
@@ -279,11 +281,11 @@ impl Server {
             .collect();
         for id in ids {
             self.tcp_conns.remove(&id);
-            io.close_connection(id);
+            self.outputs.push_back(Output::CloseConnection(id));
         }
     }
 
-    pub(super) fn data_connection_closed(&mut self, data: &ClientTuple, io: &mut dyn ServerIo) {
+    pub(super) fn data_connection_closed(&mut self, data: &ClientTuple) {
         let ids: Vec<ConnectionId> = self
             .tcp_conns
             .iter()
@@ -292,12 +294,12 @@ impl Server {
             .collect();
         for id in ids {
             self.tcp_conns.remove(&id);
-            io.close_connection(id);
+            self.outputs.push_back(Output::CloseConnection(id));
         }
     }
 
     /// Peer connections nobody bound within 30 seconds are closed (RFC 6062 §5.3).
-    pub(super) fn expire_connections(&mut self, now: Instant, io: &mut dyn ServerIo) {
+    pub(super) fn expire_connections(&mut self, now: Instant) {
         let ids: Vec<ConnectionId> = self
             .tcp_conns
             .iter()
@@ -306,7 +308,7 @@ impl Server {
             .collect();
         for id in ids {
             self.tcp_conns.remove(&id);
-            io.close_connection(id);
+            self.outputs.push_back(Output::CloseConnection(id));
         }
     }
 

@@ -20,8 +20,8 @@ use stun_proto::message::{
     MessageBuilder,
 };
 use stun_proto::{
-    BoundRelay, ClientAction, ClientTuple, ConnectionId, Family, KeyLookup, PortRequest,
-    RelayBindError, RelayId, Server, ServerConfig, ServerIo, Transport,
+    BoundRelay, ClientAction, ClientTuple, Family, KeyLookup, Output, PortRequest, ProtocolCore,
+    RelayBindError, RelayId, Server, ServerConfig, Transport,
 };
 
 /// The key `verify_integrity` is tried with.
@@ -85,7 +85,7 @@ pub struct TrivialIo {
     next: u16,
 }
 
-impl ServerIo for TrivialIo {
+impl TrivialIo {
     fn bind_relay(
         &mut self,
         family: Family,
@@ -106,26 +106,29 @@ impl ServerIo for TrivialIo {
         })
     }
 
-    fn release_relay(&mut self, _id: RelayId) {}
-
-    fn release_reservation(&mut self, _addr: SocketAddr) {}
-
-    fn bind_tcp_relay(&mut self, family: Family) -> Result<BoundRelay, RelayBindError> {
-        self.bind_relay(family, PortRequest::Any)
-    }
-
-    fn connect_peer(&mut self, _relay: RelayId, _peer: SocketAddr, _id: ConnectionId) {}
-
-    fn splice(&mut self, _id: ConnectionId, _data: ClientTuple) {}
-
-    fn close_connection(&mut self, _id: ConnectionId) {}
-
-    fn cached_key(&mut self, realm: &str, user: &str) -> Option<KeyLookup> {
-        Some(self.lookup_key(realm, user))
-    }
-
-    fn lookup_key(&mut self, realm: &str, user: &str) -> KeyLookup {
-        KeyLookup::Found(StoredKey::Md5(key_md5(user, realm, PASSWORD)))
+    /// Answers the server's orders at once, as turnd does; the rest needs no answer.
+    fn pump(&mut self, server: &mut Server, now: Instant) {
+        while let Some(order) = server.poll_output() {
+            match order {
+                Output::BindRelay { id, family, port } => {
+                    let r = self.bind_relay(family, port);
+                    server.handle_relay_bound(now, id, r);
+                }
+                Output::BindTcpRelay { id, family } => {
+                    let r = self.bind_relay(family, PortRequest::Any);
+                    server.handle_relay_bound(now, id, r);
+                }
+                Output::LookupKey { realm, user } => {
+                    let key = StoredKey::Md5(key_md5(&user, &realm, PASSWORD));
+                    server.handle_key(now, &realm, &user, KeyLookup::Found(key));
+                }
+                Output::ReleaseRelay(_)
+                | Output::ReleaseReservation(_)
+                | Output::ConnectPeer { .. }
+                | Output::Splice { .. }
+                | Output::CloseConnection(_) => {}
+            }
+        }
     }
 }
 
@@ -136,7 +139,6 @@ pub struct Driver {
     pub io: TrivialIo,
     pub client: ClientTuple,
     pub now: Instant,
-    pub unix: u64,
     nonce: String,
     tid: u32,
 }
@@ -145,16 +147,18 @@ impl Driver {
     pub fn new() -> Driver {
         let config = ServerConfig::default();
         let nonces = NonceKey::new([3; 32], 600);
+        let mut server = Server::new(Arc::new(config), nonces, Arc::default(), 1);
+        let now = Instant::now();
+        server.set_wall_clock(now, Duration::from_secs(1_700_000_000));
         let mut d = Driver {
-            server: Server::new(Arc::new(config), nonces, Arc::default(), 1),
+            server,
             io: TrivialIo::default(),
             client: ClientTuple {
                 transport: Transport::Udp,
                 local: "192.0.2.10:3478".parse().unwrap(),
                 remote: "192.0.2.100:40000".parse().unwrap(),
             },
-            now: Instant::now(),
-            unix: 1_700_000_000,
+            now,
             nonce: String::new(),
             tid: 0,
         };
@@ -245,14 +249,13 @@ impl Driver {
             relay,
             peer,
             payload,
-        } = self
-            .server
-            .handle_client(self.now, self.unix, client, data, &mut self.io)
+        } = self.server.handle_client(self.now, client, data)
         {
             assert_eq!(relay, RelayId(1));
             assert_eq!(peer.ip(), PEER.parse::<SocketAddr>().unwrap().ip());
             assert!(payload.len() < data.len());
         }
+        self.io.pump(&mut self.server, self.now);
     }
 
     /// `data` as client bytes, as peer bytes, then a timer tick; every response the server
@@ -269,7 +272,8 @@ impl Driver {
             decode_all(&t.data);
         }
         self.now += Duration::from_millis(10);
-        self.server.handle_timeout(self.now, &mut self.io);
+        self.server.handle_timeout(self.now);
+        self.io.pump(&mut self.server, self.now);
     }
 }
 
