@@ -573,10 +573,20 @@ impl Drop for Cleanup {
         let _ = self.admin.kill();
         let _ = self.admin.wait();
         let pids = self.turnd_pid.iter().chain(&self.daemon_pids);
-        for pid in pids.filter_map(|&p| rustix::process::Pid::from_raw(p)) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        // Only daemons still running: a daemon that exited long ago may have left its pid
+        // to another test's process (pid_max is 32768 on small machines, so pids wrap).
+        for &raw in pids.filter(|&&p| is_daemon(p)) {
+            if let Some(pid) = rustix::process::Pid::from_raw(raw) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
         }
     }
+}
+
+/// Whether `pid` is one of the suite's daemons right now (by the kernel's name for it).
+fn is_daemon(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|comm| matches!(comm.trim_end(), "turnd" | "sipd" | "xmppd"))
 }
 
 /// `rtc-admin up --dir DIR --port-offset N` with stdout captured, killed by the guard.

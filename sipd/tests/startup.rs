@@ -70,39 +70,19 @@ fn check_config_errors_name_file_and_key() {
 /// garbage file, or a key of another certificate, fails naming the file and the setting.
 #[test]
 fn check_config_checks_the_certificate_files() {
-    let dir = rtc_tests::tempfile::tempdir().unwrap();
-    let (good, broken) = rtc_tests::broken_cert_pairs(dir.path());
-    let config = |cert: &Path, key: &Path| {
-        format!(
-            "domain = [\"falcot.com\"]\nlisten = [\"tls:127.0.0.1:5061\"]\n\
-             tls-certificate = {:?}\ntls-private-key = {:?}\n",
-            cert.display().to_string(),
-            key.display().to_string()
-        )
-    };
-    for b in &broken {
-        let (ok, out, path) = check(&config(&b.cert, &b.key));
-        assert!(!ok, "{} accepted: {out}", b.what);
-        assert!(
-            out.contains(&path),
-            "{}: config file not named: {out}",
-            b.what
-        );
-        let file = b.bad_file.display().to_string();
-        assert!(out.contains(&file), "{}: {file} not named: {out}", b.what);
-        let key = if b.key_at_fault {
-            "tls-private-key"
-        } else {
-            "tls-certificate"
-        };
-        assert!(
-            out.contains(&format!("`{key}`")),
-            "{}: key {key} not named: {out}",
-            b.what
-        );
-    }
-    let (ok, out, _) = check(&config(&good.cert, &good.key));
-    assert!(ok, "{out}");
+    rtc_tests::example_config::assert_certificate_files_checked(
+        sipd_bin().to_str().unwrap(),
+        |cert, key| {
+            format!(
+                "domain = [\"falcot.com\"]\nlisten = [\"tls:127.0.0.1:5061\"]\n\
+                 tls-certificate = {:?}\ntls-private-key = {:?}\n",
+                cert.display().to_string(),
+                key.display().to_string()
+            )
+        },
+        "tls-certificate",
+        "tls-private-key",
+    );
 }
 
 #[test]

@@ -91,3 +91,82 @@ pub fn assert_documents(example: &Path, keys: &[String]) {
         example.display()
     );
 }
+
+/// `--check-config` of the shipped example passes.
+pub fn assert_example_valid(binary: &str, example: &Path) {
+    let out = check_config(binary, example);
+    assert!(out.success(), "{out}");
+    assert!(out.stdout.contains("configuration is valid"), "{out}");
+}
+
+/// Every field of `pub struct <name>` in the daemon's `config_rs` (at least `min_keys`
+/// of them, so a renamed struct cannot pass by finding nothing) appears in `example`.
+pub fn assert_example_documents(config_rs: &Path, name: &str, min_keys: usize, example: &Path) {
+    let source = std::fs::read_to_string(config_rs)
+        .unwrap_or_else(|e| panic!("{}: {e}", config_rs.display()));
+    let keys = struct_keys(&source, name);
+    assert!(
+        keys.len() > min_keys,
+        "found only {keys:?} in struct {name}"
+    );
+    assert_documents(example, &keys);
+}
+
+/// A config file `text` holding the misspelt `key` is refused, naming the file and key.
+pub fn assert_unknown_key_named(binary: &str, text: &str, key: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = check_config(binary, &path);
+    assert!(!out.success(), "{out}");
+    let said = out.text();
+    assert!(
+        said.contains(&*path.to_string_lossy()),
+        "file not named: {out}"
+    );
+    assert!(said.contains(key), "key not named: {out}");
+}
+
+/// `var=value` in the environment over the shipped example is refused, naming `var`.
+pub fn assert_bad_env_named(binary: &str, example: &Path, var: &str, value: &str) {
+    let (ok, text) = check_config_with_env(binary, example, var, value);
+    assert!(!ok, "accepted {var}={value}: {text}");
+    assert!(text.contains(var), "variable not named: {text}");
+}
+
+/// `--check-config` loads the certificate and key as start-up would: for each broken pair
+/// of [`crate::broken_cert_pairs`] (a missing or garbage file, a key of another
+/// certificate) it fails naming the config file, the PEM file and the setting at fault
+/// (`cert_key` or `key_key`); the good pair passes. `config(cert, key)` is the config text.
+pub fn assert_certificate_files_checked(
+    binary: &str,
+    config: impl Fn(&Path, &Path) -> String,
+    cert_key: &str,
+    key_key: &str,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, broken) = crate::broken_cert_pairs(dir.path());
+    let path = dir.path().join("daemon.toml");
+    for b in &broken {
+        std::fs::write(&path, config(&b.cert, &b.key)).unwrap();
+        let out = check_config(binary, &path);
+        assert!(!out.success(), "{} accepted: {out}", b.what);
+        let text = out.text();
+        assert!(
+            text.contains(&*path.to_string_lossy()),
+            "{}: config file not named: {out}",
+            b.what
+        );
+        let file = b.bad_file.display().to_string();
+        assert!(text.contains(&file), "{}: {file} not named: {out}", b.what);
+        let key = if b.key_at_fault { key_key } else { cert_key };
+        assert!(
+            text.contains(&format!("`{key}`")),
+            "{}: key {key} not named: {out}",
+            b.what
+        );
+    }
+    std::fs::write(&path, config(&good.cert, &good.key)).unwrap();
+    let out = check_config(binary, &path);
+    assert!(out.success(), "{out}");
+}
