@@ -405,24 +405,22 @@ impl SipLoop {
             } => {
                 let key = (username, domain);
                 self.pending_lookups.remove(&key);
-                // A database failure is logged as one and not cached (an error is not an
-                // answer worth remembering); the core hears "no credentials" and answers
-                // as for an unknown user.
-                let cache = found.is_ok();
+                // A database failure is logged as one, not cached, and answered 503 with
+                // Retry-After: never the 401 of a wrong password.
                 let creds = match found {
                     Ok(c) => c,
                     Err(e) => {
                         warn!("credentials of {}@{}: database error: {e}", key.0, key.1);
-                        None
+                        self.core
+                            .handle_credentials_unavailable(self.now, &key.0, &key.1);
+                        return;
                     }
                 };
-                if cache {
-                    if self.creds.len() >= CREDS_CACHE_MAX {
-                        // Bounded without bookkeeping: start over (entries are refetched).
-                        self.creds.clear();
-                    }
-                    self.creds.insert(key.clone(), (creds.clone(), self.now));
+                if self.creds.len() >= CREDS_CACHE_MAX {
+                    // Bounded without bookkeeping: start over (entries are refetched).
+                    self.creds.clear();
                 }
+                self.creds.insert(key.clone(), (creds.clone(), self.now));
                 self.core
                     .handle_credentials(self.now, &key.0, &key.1, creds);
             }

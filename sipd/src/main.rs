@@ -160,7 +160,13 @@ fn run(r: config::Resolved) -> anyhow::Result<()> {
     io.block_on(async move {
         serve(core, r, cert_store, &streams, writer_tx).await?;
         writer.finish(SHUTDOWN_TIMEOUT).await;
-        store.close().await;
+        // A writer still stuck in a hung database holds its connection: do not wait for it.
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, store.close())
+            .await
+            .is_err()
+        {
+            warn!("database connections still busy at exit");
+        }
         Ok(())
     })
 }

@@ -269,11 +269,11 @@ impl XmppLoop {
                 found,
             } => {
                 self.finished(id);
-                // A database failure fails the login like an unknown account (the client
-                // may try again; nothing changes), but is logged as what it is.
-                let secrets = found.unwrap_or_else(|e| {
+                // A database failure is logged as what it is and reaches the core as
+                // one: the login gets temporary-auth-failure, not a wrong password.
+                let secrets = found.map_err(|e| {
                     warn!("account {user}@{host}: database error: {e}");
-                    None
+                    StoreFailed
                 });
                 self.server.handle_account_loaded(now, id, secrets);
             }
@@ -381,7 +381,7 @@ impl XmppLoop {
                         self.metrics.db_errors.inc();
                         match e.into_inner() {
                             Lookup::Account { id, .. } => {
-                                self.server.handle_account_loaded(now, id, None);
+                                self.server.handle_account_loaded(now, id, Err(StoreFailed));
                                 id
                             }
                             Lookup::Load { id, .. } => {

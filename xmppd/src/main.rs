@@ -49,7 +49,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tls::{CertTable, Certs};
 use tokio::sync::mpsc;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Events waiting for the core loop; connection tasks wait when it is full, which slows
 /// their readers down (back-pressure) rather than growing memory.
@@ -158,7 +158,13 @@ fn run(r: config::Resolved, certs: CertTable) -> anyhow::Result<()> {
         // The core loop held the writer's only sender: with it gone the writer finishes
         // the queue and returns.
         writer.finish(SHUTDOWN_TIMEOUT).await;
-        store.close().await;
+        // A writer still stuck in a hung database holds its connection: do not wait for it.
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, store.close())
+            .await
+            .is_err()
+        {
+            warn!("database connections still busy at exit");
+        }
         Ok(())
     })
 }

@@ -349,9 +349,13 @@ impl<'s> WriteTx<'s> {
     /// ROLLBACK after SQLITE_FULL or SQLITE_IOERR) and the connection is discarded;
     /// nothing of the transaction is durable.
     pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
-        self.open = false;
+        // `open` stays set until COMMIT returned: if this future is dropped half-way, the
+        // guard's drop discards the connection rather than pool it mid-transaction.
         match Tm::commit(&mut self.conn).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.open = false;
+                Ok(())
+            }
             Err(e) => {
                 if Tm::get_transaction_depth(&self.conn) > 0 {
                     // Best effort: the connection is closed right after anyway.

@@ -385,6 +385,26 @@ impl Core {
         self.drain_txn(now, unix);
     }
 
+    /// The [`Output::FetchCredentials`] lookup failed (the database, not the user): the
+    /// requests waiting for it get 503 with Retry-After at once, never the 401 of a wrong
+    /// password (a UA that takes a 401 for a bad password stops registering).
+    pub fn handle_credentials_unavailable(&mut self, now: Instant, username: &str, domain: &str) {
+        let unix = self.tick(now);
+        let key = (username.to_string(), domain.to_string());
+        for p in self.parked.remove(&key).unwrap_or_default() {
+            self.unavailable(now, p);
+        }
+        self.drain_txn(now, unix);
+    }
+
+    /// 503 Service Unavailable with Retry-After (RFC 3261 section 21.5.4) for a request
+    /// whose credentials cannot be had now.
+    fn unavailable(&mut self, now: Instant, p: Parked) {
+        let mut r = self.make_response(&p.req, 503, "Service Unavailable");
+        r.set_header(HeaderName::Other("Retry-After".into()), "5".into());
+        self.send_response(now, p.id, r);
+    }
+
     /// Result of an [`Output::Resolve`]: destinations in preference order, empty when the
     /// name does not resolve.
     pub fn handle_resolved(&mut self, now: Instant, id: u64, peers: Vec<Peer>) {
@@ -406,6 +426,13 @@ impl Core {
             for b in h.bindings.iter_mut().filter(|b| b.conn == Some(conn)) {
                 b.conn = None;
             }
+        }
+        // Requests still waiting (for credentials, or behind another change of their
+        // AOR) must not bind a contact to the connection that just went away.
+        let waiting = self.registering.values_mut().flatten().map(|q| &mut q.from);
+        let parked = self.parked.values_mut().flatten().map(|p| &mut p.from);
+        for from in waiting.chain(parked).filter(|f| f.conn == Some(conn)) {
+            from.conn = None;
         }
         self.drain_txn(now, unix);
     }
@@ -616,9 +643,7 @@ impl ProtocolCore for Core {
                 self.parked.remove(&key);
             }
             for p in expired {
-                let mut r = self.make_response(&p.req, 503, "Service Unavailable");
-                r.set_header(HeaderName::Other("Retry-After".into()), "5".into());
-                self.send_response(now, p.id, r);
+                self.unavailable(now, p);
             }
         }
         self.expire_bindings(unix);

@@ -933,6 +933,80 @@ fn unanswered_credential_lookup_ends_in_503() {
     assert!(s.iter().any(|(_, m)| m.status() == Some(503)), "{s:?}");
 }
 
+/// A credentials lookup the database failed gets 503 with Retry-After at once, not the
+/// 401 of a wrong password.
+#[test]
+fn failed_credential_lookup_answers_503_at_once() {
+    let mut h = Harness::new(config());
+    let from = udp("10.0.0.50:5070");
+    h.recv(&from, &register("alice", "10.0.0.50:5070", "u", 1, ""));
+    let ch = h.take().remove(0).1;
+    let auth = authorization(
+        &ch,
+        HeaderName::WwwAuthenticate,
+        "alice",
+        "REGISTER",
+        &format!("sip:{DOMAIN}"),
+        DigestAlgorithm::Md5,
+        1,
+    );
+    h.recv(
+        &from,
+        &register(
+            "alice",
+            "10.0.0.50:5070",
+            "u",
+            2,
+            &format!("Authorization: {auth}\n"),
+        ),
+    );
+    let (u, d) = h.fetches.remove(0);
+    h.core.handle_credentials_unavailable(h.now, &u, &d);
+    h.drain();
+    let s = h.take();
+    let last = &s.last().expect("an answer").1;
+    assert_eq!(last.status(), Some(503), "{s:?}");
+    assert!(last
+        .header(&HeaderName::Other("Retry-After".into()))
+        .is_some());
+}
+
+/// A refresh in flight when the binding's old expiry passes: the expiry must not queue a
+/// Delete of the binding (it keeps its ruid) behind the refresh's Upsert, or the row the
+/// UA is told is registered would be removed once both committed.
+#[test]
+fn expiry_waits_for_a_refresh_in_flight() {
+    let mut h = Harness::new(config());
+    let pbx = udp("192.0.2.10:5060");
+    let reg = |cseq: u32| register("alice", "192.0.2.10:5060", "r", cseq, "Expires: 60\n");
+    h.recv(&pbx, &reg(1));
+    h.settle();
+    assert_eq!(h.last_status(), 200);
+    h.advance(Duration::from_millis(59_500));
+    h.recv(&pbx, &reg(2));
+    let (refresh, ops) = h.stores.remove(0);
+    assert!(matches!(ops.as_slice(), [BindingOp::Upsert(_)]), "{ops:?}");
+    // The old expiry passes while the refresh is being written.
+    h.advance(Duration::from_secs(2));
+    let deletes: Vec<_> = h
+        .stores
+        .iter()
+        .flat_map(|(_, ops)| ops.iter())
+        .filter(|op| matches!(op, BindingOp::Delete { .. }))
+        .collect();
+    assert!(
+        deletes.is_empty(),
+        "expiry deleted a binding being refreshed: {deletes:?}"
+    );
+    h.core.handle_stored(h.now, refresh, true);
+    h.drain();
+    assert_eq!(h.last_status(), 200);
+    assert_eq!(h.core.stats().contacts, 1);
+    // The refreshed binding expires on its own new schedule.
+    h.advance(Duration::from_secs(61));
+    assert_eq!(h.core.stats().contacts, 0);
+}
+
 #[test]
 fn tcp_registration_is_reached_over_its_connection() {
     let mut h = Harness::new(config());

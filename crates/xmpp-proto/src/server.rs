@@ -402,7 +402,8 @@ enum Timer {
     UserIdle(Jid),
 }
 
-type AccountCallback = Box<dyn FnOnce(&mut Server, Instant, Option<AccountSecrets>) + Send>;
+type AccountCallback =
+    Box<dyn FnOnce(&mut Server, Instant, Result<Option<AccountSecrets>, StoreFailed>) + Send>;
 type LoadCallback = Box<dyn FnOnce(&mut Server, Instant, LoadResult) + Send>;
 type StoreCallback = Box<dyn FnOnce(&mut Server, Instant, bool) + Send>;
 
@@ -575,13 +576,15 @@ impl Server {
         self.finish_call();
     }
 
-    /// The answer to [`Output::FetchAccount`]. `None`: no such account (answered exactly
-    /// like a wrong password).
+    /// The answer to [`Output::FetchAccount`]. `Ok(None)`: no such account (answered
+    /// exactly like a wrong password); `Err`: the database failed, which is never taken
+    /// for "no such account" (SASL answers `temporary-auth-failure`, routing does not
+    /// bounce messages for a user it could not look up).
     pub fn handle_account_loaded(
         &mut self,
         now: Instant,
         id: u64,
-        secrets: Option<AccountSecrets>,
+        secrets: Result<Option<AccountSecrets>, StoreFailed>,
     ) {
         self.tick(now);
         if let Some(Waiting::Account(f)) = self.waiting.remove(&id) {
@@ -684,7 +687,9 @@ impl Server {
         &mut self,
         host: &str,
         user: &str,
-        then: impl FnOnce(&mut Server, Instant, Option<AccountSecrets>) + Send + 'static,
+        then: impl FnOnce(&mut Server, Instant, Result<Option<AccountSecrets>, StoreFailed>)
+            + Send
+            + 'static,
     ) {
         let id = self.order_id();
         self.waiting.insert(id, Waiting::Account(Box::new(then)));
@@ -726,7 +731,7 @@ impl Server {
     ) {
         let id = self.order_id();
         let hold = self.hold.take();
-        let touched = users::touched_users(&ops);
+        let touched = self.count_writes(&ops);
         self.waiting.insert(
             id,
             Waiting::Store(Box::new(move |s: &mut Server, now, ok| {
@@ -752,7 +757,7 @@ impl Server {
             return;
         }
         let id = self.order_id();
-        let touched = users::touched_users(&ops);
+        let touched = self.count_writes(&ops);
         self.waiting.insert(
             id,
             Waiting::Store(Box::new(move |s: &mut Server, now, ok| {
@@ -762,6 +767,17 @@ impl Server {
             })),
         );
         self.outputs.push_back(Output::Store { id, ops });
+    }
+
+    /// The users whose loaded state `ops` write, each with its write counted.
+    fn count_writes(&mut self, ops: &[StoreOp]) -> Vec<Jid> {
+        let touched = users::touched_users(ops);
+        for j in &touched {
+            if let Some(u) = self.users.get_mut(j) {
+                u.writes += 1;
+            }
+        }
+        touched
     }
 
     // ---- small shared helpers ----

@@ -127,6 +127,25 @@ fn wrong_password_and_unknown_user_look_the_same() {
     assert_eq!(h.server.stats().auth_successes, 0);
 }
 
+/// A database failure during login is the server's trouble, not the client's password:
+/// `temporary-auth-failure` (RFC 6120 section 6.5.12), not counted as a failed guess,
+/// and the client may try again on the same stream.
+#[test]
+fn account_lookup_failure_is_a_temporary_auth_failure() {
+    let mut h = Harness::new();
+    let (c, _) = h.open_to_sasl();
+    h.fail_accounts = true;
+    let r = h.auth(c, "PLAIN", "alice", PASS);
+    assert_eq!(r.name, "failure");
+    assert!(
+        r.get_child("temporary-auth-failure", ns::SASL).is_some(),
+        "{r:?}"
+    );
+    assert_eq!(h.server.stats().auth_failures, 0);
+    h.fail_accounts = false;
+    assert_eq!(h.auth(c, "PLAIN", "alice", PASS).name, "success");
+}
+
 #[test]
 fn stanza_before_auth_is_not_authorized() {
     let mut h = Harness::new();

@@ -95,13 +95,18 @@ impl Location {
         }
     }
 
-    /// Removes every binding expired at `unix`; returns the removed ones.
-    pub(super) fn expire(&mut self, unix: u64) -> Vec<Binding> {
+    /// Removes every binding expired at `unix`, except those of AORs for which `busy` is
+    /// true; returns the removed ones.
+    pub(super) fn expire(&mut self, unix: u64, busy: impl Fn(&str) -> bool) -> Vec<Binding> {
+        let due: Vec<Arc<str>> = self
+            .expiry
+            .iter()
+            .take_while(|(at, _)| *at <= unix)
+            .map(|(_, aor)| aor.clone())
+            .filter(|aor| !busy(aor))
+            .collect();
         let mut gone = Vec::new();
-        while let Some((at, aor)) = self.expiry.first().cloned() {
-            if at > unix {
-                break;
-            }
+        for aor in due {
             let (dead, live): (Vec<Binding>, Vec<Binding>) = self
                 .get(&aor)
                 .iter()
@@ -456,7 +461,14 @@ impl Core {
     }
 
     pub(super) fn expire_bindings(&mut self, unix: u64) {
-        let gone = self.location.expire(unix);
+        // An AOR with a change in flight is left alone: its refresh keeps the binding's
+        // ruid, and a Delete queued behind the refresh's Upsert would remove the row the
+        // UA was just told is registered. It expires at the next tick if that change
+        // fails; if it commits, it installs the bindings with their new expiry.
+        let registering = &self.registering;
+        let gone = self
+            .location
+            .expire(unix, |aor| registering.contains_key(aor));
         if gone.is_empty() {
             return;
         }

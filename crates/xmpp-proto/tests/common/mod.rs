@@ -83,6 +83,8 @@ pub struct Harness {
     /// Store orders not yet answered (when `hold_stores`).
     pub stores: Vec<(u64, Vec<StoreOp>)>,
     pub hold_stores: bool,
+    /// Account lookups fail as a broken database would.
+    pub fail_accounts: bool,
     /// Every store order seen.
     pub store_log: Vec<StoreOp>,
     pub next_conn: ConnId,
@@ -116,6 +118,7 @@ impl Harness {
             db: BTreeMap::new(),
             stores: Vec::new(),
             hold_stores: false,
+            fail_accounts: false,
             store_log: Vec::new(),
             next_conn: 1,
             cfg,
@@ -161,7 +164,12 @@ impl Harness {
                 match a {
                     Answer::Account(id, user) => {
                         let s = self.accounts.get(&user).cloned();
-                        self.server.handle_account_loaded(self.now, id, s);
+                        let answer = if self.fail_accounts {
+                            Err(xmpp_proto::server::StoreFailed)
+                        } else {
+                            Ok(s)
+                        };
+                        self.server.handle_account_loaded(self.now, id, answer);
                     }
                     Answer::Load(id, host, user, store, key) => {
                         let items = self

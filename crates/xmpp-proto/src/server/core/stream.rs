@@ -650,7 +650,7 @@ impl Server {
                         });
                     }
                     // Not a possible account: same path as an unknown one.
-                    Err(_) => self.sasl_secrets(now, cid, generation, None),
+                    Err(_) => self.sasl_secrets(now, cid, generation, Ok(None)),
                 }
             }
             Ok(Step::Challenge(data)) if data.is_empty() => {
@@ -683,12 +683,27 @@ impl Server {
         now: Instant,
         cid: ConnId,
         generation: u64,
-        secrets: Option<AccountSecrets>,
+        secrets: Result<Option<AccountSecrets>, StoreFailed>,
     ) {
         let Some(c) = self.conns.get_mut(&cid) else {
             return;
         };
         c.busy = false;
+        let secrets = match secrets {
+            Ok(s) => s,
+            Err(StoreFailed) => {
+                let current =
+                    matches!(&c.auth, Auth::Sasl { generation: g, .. } if *g == generation);
+                if current {
+                    // RFC 6120 section 6.5.12: a temporary error on our side, not the
+                    // client's credentials; it may try again.
+                    c.auth = Auth::None;
+                    self.sasl_failure(now, cid, "temporary-auth-failure");
+                    self.pump(now, cid);
+                }
+                return;
+            }
+        };
         let r = match &mut c.auth {
             Auth::Sasl {
                 server,

@@ -40,6 +40,9 @@ pub(crate) struct User {
     /// The account's XEP-0163 PEP service, once something needed it (`pep.rs`).
     pub(crate) pep: Option<Box<pep::PepService>>,
     last_used: Instant,
+    /// Writes of this user's state emitted so far ([`Server::store`]): a re-read answered
+    /// after a later write may predate it, and is then asked again.
+    pub(crate) writes: u64,
 }
 
 /// The key-value stores that make up a user's loaded state.
@@ -161,6 +164,7 @@ impl Server {
                 sessions: Vec::new(),
                 pep: None,
                 last_used: now,
+                writes: 0,
             },
         );
         let host = bare.domain().to_string();
@@ -168,8 +172,9 @@ impl Server {
         for part in parts {
             let b = bare.clone();
             match part {
-                Part::Account => self.fetch_account_then(&host, &node, move |s, now, a| {
-                    s.user_part(now, &b, part, Ok(Vec::new()), Some(a.is_some()))
+                Part::Account => self.fetch_account_then(&host, &node, move |s, now, a| match a {
+                    Ok(a) => s.user_part(now, &b, part, Ok(Vec::new()), Some(a.is_some())),
+                    Err(e) => s.user_part(now, &b, part, Err(e), None),
                 }),
                 Part::Roster | Part::RosterVersion | Part::Blocklist | Part::Offline => {
                     let store = part.store().unwrap_or_default();
@@ -238,9 +243,9 @@ impl Server {
     /// correct; a re-read that fails too leaves memory as it is).
     pub(crate) fn resync_users(&mut self, _now: Instant, users: Vec<Jid>) {
         for bare in users {
-            if self.user(&bare).is_none() {
+            let Some(writes) = self.user(&bare).map(|u| u.writes) else {
                 continue;
-            }
+            };
             let host = bare.domain().to_string();
             let node = bare.node().unwrap_or_default().to_string();
             for part in [
@@ -251,17 +256,20 @@ impl Server {
             ] {
                 let store = part.store().unwrap_or_default();
                 let b = bare.clone();
-                self.load_then(&host, &node, store, None, move |s, _now, r| {
+                self.load_then(&host, &node, store, None, move |s, now, r| {
                     let (Ok(items), Some(u)) = (r, s.user_mut(&b)) else {
                         return;
                     };
-                    match part {
-                        Part::Roster => u.roster.clear(),
-                        Part::Blocklist => u.blocklist.clear(),
-                        Part::Offline => u.offline.clear(),
-                        Part::RosterVersion | Part::Account => {}
+                    if u.writes != writes {
+                        // A change of this user went out after the re-read was asked
+                        // for (memory already shows it; the rows read may not): read
+                        // again, behind that change. Once per round, from its first part.
+                        if matches!(part, Part::Roster) {
+                            s.resync_users(now, vec![b]);
+                        }
+                        return;
                     }
-                    fill_part(u, part, items);
+                    replace_part(u, part, items);
                 });
             }
         }
@@ -338,4 +346,26 @@ fn fill_part(u: &mut User, part: Part, items: Vec<(String, String)>) {
             }
         }
     }
+}
+
+/// Replaces one part of a user's state with the rows read back. Offline messages keep
+/// what memory knows beyond the rows (which session one is being delivered to).
+fn replace_part(u: &mut User, part: Part, items: Vec<(String, String)>) {
+    match part {
+        Part::Roster => u.roster.clear(),
+        Part::Blocklist => u.blocklist.clear(),
+        Part::Offline => {
+            let stored: BTreeSet<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
+            u.offline.retain(|k, _| stored.contains(k.as_str()));
+            let missing: Vec<(String, String)> = items
+                .iter()
+                .filter(|(k, _)| !u.offline.contains_key(k))
+                .cloned()
+                .collect();
+            fill_part(u, part, missing);
+            return;
+        }
+        Part::RosterVersion | Part::Account => {}
+    }
+    fill_part(u, part, items);
 }

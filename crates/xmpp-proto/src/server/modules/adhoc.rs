@@ -314,8 +314,10 @@ fn command_iq(s: &mut Server, now: Instant, req: IqRequest) -> IqReply {
                 jid.node().unwrap_or_default().to_string(),
             );
             s.fetch_account_then(&h, &u, move |s, now, existing| {
-                if existing.is_none() {
-                    return done(s, now, Err(StanzaError::new("item-not-found")));
+                match existing {
+                    Err(_) => return done(s, now, Err(StanzaError::new("internal-server-error"))),
+                    Ok(None) => return done(s, now, Err(StanzaError::new("item-not-found"))),
+                    Ok(Some(_)) => {}
                 }
                 s.set_password(&jid, &password, move |s, now, ok| {
                     let r = if ok {

@@ -210,6 +210,10 @@ impl Server {
         let jid = jid.clone();
         let password = password.to_string();
         self.fetch_account_then(&host.clone(), &node.clone(), move |s, now, existing| {
+            let Ok(existing) = existing else {
+                s.registering.pending.remove(&jid);
+                return then(s, now, Err(StanzaError::new("internal-server-error")));
+            };
             if existing.is_some() {
                 s.registering.pending.remove(&jid);
                 return then(s, now, Err(StanzaError::new("conflict")));
