@@ -23,6 +23,7 @@ use crate::keepalive::{self, Datagram};
 use crate::metrics::Metrics;
 use crate::stream::{ConnCmd, Streams, CONN_QUEUE};
 use anyhow::Context as _;
+use rtc_daemon::core::since_epoch;
 use rtc_daemon::writer::Order;
 use sip_proto::core::{
     Binding, CloseReason, Config as CoreConfig, Core, Credentials, Output, ProtocolCore, Stats,
@@ -33,7 +34,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
@@ -643,13 +644,7 @@ impl SipLoop {
     }
 }
 
-/// The system clock as time since the Unix epoch (zero if it reads earlier).
-pub fn since_epoch() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
+/// Whole seconds since the Unix epoch, for the location table's dates.
 pub fn unix_now() -> u64 {
     since_epoch().as_secs()
 }

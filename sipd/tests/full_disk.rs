@@ -77,7 +77,7 @@ fn fill_leaving(file: &Path, spare: u64) {
         match f.write(&block) {
             Ok(0) => break,
             Ok(n) => written += n as u64,
-            Err(e) if e.raw_os_error() == Some(libc_enospc()) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
             Err(e) => panic!("filling the tmpfs: {e}"),
         }
     }
@@ -88,10 +88,6 @@ fn fill_leaving(file: &Path, spare: u64) {
         .open(file)
         .and_then(|f| f.set_len(keep))
         .expect("shrinking the filler");
-}
-
-fn libc_enospc() -> i32 {
-    28
 }
 
 /// One REGISTER from a trusted source (no digest round) for `user`, padded with a long

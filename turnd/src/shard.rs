@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use stun_proto::channel::{channel_frame_len, is_channel_data};
 use stun_proto::message::stun_frame_len;
 use stun_proto::{
@@ -98,10 +98,7 @@ struct State {
 /// Re-anchors the core's calendar time. Once a tick: nonces and REST timestamps have a
 /// resolution of seconds, so no system clock read per datagram.
 fn set_wall_clock(core: &mut Server, now: Instant) {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    core.set_wall_clock(now, since_epoch);
+    core.set_wall_clock(now, rtc_daemon::core::since_epoch());
 }
 
 impl ShardIo {

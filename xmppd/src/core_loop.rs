@@ -23,11 +23,12 @@ use crate::conn::{ConnCmd, ConnHandle};
 use crate::db::{Lookup, StoreOrder, WriterCmd};
 use crate::metrics::Metrics;
 use crate::sequencer::{Sequencer, Work};
+use rtc_daemon::core::since_epoch;
 use rtc_store::StoreError;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 use xmpp_proto::server::{
@@ -416,11 +417,4 @@ impl XmppLoop {
         self.metrics.publish(&self.published, &stats);
         self.published = stats;
     }
-}
-
-/// Time since the Unix epoch (0 if the clock is before it).
-fn since_epoch() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
 }

@@ -19,7 +19,7 @@
 use anyhow::{anyhow, bail, Context as _};
 use std::future::poll_fn;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
@@ -38,7 +38,8 @@ pub trait CoreLoop {
     /// Settings a reload hands the core.
     type Reload: Send + 'static;
 
-    /// Reads the clocks for this turn; the monotonic reading.
+    /// Reads the monotonic clock for this turn (calendar time goes to the core through
+    /// `set_wall_clock` in [`CoreLoop::housekeeping`]).
     fn clock(&mut self) -> Instant;
 
     /// One event; while `shutting_down`, new input is refused (what it would ask to store
@@ -246,4 +247,12 @@ pub async fn drive<L: CoreLoop>(
         }
     }
     l.finish();
+}
+
+/// The system clock as time since the Unix epoch (zero if it reads earlier): what a
+/// daemon hands its core's `set_wall_clock` (the cores never read the clock themselves).
+pub fn since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }

@@ -722,40 +722,38 @@ impl Server {
 
     /// [`Output::Store`] of `ops` in one transaction, `then` runs once it is durable (or
     /// failed). The XEP-0198 hold of the stanza being processed, if any, is carried
-    /// over: it is released after `then`. On failure, the users whose loaded state the
-    /// change touched are re-read from the database first (see [`Server::store`]).
+    /// over: it is released after `then`.
     pub(crate) fn store_then(
         &mut self,
         ops: Vec<StoreOp>,
         then: impl FnOnce(&mut Server, Instant, bool) + Send + 'static,
     ) {
-        let id = self.order_id();
         let hold = self.hold.take();
-        let touched = self.count_writes(&ops);
-        self.waiting.insert(
-            id,
-            Waiting::Store(Box::new(move |s: &mut Server, now, ok| {
-                if !ok {
-                    s.resync_users(now, touched);
-                }
-                s.hold = hold;
-                then(s, now, ok);
-                s.release_hold(now);
-            })),
-        );
-        self.outputs.push_back(Output::Store { id, ops });
+        self.emit_store(ops, move |s, now, ok| {
+            s.hold = hold;
+            then(s, now, ok);
+            s.release_hold(now);
+        });
     }
 
     /// Writes `ops` with nobody waiting for the outcome. Memory was changed first (the
-    /// change is already visible to the user's sessions); if the write fails, the
-    /// touched users' roster, blocklist and offline messages are re-read from the
-    /// database, so memory follows what committed rather than what was attempted
-    /// (storage orders run in order per user, so the re-read sees the failed change's
-    /// absence).
+    /// change is already visible to the user's sessions).
     pub(crate) fn store(&mut self, ops: Vec<StoreOp>) {
-        if ops.is_empty() {
-            return;
+        if !ops.is_empty() {
+            self.emit_store(ops, |_, _, _| {});
         }
+    }
+
+    /// Emits the order for [`Server::store`] and [`Server::store_then`]. If the write
+    /// fails, the touched users' roster, blocklist and offline messages are re-read from
+    /// the database before `then` runs, so memory follows what committed rather than what
+    /// was attempted (storage orders run in order per user, so the re-read sees the
+    /// failed change's absence).
+    fn emit_store(
+        &mut self,
+        ops: Vec<StoreOp>,
+        then: impl FnOnce(&mut Server, Instant, bool) + Send + 'static,
+    ) {
         let id = self.order_id();
         let touched = self.count_writes(&ops);
         self.waiting.insert(
@@ -764,6 +762,7 @@ impl Server {
                 if !ok {
                     s.resync_users(now, touched);
                 }
+                then(s, now, ok);
             })),
         );
         self.outputs.push_back(Output::Store { id, ops });
